@@ -7,10 +7,16 @@ This is the only module that spells host paths such as ``/sys`` or ``/etc``: eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from agent.errors import ConfigError
+from agent.model import DesiredMode
 
 # modprobe(8)/modprobe.d(5) configuration directories, in kmod's precedence order: a file name in an
 # earlier directory hides the same name in later ones (kmod libkmod.c ``default_config_paths``).
@@ -36,9 +42,7 @@ class HostRoots:
         for name in ("root", "sys", "proc", "dev"):
             value = getattr(self, name)
             if value is not None and not Path(value).is_absolute():
-                raise ConfigError(
-                    f"--{name.replace('root', 'host-root')}", f"must be an absolute path, got {value!s}"
-                )
+                raise ConfigError(f"--{name.replace('root', 'host-root')}", f"must be an absolute path, got {value!s}")
 
     @property
     def sysfs(self) -> Path:
@@ -73,3 +77,251 @@ class HostRoots:
                 continue
             return str(Path(shown) / rel)
         return str(path)
+
+
+LABEL_PUBLISHERS = ("node", "nfd", "none")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """The agent's whole configuration, validated. Built by :func:`agent.settings.load_config` from
+    flags > environment (``RDMA_NODE_AGENT_*``) > config file > these defaults."""
+
+    roots: HostRoots = field(default_factory=HostRoots)
+    netns_mode: DesiredMode = DesiredMode.UNMANAGED
+    dry_run: bool = False
+    interval_seconds: float = 30.0
+    runtime_retry_seconds: float = 600.0  # backoff between SYS_SET retries after EBUSY
+    modprobe_file: Path | None = None  # default: <host root>/etc/modprobe.d/ib_core.conf
+    reboot_sentinel: Path | None = None  # off by default; a path for kured's --reboot-sentinel
+    metrics_bind_address: str = ":9435"
+    kubernetes: bool = True
+    kubeconfig: Path | None = None
+    node_name: str | None = None  # NODE_NAME from the downward API
+    label_publisher: str = "node"  # node | nfd | none
+    label_prefix: str = "rdma.spidernet.io/"
+    label_hysteresis_seconds: float = 60.0
+    nfd_features_file: Path | None = (
+        None  # default: <host root>/etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent
+    )
+    resource_prefixes: tuple[str, ...] = ("spidernet.io/", "rdma/")
+    device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json
+
+    @property
+    def managed_modprobe_file(self) -> Path:
+        return self.modprobe_file or self.roots.host("etc/modprobe.d/ib_core.conf")
+
+    @property
+    def features_file(self) -> Path:
+        return self.nfd_features_file or self.roots.host(
+            "etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading: one table of settings, each with its flag, environment variable and config-file key.
+
+ENV_PREFIX = "RDMA_NODE_AGENT_"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
+
+
+def parse_duration(text: str) -> float:
+    """``30``, ``30s``, ``10m``, ``1h``, ``500ms`` → seconds (> 0)."""
+    match = _DURATION.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive duration like 30s, 10m or 1h, got {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_bind_address(text: str) -> tuple[str, int]:
+    """``:9435``, ``0.0.0.0:9435``, ``[::1]:9435`` → (host, port); an empty host means all addresses."""
+    match = _BIND.match(text.strip())
+    port = int(match.group("port")) if match else -1
+    if not match or not 0 <= port <= 65535:
+        raise ValueError(f"expected HOST:PORT such as :9435 or 127.0.0.1:9435, got {text!r}")
+    return (match.group("v6") or match.group("host") or ""), port
+
+
+def _desired_mode(text: str) -> DesiredMode:
+    try:
+        return DesiredMode(text.strip().lower())
+    except ValueError:
+        raise ValueError(f"expected shared, exclusive or unmanaged, got {text!r}") from None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _absolute_path(text: str) -> Path:
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    return Path(text)
+
+
+def _optional_path(text: str) -> Path | None:
+    return None if text.strip() == "" else _absolute_path(text)
+
+
+def _prefixes(text: str) -> tuple[str, ...]:
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not items:
+        raise ValueError("expected a comma-separated list of resource name prefixes")
+    return items
+
+
+def _label_prefix(text: str) -> str:
+    # A DNS-1123 subdomain followed by "/", the form Kubernetes label key prefixes take.
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/", text) or len(text) > 254:
+        raise ValueError(f"expected a DNS subdomain followed by '/', like rdma.spidernet.io/, got {text!r}")
+    return text
+
+
+def _node_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", text) or len(text) > 253:
+        raise ValueError(f"expected a Kubernetes node name, got {text!r}")
+    return text
+
+
+def _bind(text: str) -> str:
+    parse_bind_address(text)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration key: ``key`` is the flag name (``--key``) and the config-file key; the
+    environment variable is ``RDMA_NODE_AGENT_<KEY>``; ``target`` is the Config field (or roots.*)."""
+
+    key: str
+    target: str
+    parse: Callable[[str], Any]
+    help: str
+    host_path: bool = False  # a path on the host: resolved under the host root
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper().replace("-", "_")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host-root", "roots.root", _absolute_path, "where the host's / is mounted (in the pod: /host)"),
+    Setting("sys-root", "roots.sys", _absolute_path, "host sysfs (default: HOST_ROOT/sys)"),
+    Setting("proc-root", "roots.proc", _absolute_path, "host procfs (default: HOST_ROOT/proc)"),
+    Setting("dev-root", "roots.dev", _absolute_path, "host /dev (default: HOST_ROOT/dev)"),
+    Setting("netns-mode", "netns_mode", _desired_mode, "desired RDMA netns mode: shared, exclusive or unmanaged"),
+    Setting("dry-run", "dry_run", parse_bool, "plan and report, never change the host"),
+    Setting("interval", "interval_seconds", parse_duration, "time between reconciles (default 30s)"),
+    Setting("runtime-retry-interval", "runtime_retry_seconds", parse_duration,
+            "backoff between runtime mode changes the kernel refused with EBUSY (default 10m)"),
+    Setting("modprobe-file", "modprobe_file", _absolute_path,
+            "host path of the managed modprobe.d file (default /etc/modprobe.d/ib_core.conf)", host_path=True),
+    Setting("reboot-sentinel", "reboot_sentinel", _optional_path,
+            "host path of a file created while a reboot is required (for kured); empty: off", host_path=True),
+    Setting("metrics-bind-address", "metrics_bind_address", _bind, "HOST:PORT for /metrics, /healthz, /readyz"),
+    Setting("kubernetes", "kubernetes", parse_bool, "publish to Kubernetes (false: --no-kubernetes)"),
+    Setting("kubeconfig", "kubeconfig", _absolute_path, "kubeconfig file (default: in-cluster config)"),
+    Setting("node-name", "node_name", _node_name, "this node's name (the NODE_NAME downward-API variable)"),
+    Setting("label-publisher", "label_publisher", _choice(*LABEL_PUBLISHERS),
+            "where labels go: node (patch the Node), nfd (a features.d file) or none"),
+    Setting("label-prefix", "label_prefix", _label_prefix, "prefix of every label the agent owns"),
+    Setting("label-hysteresis", "label_hysteresis_seconds", parse_duration,
+            "how long a link-driven label value must hold before it is published (default 60s)"),
+    Setting("nfd-features-file", "nfd_features_file", _absolute_path,
+            "host path of the NFD features.d file (label-publisher nfd)", host_path=True),
+    Setting("resource-prefixes", "resource_prefixes", _prefixes,
+            "extended resources to watch, by prefix (default spidernet.io/,rdma/)"),
+    Setting("device-plugin-config", "device_plugin_config", _absolute_path,
+            "the RDMA shared device plugin's config.json (its ConfigMap, mounted)"),
+)  # fmt: skip
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    import yaml  # PyYAML: a dependency of the kubernetes client, declared in pyproject too
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError("--config", f"cannot read {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError("--config", f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in SETTINGS_BY_KEY:
+            raise ConfigError(f"{path}: {key}", f"unknown setting (known: {', '.join(SETTINGS_BY_KEY)})")
+        if isinstance(value, bool):
+            values[key] = "true" if value else "false"
+        elif isinstance(value, list):
+            values[key] = ",".join(str(v) for v in value)
+        elif value is None:
+            values[key] = ""
+        else:
+            values[key] = str(value)
+    return values
+
+
+def load_config(
+    flags: Mapping[str, str],
+    env: Mapping[str, str] = os.environ,
+    config_file: Path | None = None,
+) -> Config:
+    """Merge flags > environment > config file > defaults into a validated :class:`Config`.
+
+    ``flags`` maps setting keys to the text given on the command line. Any invalid value raises
+    :class:`ConfigError` whose ``setting`` names where it came from (``--netns-mode``,
+    ``RDMA_NODE_AGENT_NETNS_MODE`` or ``config.yaml: netns-mode``)."""
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = _absolute_path(env[ENV_PREFIX + "CONFIG"])
+    file_values = _read_config_file(config_file) if config_file is not None else {}
+    if "node-name" not in flags and not env.get(SETTINGS_BY_KEY["node-name"].env) and env.get("NODE_NAME"):
+        env = {**env, SETTINGS_BY_KEY["node-name"].env: env["NODE_NAME"]}
+    parsed: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.key in flags:
+            raw, origin = flags[setting.key], setting.flag
+        elif setting.env in env:
+            raw, origin = env[setting.env], setting.env
+        elif setting.key in file_values:
+            raw, origin = file_values[setting.key], f"{config_file}: {setting.key}"
+        else:
+            continue
+        try:
+            parsed[setting.target] = setting.parse(raw)
+        except ValueError as err:
+            raise ConfigError(origin, str(err)) from None
+    roots = HostRoots(**{k.split(".", 1)[1]: v for k, v in parsed.items() if k.startswith("roots.")})
+    kwargs = {k: v for k, v in parsed.items() if not k.startswith("roots.")}
+    for setting in SETTINGS:
+        if setting.host_path and kwargs.get(setting.target) is not None:
+            kwargs[setting.target] = roots.host(str(kwargs[setting.target]))
+    known = {f.name for f in fields(Config)}
+    assert set(kwargs) <= known, set(kwargs) - known
+    config = Config(roots=roots, **kwargs)
+    if not math.isfinite(config.interval_seconds):
+        raise ConfigError("--interval", "must be finite")
+    return config

@@ -160,6 +160,7 @@ class PersistedNetnsMode:
     source: str | None = None
     conflicts: tuple[ModprobeOption, ...] = ()
     options: tuple[ModprobeOption, ...] = ()  # every setting seen, in the order they apply
+    source_mtime: float | None = None  # mtime of the file the winning setting is in (epoch seconds)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -197,3 +198,91 @@ class NodeSnapshot:
 
     def module_loaded(self, name: str) -> bool:
         return any(m.name == name and m.loaded for m in self.modules)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Enforcement (plan → act) and the agent's own state, as published.
+
+
+class DesiredMode(enum.Enum):
+    """What the operator asked for. ``unmanaged`` (the default) only observes."""
+
+    SHARED = "shared"
+    EXCLUSIVE = "exclusive"
+    UNMANAGED = "unmanaged"
+
+    @property
+    def netns_mode(self) -> NetnsMode | None:
+        return None if self is DesiredMode.UNMANAGED else NetnsMode(self.value)
+
+
+class ActionKind(enum.Enum):
+    SET_RUNTIME_MODE = "set_runtime_mode"  # netlink SYS_SET
+    WRITE_PERSISTED = "write_persisted"  # the managed modprobe.d file
+    SIGNAL_REBOOT = "signal_reboot"  # status field + optional sentinel file
+    CLEAR_REBOOT = "clear_reboot"  # remove the sentinel once live mode = desired
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Action:
+    kind: ActionKind
+    mode: NetnsMode | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnforcementState:
+    """The outcome of the last reconcile, for status, metrics and labels."""
+
+    desired: DesiredMode
+    live: NetnsMode | None
+    persisted: NetnsMode | None
+    compliant: bool  # live == desired (always True when unmanaged)
+    reboot_required: bool = False
+    reboot_reason: str | None = None
+    persisted_ineffective: bool = False  # persisted ≠ live though the file predates this boot
+    runtime_set_attempts: int = 0  # SYS_SET requests sent so far (a counter)
+    next_runtime_attempt: float | None = None  # epoch seconds; None when no retry is pending
+    dry_run: bool = False
+    plan: tuple[Action, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StageHealth:
+    """One stage of the loop (discover, enforce, labels, allocatable): did its last run succeed?"""
+
+    stage: str
+    success: bool
+    last_success: float | None = None  # epoch seconds
+    duration_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResourceAmount:
+    """An extended resource on the Node object (e.g. ``spidernet.io/hca_shared_devices``)."""
+
+    name: str
+    capacity: int | None = None
+    allocatable: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SelectorMatch:
+    """How many of this node's RDMA devices one device-plugin selector matches."""
+
+    resource: str  # full resource name, prefix/name
+    matched: int
+    summary: str  # the selector in words, e.g. "vendors 15b3, deviceIDs 1017"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentState:
+    """Everything the publishers need, replaced atomically by the loop after each cycle."""
+
+    snapshot: NodeSnapshot | None = None
+    enforcement: EnforcementState | None = None
+    stages: tuple[StageHealth, ...] = ()
+    resources: tuple[ResourceAmount, ...] = ()
+    selectors: tuple[SelectorMatch, ...] = ()
+    problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)

@@ -1,0 +1,1 @@
+"""Discovery: read host state (netlink, sysfs, procfs, modprobe.d) into one NodeSnapshot."""

@@ -1,0 +1,1 @@
+"""Publish: status report, Prometheus metrics, node labels."""

@@ -1,0 +1,1 @@
+"""Reconcile: plan (pure) and enforce (the only host writer) the desired netns mode."""
