@@ -237,11 +237,16 @@ def plan(given: PlanInput) -> EnforcementState:
             next_attempt = memory.next_attempt
         if memory.last_errno is not None:
             problems.append(_errno_problem(memory.last_errno, target, snap.network_namespaces))
-        if memory.last_errno == errno.EBUSY:
+        busy = memory.last_errno == errno.EBUSY
+        # A dry run (``status``) has no memory of refusals: predict one from the kernel's rule.
+        predicted = given.dry_run and memory.last_errno is None and (snap.network_namespaces or 0) > 0
+        if busy or predicted:
             reboot_required = True
             reason = (
-                f"live netns mode is {live.value}, desired {target.value}; the kernel refuses runtime changes "
-                f"while other network namespaces exist, so netns_mode={target.kernel_value} applies at the next boot"
+                f"live netns mode is {live.value}, desired {target.value}; the kernel "
+                + ("refuses" if busy else "will refuse")
+                + f" runtime changes while other network namespaces exist ({snap.network_namespaces} now), so "
+                f"netns_mode={target.kernel_value} applies at the next boot"
             )
             actions.append(Action(kind=ActionKind.SIGNAL_REBOOT, mode=target, reason=reason))
     elif memory.reboot_signalled:

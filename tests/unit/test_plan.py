@@ -193,3 +193,14 @@ def test_managed_file_header_is_not_duplicated_and_user_lines_keep_position() ->
     switched = managed_file_content(first, SH)
     assert switched.count(MANAGED_HEADER) == 1
     assert switched == MANAGED_HEADER + "install foo /bin/true\noptions ib_core netns_mode=1\n"
+
+
+def test_dry_run_predicts_reboot_from_namespaces() -> None:
+    s = snap(SH, EX, netns=4)
+    given = PlanInput(snapshot=s, desired=DesiredMode.EXCLUSIVE, managed_file_text=file_for(EX),
+                      managed_file_display=FILE, memory=EnforcerMemory(), now=BOOT, dry_run=True)  # fmt: skip
+    state = plan(given)
+    assert state.reboot_required and state.reboot_reason is not None
+    assert "will refuse" in state.reboot_reason and "(4 now)" in state.reboot_reason
+    assert not plan(replace(given, dry_run=False)).reboot_required  # a real run tries first: the kernel decides
+    assert not plan(replace(given, snapshot=snap(SH, EX, netns=0))).reboot_required
