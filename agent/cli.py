@@ -1,0 +1,123 @@
+"""Command line: ``rdma-node-agent status`` (one-shot report of this node) and ``run`` (the agent).
+
+Every setting is a flag (``--netns-mode``), an environment variable (``RDMA_NODE_AGENT_NETNS_MODE``)
+and a config-file key (``netns-mode:``); flags win over the environment, which wins over the file.
+Exit codes: 0 the command did its job (a status report is produced whatever it found), 2 bad
+configuration (one line on stderr naming the setting), 1 an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+from agent import __version__
+from agent.config import SETTINGS, Config, load_config
+from agent.errors import ConfigError
+from agent.loop import Agent
+from agent.publish.status import render_json, render_text
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+logger = logging.getLogger("agent")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError("command line", message)
+
+
+def _settings_parser() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML config file (keys: the flag names without --)")
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for setting in SETTINGS:
+        if setting.key == "dry-run":
+            common.add_argument("--dry-run", dest="dry-run", action="store_const", const="true", help=setting.help)
+        elif setting.key == "kubernetes":
+            common.add_argument(
+                "--no-kubernetes", dest="kubernetes", action="store_const", const="false",
+                help="run without the Kubernetes publisher (labels, allocatable watch)",
+            )  # fmt: skip
+        else:
+            common.add_argument(setting.flag, dest=setting.key, metavar=setting.key.upper().replace("-", "_"),
+                                help=f"{setting.help} [env {setting.env}]")  # fmt: skip
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rdma-node-agent", description="Observe, enforce and publish a node's RDMA state.")
+    parser.add_argument("--version", action="version", version=f"rdma-node-agent {__version__}")
+    common = _settings_parser()
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    status = sub.add_parser("status", parents=[common], help="print this node's RDMA state once and exit")
+    status.add_argument("--json", action="store_true", help="print the snapshot as JSON (agent/status.schema.json)")
+    run = sub.add_parser("run", parents=[common], help="run the agent: reconcile every interval, serve metrics")
+    run.add_argument("--once", action="store_true", help="one reconcile, print the status, exit")
+    return parser
+
+
+def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    flags = {s.key: getattr(args, s.key) for s in SETTINGS if getattr(args, s.key, None) is not None}
+    return load_config(flags, env, args.config)
+
+
+def _status(config: Config, as_json: bool) -> int:
+    """One snapshot and the plan for the configured mode; never changes the host."""
+    from dataclasses import replace
+
+    agent = Agent(replace(config, dry_run=True))
+    snapshot = agent._snapshot()
+    snapshot, enforcement = agent.reconcile(snapshot)
+    sys.stdout.write(render_json(snapshot, enforcement) if as_json else render_text(snapshot, enforcement))
+    return EXIT_OK
+
+
+def _run(config: Config, once: bool) -> int:
+    agent = Agent(config)
+    if once:
+        state = agent.run_once()
+        assert state.snapshot is not None
+        sys.stdout.write(render_json(state.snapshot, state.enforcement))
+        return EXIT_OK
+    stop, wake = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            logger.info("SIGHUP: reconciling now")
+        else:
+            logger.info("%s: stopping", signal.Signals(signum).name)
+            stop.set()
+        wake.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    logger.info("rdma-node-agent %s: desired netns mode %s, every %ss", __version__, config.netns_mode.value,
+                config.interval_seconds)  # fmt: skip
+    agent.run_forever(stop, wake)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        config = config_from(args, os.environ if env is None else env)
+    except ConfigError as err:
+        print(f"rdma-node-agent: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "status":
+        return _status(config, args.json)
+    return _run(config, args.once)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

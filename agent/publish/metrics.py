@@ -1,0 +1,533 @@
+"""Prometheus metrics built at scrape time from the latest :class:`~agent.model.AgentState`.
+
+:class:`RdmaCollector` reads ``state()`` once per scrape and builds every family fresh, so a device
+that vanished from the snapshot vanishes from ``/metrics`` and concurrent scrapes share nothing
+mutable. No module-level Gauges hold device state. Every family is declared once in :data:`SPECS`
+(name, type, help, labels); ``describe()`` and docs/metrics.md follow that table, and a family with
+no samples is not exposed (as the Go client does). Label values that are unknown are ``""``, which
+Prometheus treats as an absent label.
+
+Before the first cycle (``state().snapshot is None``) only the agent's own ``rdma_agent_*`` families
+are exposed: nothing is said about the node until something was read from it.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.model import (
+    AgentState,
+    DesiredMode,
+    EnforcementState,
+    NetnsMode,
+    NodeSnapshot,
+    PciFunction,
+    Problem,
+    RdmaDevice,
+    RdmaPort,
+)
+
+# Char device kinds always reported (0 when none is present), so "rdma_cm missing" is a value, not an
+# absent series. Other kinds the snapshot contains are reported too.
+CHAR_DEVICE_KINDS = ("issm", "rdma_cm", "umad", "uverbs")
+
+# Conditions of rdma_node_ready, in the order docs/metrics.md lists them.
+READY_CONDITIONS = (
+    "rdma_device_present",
+    "port_link_up",
+    "uverbs_present",
+    "rdma_cm_present",
+    "netns_mode_compliant",
+    "no_reboot_required",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricSpec:
+    name: str  # as exposed; counters include the ``_total`` suffix
+    type: str  # "gauge" | "counter"
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+def _g(name: str, text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name=name, type="gauge", help=text, labels=labels)
+
+
+def _c(name: str, text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name=name, type="counter", help=text, labels=labels)
+
+
+# Every family this collector can expose, in exposition order. Names are a public interface: alerts
+# and dashboards depend on them. Change one only with a note in docs/metrics.md.
+SPECS: tuple[MetricSpec, ...] = (
+    # The agent itself (always exposed).
+    _g("rdma_agent_build_info", "Build of the running agent; value is always 1.", "version", "python"),
+    _g(
+        "rdma_agent_stage_success",
+        "Whether the last run of a loop stage succeeded (1) or failed (0).",
+        "stage",
+    ),
+    _g(
+        "rdma_agent_stage_last_success_timestamp_seconds",
+        "Unix time of the last successful run of a loop stage.",
+        "stage",
+    ),
+    _g("rdma_agent_stage_duration_seconds", "Duration of the last run of a loop stage.", "stage"),
+    # The snapshot.
+    _g("rdma_snapshot_timestamp_seconds", "Unix time the node snapshot behind these metrics was taken."),
+    _g("rdma_netlink_available", "Whether the kernel's RDMA netlink (NETLINK_RDMA) answered (1) or not (0)."),
+    _g(
+        "rdma_node_ready",
+        "Whether this node can run RDMA workloads: 1 when every rdma_node_ready_condition is 1.",
+    ),
+    _g(
+        "rdma_node_ready_condition",
+        "One condition of rdma_node_ready: 1 when it holds, 0 when it does not.",
+        "condition",
+    ),
+    _g("rdma_devices", "Number of RDMA devices on the node."),
+    _g(
+        "rdma_device_info",
+        "An RDMA device and its facts; value is always 1.",
+        "device",
+        "node_type",
+        "protocol",
+        "fw_version",
+        "node_guid",
+        "sys_image_guid",
+        "pci_address",
+    ),
+    _g(
+        "rdma_device_uverbs_present",
+        "Whether the device's /dev/infiniband/uverbsN node exists (1) or not (0).",
+        "device",
+    ),
+    _g(
+        "rdma_port_info",
+        "An RDMA port and where it lives: netdev, PCI function, driver, NUMA node; value is always 1.",
+        "device",
+        "port",
+        "netdev",
+        "link_layer",
+        "pci_address",
+        "vendor",
+        "device_id",
+        "driver",
+        "numa_node",
+        "function",
+        "pf_pci_address",
+    ),
+    _g(
+        "rdma_port_state_id",
+        "Logical port state as the kernel numbers it (1 DOWN, 2 INIT, 3 ARMED, 4 ACTIVE, 5 ACTIVE_DEFER).",
+        "device",
+        "port",
+    ),
+    _g(
+        "rdma_port_physical_state_id",
+        "Physical port state as the kernel numbers it (2 POLLING, 3 DISABLED, 5 LINK_UP, 6 LINK_ERROR_RECOVER).",
+        "device",
+        "port",
+    ),
+    _g(
+        "rdma_port_link_up",
+        "Whether the port is ACTIVE with physical state LINK_UP (1) or not (0).",
+        "device",
+        "port",
+    ),
+    _g("rdma_port_rate_bytes_per_second", "Port signalling rate from sysfs ports/N/rate.", "device", "port"),
+    _g(
+        "rdma_pci_function_info",
+        "A PCI function carrying an RDMA device or netdev; value is always 1.",
+        "pci_address",
+        "vendor",
+        "device_id",
+        "subsystem_vendor",
+        "subsystem_device",
+        "driver",
+        "numa_node",
+        "function",
+        "pf_pci_address",
+    ),
+    _g("rdma_pci_sriov_totalvfs", "Virtual functions the PF supports (sysfs sriov_totalvfs).", "pci_address"),
+    _g(
+        "rdma_pci_sriov_numvfs",
+        "Virtual functions currently enabled on the PF (sysfs sriov_numvfs).",
+        "pci_address",
+    ),
+    _g(
+        "rdma_char_devices",
+        "Device nodes present under /dev/infiniband, by kind (uverbs, umad, issm, rdma_cm).",
+        "kind",
+    ),
+    _g(
+        "rdma_kernel_module_loaded",
+        "Whether a kernel module the agent checks is loaded (1) or not (0).",
+        "module",
+    ),
+    _g(
+        "rdma_kernel_info",
+        "Running kernel and Mellanox OFED versions; value is always 1.",
+        "release",
+        "mofed_version",
+    ),
+    _g("rdma_network_namespaces", "Network namespaces on the host other than the initial one."),
+    _g(
+        "rdma_netns_mode",
+        "Live ib_core netns mode: 1 for the current mode, 0 for the other (both 0 when unreadable).",
+        "mode",
+    ),
+    _g(
+        "rdma_netns_mode_persisted",
+        "netns mode ib_core gets at its next load (kernel default shared when nothing is persisted): 1 or 0.",
+        "mode",
+    ),
+    _g(
+        "rdma_netns_mode_persisted_info",
+        "The setting that decides the persisted netns mode, when one does; value is always 1.",
+        "source",
+    ),
+    _g(
+        "rdma_netns_mode_persisted_conflicts",
+        "Persisted netns_mode settings that disagree with the effective one.",
+    ),
+    _g(
+        "rdma_netns_mode_desired",
+        "netns mode the agent is configured to enforce: 1 for the configured one.",
+        "mode",
+    ),
+    _g(
+        "rdma_netns_mode_compliant",
+        "Whether the live netns mode is the desired one (1; always 1 when unmanaged).",
+    ),
+    _g(
+        "rdma_reboot_required",
+        "Whether a reboot is needed for the desired netns mode to take effect (1) or not (0).",
+    ),
+    _g(
+        "rdma_reboot_required_info",
+        "Why a reboot is required; exposed only while one is; value is always 1.",
+        "reason",
+    ),
+    _g(
+        "rdma_netns_persisted_ineffective",
+        "Whether the persisted netns mode differs from the live one though it predates this boot (1 or 0).",
+    ),
+    _c(
+        "rdma_netns_runtime_set_attempts_total",
+        "Requests sent to change the netns mode at runtime (netlink SYS_SET).",
+    ),
+    _g(
+        "rdma_netns_runtime_next_attempt_timestamp_seconds",
+        "Unix time of the next runtime netns mode change attempt, while a retry is pending.",
+    ),
+    _g("rdma_problems", "Problems the agent currently reports, by stable code (absent means 0).", "code"),
+    _g("rdma_node_resource_capacity", "Capacity of an extended resource on the Node object.", "resource"),
+    _g(
+        "rdma_node_resource_allocatable",
+        "Allocatable amount of an extended resource on the Node object.",
+        "resource",
+    ),
+    _g(
+        "rdma_device_plugin_selector_matched_devices",
+        "RDMA devices of this node one device-plugin selector matches.",
+        "resource",
+        "selector",
+    ),
+)
+
+_SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def _label(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _bool(value: bool) -> float:
+    return 1.0 if value else 0.0
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec\b")
+
+
+def parse_rate_bytes_per_second(rate: str | None) -> float | None:
+    """sysfs ``ports/N/rate`` (``"100 Gb/sec (4X EDR)"``) in bytes per second; None if unparsable.
+
+    The kernel prints the signalling rate in decimal gigabits (drivers/infiniband/core/sysfs.c
+    ``rate_show``), as node_exporter's procfs ``parseRate`` reads it.
+    """
+    match = _RATE.match(rate or "")
+    return float(match.group(1)) * 1e9 / 8 if match else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Readiness: one rule, used by the gauge and available to other publishers.
+
+
+def devices_with_uverbs(snapshot: NodeSnapshot) -> frozenset[str]:
+    """RDMA devices that have a uverbs char device whose node exists under the host's /dev (pure)."""
+    present = {c.name: c for c in snapshot.char_devices if c.kind == "uverbs" and c.present}
+    owners = {c.rdma_device for c in present.values() if c.rdma_device is not None}
+    owners.update(d.name for d in snapshot.devices if any(name in present for name in d.char_devices))
+    return frozenset(owners)
+
+
+def ready_conditions(snapshot: NodeSnapshot, enforcement: EnforcementState | None) -> dict[str, bool]:
+    """Each condition of node readiness (:data:`READY_CONDITIONS`) and whether it holds (pure).
+
+    Ready means an RDMA workload scheduled here can open a device: at least one RDMA device has a
+    port that is ACTIVE/LINK_UP *and* a uverbs node; ``/dev/infiniband/rdma_cm`` exists; and the
+    netns mode matches what the agent enforces without waiting for a reboot. Before the enforce
+    stage has reported (``enforcement is None``) the last two conditions hold vacuously.
+    """
+    usable = {d.name for d in snapshot.devices if any(p.link_up for p in d.ports)}
+    return {
+        "rdma_device_present": bool(snapshot.devices),
+        "port_link_up": bool(usable),
+        "uverbs_present": bool(usable & devices_with_uverbs(snapshot)),
+        "rdma_cm_present": any(c.kind == "rdma_cm" and c.present for c in snapshot.char_devices),
+        "netns_mode_compliant": enforcement is None or enforcement.compliant,
+        "no_reboot_required": enforcement is None or not enforcement.reboot_required,
+    }
+
+
+def node_ready(snapshot: NodeSnapshot, enforcement: EnforcementState | None) -> bool:
+    return all(ready_conditions(snapshot, enforcement).values())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building families.
+
+
+class _Families:
+    """Samples keyed by family name; emitted in :data:`SPECS` order, families without samples skipped."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+
+    def add(self, name: str, value: float, *labels: object) -> None:
+        spec = _SPEC_BY_NAME[name]
+        if len(labels) != len(spec.labels):
+            raise ValueError(f"{name}: expected labels {spec.labels}, got {len(labels)} values")
+        self._samples.setdefault(name, []).append((tuple(_label(v) for v in labels), value))
+
+    def families(self) -> Iterator[Metric]:
+        for spec in SPECS:
+            samples = self._samples.get(spec.name)
+            if not samples:
+                continue
+            family = _family(spec)
+            for labels, value in samples:
+                family.add_metric(labels, value)
+            yield family
+
+
+def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily:
+    if spec.type == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+    return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+
+def _agent(out: _Families, state: AgentState, version: str, python_version: str) -> None:
+    out.add("rdma_agent_build_info", 1, version, python_version)
+    for stage in state.stages:
+        out.add("rdma_agent_stage_success", _bool(stage.success), stage.stage)
+        if stage.last_success is not None:
+            out.add("rdma_agent_stage_last_success_timestamp_seconds", stage.last_success, stage.stage)
+        if stage.duration_seconds is not None:
+            out.add("rdma_agent_stage_duration_seconds", stage.duration_seconds, stage.stage)
+
+
+def _function_labels(pci: PciFunction | None) -> tuple[str, str]:
+    """(``pf``/``vf``/``""``, the PF's address): a function without ``physfn`` is a physical function."""
+    if pci is None:
+        return "", ""
+    if pci.physfn is not None:
+        return "vf", pci.physfn
+    return "pf", pci.address
+
+
+def _port(out: _Families, device: RdmaDevice, port: RdmaPort, pci: PciFunction | None) -> None:
+    keys = (device.name, port.port)
+    function, pf_address = _function_labels(pci)
+    out.add(
+        "rdma_port_info",
+        1,
+        *keys,
+        port.netdev,
+        port.link_layer,
+        device.pci_address,
+        pci.vendor if pci else None,
+        pci.device if pci else None,
+        pci.driver if pci else None,
+        pci.numa_node if pci else None,
+        function,
+        pf_address,
+    )
+    if port.state_code is not None:
+        out.add("rdma_port_state_id", port.state_code, *keys)
+    if port.physical_state_code is not None:
+        out.add("rdma_port_physical_state_id", port.physical_state_code, *keys)
+    out.add("rdma_port_link_up", _bool(port.link_up), *keys)
+    rate = parse_rate_bytes_per_second(port.rate)
+    if rate is not None:
+        out.add("rdma_port_rate_bytes_per_second", rate, *keys)
+
+
+def _pci(out: _Families, pci: PciFunction) -> None:
+    function, pf_address = _function_labels(pci)
+    out.add(
+        "rdma_pci_function_info",
+        1,
+        pci.address,
+        pci.vendor,
+        pci.device,
+        pci.subsystem_vendor,
+        pci.subsystem_device,
+        pci.driver,
+        pci.numa_node,
+        function,
+        pf_address,
+    )
+    if pci.sriov_totalvfs is not None:
+        out.add("rdma_pci_sriov_totalvfs", pci.sriov_totalvfs, pci.address)
+    if pci.sriov_numvfs is not None:
+        out.add("rdma_pci_sriov_numvfs", pci.sriov_numvfs, pci.address)
+
+
+def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState | None) -> None:
+    out.add("rdma_snapshot_timestamp_seconds", snap.taken_at)
+    out.add("rdma_netlink_available", _bool(snap.netlink_available))
+    conditions = ready_conditions(snap, enforcement)
+    out.add("rdma_node_ready", _bool(all(conditions.values())))
+    for condition in READY_CONDITIONS:
+        out.add("rdma_node_ready_condition", _bool(conditions[condition]), condition)
+
+    out.add("rdma_devices", len(snap.devices))
+    with_uverbs = devices_with_uverbs(snap)
+    pci_by_address = {p.address: p for p in snap.pci_functions}
+    for device in snap.devices:
+        out.add(
+            "rdma_device_info",
+            1,
+            device.name,
+            device.node_type,
+            device.protocol,
+            device.fw_version,
+            device.node_guid,
+            device.sys_image_guid,
+            device.pci_address,
+        )
+        out.add("rdma_device_uverbs_present", _bool(device.name in with_uverbs), device.name)
+        pci = pci_by_address.get(device.pci_address) if device.pci_address else None
+        for port in device.ports:
+            _port(out, device, port, pci)
+    for function in snap.pci_functions:
+        _pci(out, function)
+
+    kinds = dict.fromkeys(CHAR_DEVICE_KINDS, 0)
+    for char in snap.char_devices:
+        kinds[char.kind] = kinds.get(char.kind, 0) + (1 if char.present else 0)
+    for kind in sorted(kinds):
+        out.add("rdma_char_devices", kinds[kind], kind)
+    for module in snap.modules:
+        out.add("rdma_kernel_module_loaded", _bool(module.loaded), module.name)
+    if snap.kernel.release is not None or snap.kernel.mofed_version is not None:
+        out.add("rdma_kernel_info", 1, snap.kernel.release, snap.kernel.mofed_version)
+    if snap.network_namespaces is not None:
+        out.add("rdma_network_namespaces", snap.network_namespaces)
+
+    for mode in NetnsMode:
+        out.add("rdma_netns_mode", _bool(snap.netns_mode is mode), mode.value)
+    persisted = snap.persisted
+    effective = persisted.value or NetnsMode.SHARED  # ib_core's default when nothing sets it
+    for mode in NetnsMode:
+        out.add("rdma_netns_mode_persisted", _bool(effective is mode), mode.value)
+    if persisted.value is not None:
+        out.add("rdma_netns_mode_persisted_info", 1, persisted.source)
+    out.add("rdma_netns_mode_persisted_conflicts", len(persisted.conflicts))
+
+
+def _enforcement(out: _Families, enf: EnforcementState) -> None:
+    for desired in DesiredMode:
+        out.add("rdma_netns_mode_desired", _bool(enf.desired is desired), desired.value)
+    out.add("rdma_netns_mode_compliant", _bool(enf.compliant))
+    out.add("rdma_reboot_required", _bool(enf.reboot_required))
+    if enf.reboot_required:
+        out.add("rdma_reboot_required_info", 1, enf.reboot_reason or "")
+    out.add("rdma_netns_persisted_ineffective", _bool(enf.persisted_ineffective))
+    out.add("rdma_netns_runtime_set_attempts_total", enf.runtime_set_attempts)
+    if enf.next_runtime_attempt is not None:
+        out.add("rdma_netns_runtime_next_attempt_timestamp_seconds", enf.next_runtime_attempt)
+
+
+def _problems(out: _Families, problems: Iterable[Problem]) -> None:
+    counts: dict[str, int] = {}
+    for problem in problems:
+        counts[problem.code] = counts.get(problem.code, 0) + 1
+    for code in sorted(counts):
+        out.add("rdma_problems", counts[code], code)
+
+
+def build_families(state: AgentState, *, version: str, python_version: str) -> list[Metric]:
+    """Every metric family for one state (pure: same state, same families)."""
+    out = _Families()
+    _agent(out, state, version, python_version)
+    snap = state.snapshot
+    if snap is not None:
+        _snapshot(out, snap, state.enforcement)
+        if state.enforcement is not None:
+            _enforcement(out, state.enforcement)
+        _problems(
+            out,
+            (*snap.problems, *(state.enforcement.problems if state.enforcement else ()), *state.problems),
+        )
+        for resource in state.resources:
+            if resource.capacity is not None:
+                out.add("rdma_node_resource_capacity", resource.capacity, resource.name)
+            if resource.allocatable is not None:
+                out.add("rdma_node_resource_allocatable", resource.allocatable, resource.name)
+        for selector in state.selectors:
+            out.add(
+                "rdma_device_plugin_selector_matched_devices",
+                selector.matched,
+                selector.resource,
+                selector.summary,
+            )
+    return list(out.families())
+
+
+class RdmaCollector(Collector):
+    """A prometheus_client collector over the agent's latest state.
+
+    ``state`` returns the current :class:`AgentState` (the loop replaces it atomically); it is called
+    exactly once per scrape. ``python_version`` defaults to the running interpreter's and is
+    injectable so golden files do not depend on it.
+    """
+
+    def __init__(self, state: Callable[[], AgentState], *, version: str, python_version: str | None = None) -> None:
+        self._state = state
+        self._version = version
+        self._python_version = python_version if python_version is not None else platform.python_version()
+
+    def collect(self) -> Iterable[Metric]:
+        return build_families(self._state(), version=self._version, python_version=self._python_version)
+
+    def describe(self) -> Iterable[Metric]:
+        """Sample-less families, so registering checks name clashes without calling ``state()``."""
+        return [_family(spec) for spec in SPECS]
+
+
+def render(state: AgentState, version: str, *, python_version: str | None = None) -> bytes:
+    """``/metrics`` text (format 0.0.4) for one state, through a fresh registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RdmaCollector(lambda: state, version=version, python_version=python_version))
+    return generate_latest(registry)

@@ -1,0 +1,443 @@
+"""The HTTP listener (agent/publish/http.py) over real sockets on 127.0.0.1: bind address parsing,
+routes, status codes and content types, gzip, probes following their callables, stop(), many
+concurrent scrapers, the scrape limit, and idle, trickling or oversized clients."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.errors import ConfigError, PublishError
+from agent.model import AgentState
+from agent.publish.http import (
+    ACCEPT_BACKOFF_SECONDS,
+    MAX_REQUEST_HEAD_BYTES,
+    MetricsServer,
+    _Server,
+    parse_bind_address,
+)
+from agent.publish.metrics import RdmaCollector, render
+
+WAIT = 10.0  # upper bound for events that happen at once in a healthy run; never a pacing sleep
+
+# ---------------------------------------------------------------------------------------------------
+# parse_bind_address
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":9435", ("", 9435)),
+        ("0.0.0.0:9435", ("0.0.0.0", 9435)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:9435", ("::1", 9435)),
+        ("[::]:9435", ("::", 9435)),
+        ("localhost:65535", ("localhost", 65535)),
+        ("node-1.example.com:80", ("node-1.example.com", 80)),
+    ],
+)
+def test_parse_bind_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_bind_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "no port"),
+        ("9435", "no port"),
+        ("localhost", "no port"),
+        (":", "port is not a number"),
+        (":http", "port is not a number"),
+        (":-1", "port is not a number"),
+        (": 9435", "port is not a number"),
+        (":\u0669\u0664", "port is not a number"),  # Arabic-Indic digits pass str.isdigit()
+        (":65536", "out of range"),
+        ("::1:9435", "IPv6 addresses must be in brackets"),
+        ("[::1]", "port is not a number"),
+        ("[127.0.0.1]:80", "not an IPv6 address"),
+        ("[::1:80", "IPv6 addresses must be in brackets"),
+        ("999.1.1.1:80", "neither an IPv4 address nor a hostname"),
+        ("my host:80", "neither an IPv4 address nor a hostname"),
+        ("-bad-.example:80", "neither an IPv4 address nor a hostname"),
+    ],
+)
+def test_parse_bind_address_rejects(text: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as info:
+        parse_bind_address(text)
+    assert info.value.setting == "--metrics-bind-address"
+    assert repr(text) in str(info.value)
+
+
+def test_bad_bind_address_fails_before_start() -> None:
+    with pytest.raises(ConfigError, match="--metrics-bind-address"):
+        MetricsServer("nonsense", CollectorRegistry(), healthy=lambda: True, ready=lambda: True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A running server.
+
+
+class Flags:
+    def __init__(self) -> None:
+        self.healthy = True
+        self.ready = False
+
+
+@contextmanager
+def serving(
+    registry: Collector,
+    flags: Flags | None = None,
+    *,
+    bind: str = "127.0.0.1:0",
+    healthy: Callable[[], bool] | None = None,
+    **kw: float,
+) -> Iterator[str]:
+    f = flags or Flags()
+    server = MetricsServer(
+        bind,
+        registry,
+        healthy=healthy or (lambda: f.healthy),
+        ready=lambda: f.ready,
+        **kw,  # type: ignore[arg-type]
+    )
+    host, port = server.start()
+    try:
+        yield f"http://{'127.0.0.1' if host in ('::', '0.0.0.0') else host}:{port}"
+    finally:
+        server.stop()
+
+
+STATE = AgentState()
+
+
+def agent_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(RdmaCollector(lambda: STATE, version="1.2.3", python_version="3.11.2"))
+    return registry
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310 - http://127.0.0.1
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        with closing(err):
+            return err.code, dict(err.headers), err.read()
+
+
+EXPECTED_METRICS = render(STATE, "1.2.3", python_version="3.11.2")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "content_type", "body"),
+    [
+        ("GET", "/metrics", 200, CONTENT_TYPE_PLAIN_0_0_4, EXPECTED_METRICS),
+        ("GET", "/metrics?name[]=x", 200, CONTENT_TYPE_PLAIN_0_0_4, EXPECTED_METRICS),
+        ("HEAD", "/metrics", 200, CONTENT_TYPE_PLAIN_0_0_4, b""),
+        ("GET", "/healthz", 200, "text/plain; charset=utf-8", b"ok\n"),
+        ("GET", "/readyz", 503, "text/plain; charset=utf-8", b"readyz failed\n"),
+        ("GET", "/", 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n"),
+        ("GET", "/metrics/", 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n"),
+        ("POST", "/metrics", 405, "text/plain; charset=utf-8", b"method not allowed\n"),
+        ("DELETE", "/healthz", 405, "text/plain; charset=utf-8", b"method not allowed\n"),
+    ],
+)
+def test_routes(method: str, path: str, status: int, content_type: str, body: bytes) -> None:
+    with serving(agent_registry()) as base:
+        got_status, headers, got_body = fetch(base + path, method)
+    assert (got_status, headers["Content-Type"], got_body) == (status, content_type, body)
+    if method == "HEAD":
+        assert int(headers["Content-Length"]) == len(EXPECTED_METRICS)
+    if status == 405:
+        assert headers["Allow"] == "GET, HEAD"
+    assert headers["Server"] == "rdma-node-agent"  # no Python version advertised
+
+
+def test_openmetrics_when_asked() -> None:
+    with serving(agent_registry()) as base:
+        status, headers, body = fetch(base + "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    assert b'rdma_agent_build_info{python="3.11.2",version="1.2.3"} 1.0' in body
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"), [("gzip", True), ("deflate, gzip;q=0.5", True), ("identity", False), ("", False)]
+)
+def test_gzip_when_accepted(accept_encoding: str, gzipped: bool) -> None:
+    with serving(agent_registry()) as base:
+        status, headers, body = fetch(base + "/metrics", headers={"Accept-Encoding": accept_encoding})
+    assert status == 200
+    assert headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+    assert (gzip.decompress(body) if gzipped else body) == EXPECTED_METRICS
+
+
+def test_probes_follow_their_callables() -> None:
+    flags = Flags()
+    with serving(agent_registry(), flags) as base:
+        seen = []
+        for healthy, ready in [(True, False), (False, False), (True, True), (False, True), (True, True)]:
+            flags.healthy, flags.ready = healthy, ready
+            seen.append((fetch(base + "/healthz")[0], fetch(base + "/readyz")[0]))
+    assert seen == [(200, 503), (503, 503), (200, 200), (503, 200), (200, 200)]
+
+
+def test_a_probe_that_raises_answers_503() -> None:
+    def broken() -> bool:
+        raise RuntimeError("loop state unavailable")
+
+    with serving(agent_registry(), healthy=broken) as base:
+        assert fetch(base + "/healthz")[:3:2] == (503, b"healthz failed\n")
+        assert fetch(base + "/metrics")[0] == 200
+
+
+class Broken:
+    def collect(self) -> Iterable[Metric]:
+        raise RuntimeError("snapshot corrupt")
+
+
+def test_a_failing_collector_answers_500_and_keeps_serving() -> None:
+    registry = CollectorRegistry()
+    registry.register(Broken())
+    with serving(registry) as base:
+        assert fetch(base + "/metrics")[0] == 500
+        assert fetch(base + "/healthz")[0] == 200
+        assert fetch(base + "/metrics")[0] == 500  # the scrape slot was released
+
+
+def test_stop_closes_the_port_and_is_idempotent() -> None:
+    server = MetricsServer("127.0.0.1:0", agent_registry(), healthy=lambda: True, ready=lambda: True)
+    host, port = server.start()
+    assert fetch(f"http://{host}:{port}/healthz")[0] == 200
+    server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=WAIT).close()
+    server.stop()
+
+
+def test_start_twice_is_an_error_and_a_busy_port_is_a_publish_error() -> None:
+    first = MetricsServer("127.0.0.1:0", agent_registry(), healthy=lambda: True, ready=lambda: True)
+    _, port = first.start()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            first.start()
+        second = MetricsServer(f"127.0.0.1:{port}", agent_registry(), healthy=lambda: True, ready=lambda: True)
+        with pytest.raises(PublishError, match=rf"--metrics-bind-address: cannot listen on 127.0.0.1:{port}"):
+            second.start()
+    finally:
+        first.stop()
+
+
+def test_empty_host_listens_on_every_address() -> None:
+    with serving(agent_registry(), bind=":0") as base:
+        assert fetch(base + "/healthz")[0] == 200
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 support")
+    server = MetricsServer("[::1]:0", agent_registry(), healthy=lambda: True, ready=lambda: True)
+    try:
+        host, port = server.start()
+    except PublishError as err:
+        pytest.skip(f"no IPv6 loopback on this host: {err}")
+    try:
+        assert host == "::1"
+        assert fetch(f"http://[::1]:{port}/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Load and hostile clients.
+
+
+def test_many_concurrent_scrapers_all_get_complete_bodies() -> None:
+    clients, rounds = 32, 5
+    start = threading.Barrier(clients)
+    results: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def scrape(base: str) -> None:
+        start.wait(WAIT)
+        for _ in range(rounds):
+            status, _, body = fetch(base + "/metrics")
+            with lock:
+                results.append((status, body))
+
+    with serving(agent_registry()) as base:
+        threads = [threading.Thread(target=scrape, args=(base,)) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+    assert len(results) == clients * rounds
+    assert all(r == (200, EXPECTED_METRICS) for r in results)
+
+
+class Gate(Collector):
+    """A collector that holds every scrape inside collect() until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def collect(self) -> Iterable[Metric]:
+        self.entered.release()
+        assert self.release.wait(WAIT)
+        return [GaugeMetricFamily("rdma_test_gate", "Test gate.", value=1)]
+
+
+def _scrape_into(results: list[int], base: str) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.append(fetch(base + "/metrics")[0]))
+    thread.start()
+    return thread
+
+
+def test_healthz_answers_while_scrapes_are_stuck_in_collect() -> None:
+    gate = Gate()
+    registry = CollectorRegistry()
+    registry.register(gate)
+    results: list[int] = []
+    with serving(registry, max_parallel_scrapes=8) as base:
+        threads = [_scrape_into(results, base) for _ in range(8)]
+        for _ in threads:
+            assert gate.entered.acquire(timeout=WAIT)
+        assert fetch(base + "/healthz")[:3:2] == (200, b"ok\n")
+        assert results == []  # the scrapes were still waiting when the probe was answered
+        gate.release.set()
+        for t in threads:
+            t.join(WAIT)
+    assert results == [200] * 8
+
+
+def test_scrapes_beyond_the_limit_get_503_at_once() -> None:
+    gate = Gate()
+    registry = CollectorRegistry()
+    registry.register(gate)
+    results: list[int] = []
+    with serving(registry, max_parallel_scrapes=1) as base:
+        first = _scrape_into(results, base)
+        assert gate.entered.acquire(timeout=WAIT)
+        status, _, body = fetch(base + "/metrics")
+        assert (status, body) == (503, b"too many concurrent scrapes, retry later\n")
+        gate.release.set()
+        first.join(WAIT)
+        assert fetch(base + "/metrics")[0] == 200
+    assert results == [200]
+
+
+def _connect(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=WAIT)
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /metr", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"])
+def test_idle_half_open_connection_does_not_block_probes(sent: bytes) -> None:
+    with serving(agent_registry()) as base, closing(_connect(base)) as idle:
+        idle.sendall(sent)
+        assert fetch(base + "/healthz")[0] == 200
+        assert fetch(base + "/metrics")[0] == 200
+
+
+def _closed_by_server(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_idle_connection_is_closed_after_the_connection_timeout() -> None:
+    with serving(agent_registry(), connection_timeout=0.2) as base, closing(_connect(base)) as idle:
+        idle.sendall(b"GET /metrics HTTP/1.1\r\n")
+        assert _closed_by_server(idle) == b""  # recv() would raise TimeoutError after WAIT if not
+
+
+def test_trickling_client_is_cut_off_by_the_deadline_not_per_read() -> None:
+    # A slowloris client sends a byte more often than the timeout. A per-recv timeout would keep its
+    # thread forever; the whole head has one deadline. The trickle is paced by waiting for the server
+    # to close (select-style recv timeout), not by sleeping.
+    with serving(agent_registry(), connection_timeout=0.3) as base, closing(_connect(base)) as slow:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+        slow.settimeout(0.05)
+        closed = False
+        for _ in range(int(WAIT / 0.05)):
+            try:
+                slow.sendall(b"X")
+                closed = slow.recv(1) == b""
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            if closed:
+                break
+        assert closed
+
+
+def test_oversized_request_head_gets_431() -> None:
+    # Exactly one byte too many and no terminator: the server has read everything when it answers,
+    # so its close cannot turn into a reset that would hide the reply.
+    start = b"GET /metrics HTTP/1.1\r\nX-Pad: "
+    head = start + b"a" * (MAX_REQUEST_HEAD_BYTES + 1 - len(start))
+    with serving(agent_registry()) as base, closing(_connect(base)) as client:
+        client.sendall(head)
+        reply = _closed_by_server(client)
+    assert reply.startswith(b"HTTP/1.0 431 ")
+    assert reply.endswith(b"request head too large\n")
+
+
+class _ExhaustedSocket:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def accept(self) -> tuple[socket.socket, object]:
+        raise OSError(self.code, os.strerror(self.code))
+
+
+class _RecordingEvent:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return False
+
+
+@pytest.mark.parametrize(("code", "pauses"), [(errno.EMFILE, True), (errno.ENFILE, True), (errno.ECONNABORTED, False)])
+def test_accept_pauses_when_out_of_descriptors(code: int, pauses: bool) -> None:
+    # With no fd left the listening socket stays readable; without a pause the accept loop would spin.
+    server = _Server(
+        socket.AF_INET,
+        ("127.0.0.1", 0),
+        dual_stack=False,
+        registry=agent_registry(),
+        healthy=lambda: True,
+        ready=lambda: True,
+        connection_timeout=1.0,
+        max_parallel_scrapes=1,
+    )
+    real, event = server.socket, _RecordingEvent()
+    try:
+        server.socket, server._stopping = _ExhaustedSocket(code), event  # type: ignore[assignment]
+        with pytest.raises(OSError, match=os.strerror(code)):
+            server.get_request()
+    finally:
+        server.socket = real
+        server.server_close()
+    assert event.waits == ([ACCEPT_BACKOFF_SECONDS] if pauses else [])
