@@ -7,6 +7,7 @@ This is the only module that spells host paths such as ``/sys`` or ``/etc``: eve
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -124,7 +125,6 @@ class Config:
 ENV_PREFIX = "RDMA_NODE_AGENT_"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
 
 
 def parse_duration(text: str) -> float:
@@ -144,13 +144,53 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+_BIND_FORMS = "expected HOST:PORT such as ':9435', '0.0.0.0:9435', '[::1]:9435'"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
 def parse_bind_address(text: str) -> tuple[str, int]:
-    """``:9435``, ``0.0.0.0:9435``, ``[::1]:9435`` → (host, port); an empty host means all addresses."""
-    match = _BIND.match(text.strip())
-    port = int(match.group("port")) if match else -1
-    if not match or not 0 <= port <= 65535:
-        raise ValueError(f"expected HOST:PORT such as :9435 or 127.0.0.1:9435, got {text!r}")
-    return (match.group("v6") or match.group("host") or ""), port
+    """``HOST:PORT`` → ``(host, port)``; an empty host (``":9435"``) means every address.
+
+    IPv6 literals go in brackets (``[::1]:9435``), as in Go's ``net.Listen``. Port 0 picks a free
+    port (tests). Raises ValueError on anything else.
+    """
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{why}: {text!r} ({_BIND_FORMS})")
+
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise bad("no port")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise bad("port is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise bad("port is out of range 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad("not an IPv6 address inside the brackets") from None
+        return host, port
+    if ":" in host or "[" in host or "]" in host:
+        raise bad("IPv6 addresses must be in brackets")
+    if host and not _is_host(host):
+        raise bad("host is neither an IPv4 address nor a hostname")
+    return host, port
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    if all(c.isdigit() or c == "." for c in host):  # "999.1.1.1" is a bad address, not a hostname
+        return False
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
 
 
 def _desired_mode(text: str) -> DesiredMode:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import errno
 import gzip
 import io
-import ipaddress
 import logging
-import re
 import selectors
 import socket
 import socketserver
@@ -33,6 +31,7 @@ from urllib.parse import urlsplit
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
+from agent.config import parse_bind_address as config_parse_bind_address
 from agent.errors import ConfigError, PublishError
 
 logger = logging.getLogger(__name__)
@@ -47,53 +46,15 @@ ACCEPT_BACKOFF_SECONDS = 0.1
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 TEXT = "text/plain; charset=utf-8"
 
-_BIND_FORMS = "expected HOST:PORT such as ':9435', '0.0.0.0:9435', '[::1]:9435'"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def parse_bind_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)``; an empty host (``":9435"``) means every address.
-
-    IPv6 literals go in brackets (``[::1]:9435``), as in Go's ``net.Listen``. Port 0 picks a free
-    port (tests). Raises :class:`ConfigError` naming ``--metrics-bind-address`` on anything else.
-    """
-
-    def bad(why: str) -> ConfigError:
-        return ConfigError(SETTING, f"{why}: {text!r} ({_BIND_FORMS})")
-
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise bad("no port")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise bad("port is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise bad("port is out of range 0-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise bad("not an IPv6 address inside the brackets") from None
-        return host, port
-    if ":" in host or "[" in host or "]" in host:
-        raise bad("IPv6 addresses must be in brackets")
-    if host and not _is_host(host):
-        raise bad("host is neither an IPv4 address nor a hostname")
-    return host, port
-
-
-def _is_host(host: str) -> bool:
+    """``HOST:PORT`` → ``(host, port)`` (see :func:`agent.config.parse_bind_address`), raising
+    :class:`ConfigError` naming ``--metrics-bind-address``."""
     try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        pass
-    else:
-        return True
-    if all(c.isdigit() or c == "." for c in host):  # "999.1.1.1" is a bad address, not a hostname
-        return False
-    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+        return config_parse_bind_address(text)
+    except ValueError as err:
+        raise ConfigError(SETTING, str(err)) from None
 
 
 def _listen_address(host: str, port: int) -> tuple[socket.AddressFamily, str, bool]:

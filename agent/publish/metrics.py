@@ -33,21 +33,11 @@ from agent.model import (
     RdmaDevice,
     RdmaPort,
 )
+from agent.publish.readiness import READY_CONDITIONS, devices_with_uverbs, ready_conditions
 
 # Char device kinds always reported (0 when none is present), so "rdma_cm missing" is a value, not an
 # absent series. Other kinds the snapshot contains are reported too.
 CHAR_DEVICE_KINDS = ("issm", "rdma_cm", "umad", "uverbs")
-
-# Conditions of rdma_node_ready, in the order docs/metrics.md lists them.
-READY_CONDITIONS = (
-    "rdma_device_present",
-    "port_link_up",
-    "uverbs_present",
-    "rdma_cm_present",
-    "netns_mode_compliant",
-    "no_reboot_required",
-)
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricSpec:
@@ -266,41 +256,6 @@ def parse_rate_bytes_per_second(rate: str | None) -> float | None:
     """
     match = _RATE.match(rate or "")
     return float(match.group(1)) * 1e9 / 8 if match else None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Readiness: one rule, used by the gauge and available to other publishers.
-
-
-def devices_with_uverbs(snapshot: NodeSnapshot) -> frozenset[str]:
-    """RDMA devices that have a uverbs char device whose node exists under the host's /dev (pure)."""
-    present = {c.name: c for c in snapshot.char_devices if c.kind == "uverbs" and c.present}
-    owners = {c.rdma_device for c in present.values() if c.rdma_device is not None}
-    owners.update(d.name for d in snapshot.devices if any(name in present for name in d.char_devices))
-    return frozenset(owners)
-
-
-def ready_conditions(snapshot: NodeSnapshot, enforcement: EnforcementState | None) -> dict[str, bool]:
-    """Each condition of node readiness (:data:`READY_CONDITIONS`) and whether it holds (pure).
-
-    Ready means an RDMA workload scheduled here can open a device: at least one RDMA device has a
-    port that is ACTIVE/LINK_UP *and* a uverbs node; ``/dev/infiniband/rdma_cm`` exists; and the
-    netns mode matches what the agent enforces without waiting for a reboot. Before the enforce
-    stage has reported (``enforcement is None``) the last two conditions hold vacuously.
-    """
-    usable = {d.name for d in snapshot.devices if any(p.link_up for p in d.ports)}
-    return {
-        "rdma_device_present": bool(snapshot.devices),
-        "port_link_up": bool(usable),
-        "uverbs_present": bool(usable & devices_with_uverbs(snapshot)),
-        "rdma_cm_present": any(c.kind == "rdma_cm" and c.present for c in snapshot.char_devices),
-        "netns_mode_compliant": enforcement is None or enforcement.compliant,
-        "no_reboot_required": enforcement is None or not enforcement.reboot_required,
-    }
-
-
-def node_ready(snapshot: NodeSnapshot, enforcement: EnforcementState | None) -> bool:
-    return all(ready_conditions(snapshot, enforcement).values())
 
 
 # ---------------------------------------------------------------------------------------------------

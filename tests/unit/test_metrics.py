@@ -43,13 +43,12 @@ from agent.model import (
     StageHealth,
 )
 from agent.publish.metrics import (
-    READY_CONDITIONS,
     SPECS,
     RdmaCollector,
     parse_rate_bytes_per_second,
-    ready_conditions,
     render,
 )
+from agent.publish.readiness import READY_CONDITIONS, ready_conditions
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "fixtures" / "metrics"

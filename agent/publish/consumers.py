@@ -1,0 +1,720 @@
+"""Who consumes the node's RDMA devices, what the Node says they got, and why it is zero.
+
+Two consumers matter (Spiderpool's RDMA guide): the **RDMA shared device plugin**
+(Mellanox/k8s-rdma-shared-dev-plugin; Macvlan/IPVLAN, e.g. ``spidernet.io/hca_shared_devices``),
+which needs netns mode *shared*, and **SR-IOV VFs with RDMA CNI** (sriov-network-device-plugin,
+e.g. ``spidernet.io/mellanoxrdma``), which needs *exclusive*.
+
+The shared plugin's config (its ConfigMap's ``config.json``) is parsed and matched as the plugin
+itself does (pkg/types/types.go, pkg/resources/resources_manager.go, device_selectors.go,
+pci_net_device.go, rdma_device_spec.go):
+
+* Candidates are PCI functions of class 02 (network). A function enters the plugin's pool only
+  with an RDMA device whose char devices include ``rdma_cm``, ``umad`` and ``uverbs``; without them
+  the plugin logs "missing RDMA device spec" and skips it.
+* Selectors are ANDed across fields and ORed within one; an absent or empty field is ignored. Values
+  compare exactly (case-sensitive) against ``vendor``/``device`` ids as sysfs prints them without
+  ``0x`` (``15b3``, ``1017``), the driver's name, the function's first netdev (``ifNames``) and that
+  netdev's link type as netlink names it (``ether``, ``infiniband``; here taken from the RDMA port's
+  link layer).
+* The deprecated ``devices`` list is the ``ifNames`` selector; giving both, or neither, is an error.
+  ``resourcePrefix`` defaults to ``rdma``. ``isRdma``, ``pciAddresses``, ``rootDevices``, ``pfNames``
+  … are sriov-network-device-plugin selectors: this plugin silently ignores them, and so do we,
+  with a problem saying so.
+* A resource advertises ``rdmaHcaMax`` devices when at least one function is in its pool, else 0.
+  The plugin exits at start when the netns mode is exclusive.
+
+Which consumer a resource has (:func:`consumer_of`): resources named by the shared plugin's
+config, and any resource under ``rdma/`` (the plugin's default prefix), are the shared plugin's;
+every other watched resource is taken to be SR-IOV with RDMA CNI — the two kinds Spiderpool
+documents. Everything here is pure except :func:`read_device_plugin_config`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.model import (
+    EnforcementState,
+    NetnsMode,
+    NodeSnapshot,
+    PciFunction,
+    Problem,
+    ResourceAmount,
+    SelectorMatch,
+)
+from agent.publish.labels import qualified_name_error
+
+DEFAULT_RESOURCE_PREFIX = "rdma"  # resources_manager.go rdmaHcaResourcePrefix
+REQUIRED_CHAR_DEVICES = ("rdma_cm", "umad", "uverbs")  # rdma_device_spec.go requiredRdmaDevices
+# What loads each char device (rdma-core's modules-load.d/rdma.conf loads them at boot).
+CHAR_DEVICE_MODULE = {"rdma_cm": "rdma_ucm", "umad": "ib_umad", "uverbs": "ib_uverbs"}
+# Netlink's names (vishvananda/netlink encapTypeToString) for the RDMA port's link layer.
+LINK_TYPES = {"ethernet": "ether", "infiniband": "infiniband"}
+_RESOURCE_NAME = re.compile(r"[a-zA-Z0-9_]+")  # resources_manager.go validResourceName
+_SRIOV_DP_SELECTORS = frozenset(
+    {"isRdma", "pciAddresses", "rootDevices", "pfNames", "devices", "needVhostNet", "vdpaType", "acpiIndexes"}
+)
+
+
+class Consumer(enum.Enum):
+    """What takes a resource's devices, and the netns mode it needs."""
+
+    SHARED_DEVICE_PLUGIN = "rdma-shared-device-plugin"
+    SRIOV_RDMA_CNI = "sriov-rdma-cni"
+
+    @property
+    def needs(self) -> NetnsMode:
+        return NetnsMode.SHARED if self is Consumer.SHARED_DEVICE_PLUGIN else NetnsMode.EXCLUSIVE
+
+    @property
+    def title(self) -> str:
+        return (
+            "the RDMA shared device plugin"
+            if self is Consumer.SHARED_DEVICE_PLUGIN
+            else "SR-IOV with RDMA CNI"
+        )
+
+
+# --- the shared device plugin's config ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Selectors:
+    """``configList[].selectors`` (types.go Selectors)."""
+
+    vendors: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+    drivers: tuple[str, ...] = ()
+    if_names: tuple[str, ...] = ()
+    link_types: tuple[str, ...] = ()
+
+    def empty(self) -> bool:
+        return not (self.vendors or self.device_ids or self.drivers or self.if_names or self.link_types)
+
+    def summary(self) -> str:
+        """The selector in words: ``15b3:1017`` when it names one vendor and one device, then the rest."""
+        parts: list[str] = []
+        if len(self.vendors) == 1 and len(self.device_ids) == 1:
+            parts.append(f"{self.vendors[0]}:{self.device_ids[0]}")
+        else:
+            parts += [f"vendors {','.join(self.vendors)}"] if self.vendors else []
+            parts += [f"deviceIDs {','.join(self.device_ids)}"] if self.device_ids else []
+        for name, values in (
+            ("drivers", self.drivers),
+            ("ifNames", self.if_names),
+            ("linkTypes", self.link_types),
+        ):
+            if values:
+                parts.append(f"{name} {','.join(values)}")
+        return ", ".join(parts) or "everything"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResourceConfig:
+    """One ``configList[]`` entry (types.go UserConfig), validated as ValidateConfigs does."""
+
+    resource_name: str
+    resource_prefix: str = DEFAULT_RESOURCE_PREFIX
+    rdma_hca_max: int
+    selectors: Selectors
+    from_devices: bool = False  # the selectors came from the deprecated "devices" list
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.resource_prefix}/{self.resource_name}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DevicePluginConfig:
+    """The whole ``config.json`` (types.go UserConfigList)."""
+
+    source: str  # where it was read from, for messages
+    resources: tuple[ResourceConfig, ...]
+    periodic_update_interval: int | None = None  # seconds; None: the plugin's default (60)
+    ignored_fields: tuple[
+        str, ...
+    ] = ()  # JSON paths the plugin ignores, e.g. configList[0].selectors.rootDevices
+
+    def resource(self, full_name: str) -> ResourceConfig | None:
+        return next((r for r in self.resources if r.full_name == full_name), None)
+
+
+def _fields(obj: Mapping[str, Any], known: Sequence[str], path: str, ignored: list[str]) -> dict[str, Any]:
+    """Map JSON keys onto known field names as Go's encoding/json does: an exact match first, else a
+    case-insensitive one; later duplicates win. Unknown keys are recorded in ``ignored``."""
+    by_lower = {k.lower(): k for k in known}
+    out: dict[str, Any] = {}
+    exact: set[str] = set()
+    for key, value in obj.items():
+        if key in known:
+            out[key] = value
+            exact.add(key)
+        elif (name := by_lower.get(key.lower())) is not None:
+            if name not in exact:
+                out[name] = value
+        else:
+            ignored.append(f"{path}{key}")
+    return out
+
+
+def _int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    # Go rejects 1.0, "1" and true for an int field; Python's json gives bool for true.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"must be an integer, got {json.dumps(value)}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(where, f"must be a list of strings, got {json.dumps(value)}")
+    return tuple(value)
+
+
+def parse_device_plugin_config(text: str, source: str) -> DevicePluginConfig:
+    """Parse and validate the shared device plugin's ``config.json`` (pure).
+
+    Rejects what makes the plugin exit at start (ReadConfig/ValidateConfigs), with a ConfigError
+    whose setting names the file and field (``config.json: configList[1].rdmaHcaMax``)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            source, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"must be a JSON object, got {type(data).__name__}")
+    ignored: list[str] = []
+    top = _fields(data, ("periodicUpdateInterval", "configList"), "", ignored)
+    interval = _int(top.get("periodicUpdateInterval"), f"{source}: periodicUpdateInterval")
+    if interval is not None and interval < 0:
+        raise ConfigError(f"{source}: periodicUpdateInterval", f"must be ≥ 0, got {interval}")
+    entries = top.get("configList")
+    if entries is not None and not isinstance(entries, list):
+        raise ConfigError(f"{source}: configList", f"must be a list, got {json.dumps(entries)}")
+    if not entries:
+        raise ConfigError(f"{source}: configList", "no resources configured (the plugin exits)")
+    resources: list[ResourceConfig] = []
+    for i, entry in enumerate(entries):
+        resources.append(_resource(entry, f"configList[{i}]", source, ignored))
+    seen: set[str] = set()
+    for i, resource in enumerate(resources):
+        if resource.resource_name in seen:  # the plugin checks the name alone, whatever the prefix
+            raise ConfigError(
+                f"{source}: configList[{i}].resourceName", f"{resource.resource_name!r} is not unique"
+            )
+        seen.add(resource.resource_name)
+    return DevicePluginConfig(
+        source=source,
+        resources=tuple(resources),
+        periodic_update_interval=interval,
+        ignored_fields=tuple(ignored),
+    )
+
+
+def _resource(entry: Any, path: str, source: str, ignored: list[str]) -> ResourceConfig:
+    where = f"{source}: {path}"
+    if not isinstance(entry, dict):
+        raise ConfigError(where, f"must be a JSON object, got {json.dumps(entry)}")
+    known = ("resourceName", "resourcePrefix", "rdmaHcaMax", "devices", "selectors")
+    fields = _fields(entry, known, f"{path}.", ignored)
+    name = fields.get("resourceName")
+    if not isinstance(name, str) or not _RESOURCE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}.resourceName", f"must be letters, digits and '_', got {json.dumps(name)}")
+    prefix = fields.get("resourcePrefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise ConfigError(f"{where}.resourcePrefix", f"must be a string, got {json.dumps(prefix)}")
+    prefix = prefix or DEFAULT_RESOURCE_PREFIX
+    hca_max = _int(fields.get("rdmaHcaMax"), f"{where}.rdmaHcaMax") or 0
+    if hca_max < 0:
+        raise ConfigError(f"{where}.rdmaHcaMax", f"must be ≥ 0, got {hca_max}")
+    devices = _strings(fields.get("devices"), f"{where}.devices")
+    raw = fields.get("selectors")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{where}.selectors", f"must be a JSON object, got {json.dumps(raw)}")
+    sel_known = ("vendors", "deviceIDs", "drivers", "ifNames", "linkTypes")
+    sel = _fields(raw or {}, sel_known, f"{path}.selectors.", ignored)
+    selectors = Selectors(
+        vendors=_strings(sel.get("vendors"), f"{where}.selectors.vendors"),
+        device_ids=_strings(sel.get("deviceIDs"), f"{where}.selectors.deviceIDs"),
+        drivers=_strings(sel.get("drivers"), f"{where}.selectors.drivers"),
+        if_names=_strings(sel.get("ifNames"), f"{where}.selectors.ifNames"),
+        link_types=_strings(sel.get("linkTypes"), f"{where}.selectors.linkTypes"),
+    )
+    if selectors.empty() and not devices:
+        raise ConfigError(where, "neither selectors nor devices is given (the plugin exits)")
+    if not selectors.empty() and devices:
+        raise ConfigError(where, "selectors and devices are both given (the plugin exits)")
+    return ResourceConfig(
+        resource_name=name,
+        resource_prefix=prefix,
+        rdma_hca_max=hca_max,
+        selectors=selectors if devices == () else Selectors(if_names=devices),
+        from_devices=bool(devices),
+    )
+
+
+def resource_name_error(full_name: str) -> str | None:
+    """Why kubelet refuses a device plugin registering ``full_name``, or None. Kubelet accepts only
+    extended resource names: ``requests.<name>`` must be a qualified name (k8s.io/kubernetes
+    pkg/apis/core/v1/helper IsExtendedResourceName), so the prefix must be a lowercase DNS subdomain;
+    the plugin itself does not check (its README's ``example_prefix`` would be refused)."""
+    if "/" not in full_name or full_name.split("/", 1)[0].endswith("kubernetes.io"):
+        return "not an extended resource name"
+    return qualified_name_error("requests." + full_name)
+
+
+def read_device_plugin_config(path: Path) -> DevicePluginConfig:
+    """Read and parse the config file (the plugin's ConfigMap, mounted into the agent's pod)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("--device-plugin-config", f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("--device-plugin-config", f"{path} is not UTF-8 text: {err.reason}") from err
+    return parse_device_plugin_config(text, str(path))
+
+
+# --- the node as the plugin sees it ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PluginDevice:
+    """A PCI network function with an RDMA device, as the plugin's pciNetDevice describes it."""
+
+    address: str
+    vendor: str  # "" when unknown
+    device_id: str
+    driver: str
+    if_name: str  # first netdev by name, "" without one
+    link_type: str  # "ether" | "infiniband" | ""
+    rdma_devices: tuple[str, ...]
+    missing: tuple[str, ...]  # of REQUIRED_CHAR_DEVICES: without them the plugin skips the function
+
+    @property
+    def ids(self) -> str:
+        return f"{self.vendor or '?'}:{self.device_id or '?'}"
+
+
+def _link_type(snapshot: NodeSnapshot, rdma_devices: Sequence[str], if_name: str) -> str:
+    ports = [p for name in rdma_devices if (d := snapshot.device(name)) for p in d.ports]
+    chosen = [p for p in ports if if_name and p.netdev == if_name] or ports
+    layers = {(p.link_layer or "").lower() for p in chosen}
+    if len(layers) != 1:
+        return ""
+    return LINK_TYPES.get(layers.pop(), "")
+
+
+def _missing_char_devices(snapshot: NodeSnapshot, rdma_devices: Sequence[str]) -> tuple[str, ...]:
+    have = {
+        c.kind
+        for c in snapshot.char_devices
+        if c.present and (c.kind == "rdma_cm" or c.rdma_device in rdma_devices)
+    }
+    for name in rdma_devices:
+        device = snapshot.device(name)
+        if device is not None:
+            have |= {c.kind for c in snapshot.char_devices if c.present and c.name in device.char_devices}
+    return tuple(k for k in REQUIRED_CHAR_DEVICES if k not in have)
+
+
+def _is_network(function: PciFunction) -> bool:
+    # The plugin keeps PCI class 0x02 only (Ethernet 0200, InfiniBand 0207). Unknown class: keep.
+    return function.pci_class is None or function.pci_class.startswith("02")
+
+
+def plugin_devices(snapshot: NodeSnapshot) -> tuple[PluginDevice, ...]:
+    """The functions the shared plugin could put in a pool: PCI network functions with an RDMA device."""
+    out: list[PluginDevice] = []
+    for function in snapshot.pci_functions:
+        rdma = sorted(function.rdma_devices)  # bus/pci/devices/<address>/infiniband, as rdmamap reads it
+        if not rdma or not _is_network(function):
+            continue
+        if_name = sorted(function.netdevs)[0] if function.netdevs else ""
+        out.append(
+            PluginDevice(
+                address=function.address,
+                vendor=function.vendor or "",
+                device_id=function.device or "",
+                driver=function.driver or "",
+                if_name=if_name,
+                link_type=_link_type(snapshot, rdma, if_name),
+                rdma_devices=tuple(rdma),
+                missing=_missing_char_devices(snapshot, rdma),
+            )
+        )
+    return tuple(out)
+
+
+def select(devices: Sequence[PluginDevice], selectors: Selectors) -> tuple[PluginDevice, ...]:
+    """GetFilteredDevices: AND across the non-empty fields, OR within one, exact comparison."""
+
+    def matches(d: PluginDevice) -> bool:
+        return all(
+            not wanted or value in wanted
+            for wanted, value in (
+                (selectors.vendors, d.vendor),
+                (selectors.device_ids, d.device_id),
+                (selectors.drivers, d.driver),
+                (selectors.if_names, d.if_name),
+                (selectors.link_types, d.link_type),
+            )
+        )
+
+    return tuple(d for d in devices if matches(d))
+
+
+def match_selectors(snapshot: NodeSnapshot, config: DevicePluginConfig) -> tuple[SelectorMatch, ...]:
+    """How many of this node's PCI RDMA functions each configured resource's selector matches, in
+    config order. Char devices are not required here (:func:`why_zero` reports them)."""
+    devices = plugin_devices(snapshot)
+    return tuple(
+        SelectorMatch(
+            resource=r.full_name,
+            matched=len(select(devices, r.selectors)),
+            summary=r.selectors.summary(),
+        )
+        for r in config.resources
+    )
+
+
+def _node_side(snapshot: NodeSnapshot, selectors: Selectors) -> str:
+    """What the node has, in the terms the selector uses: ``15b3:1017 (0000:3b:00.0, 0000:3b:00.1)``."""
+    devices = plugin_devices(snapshot)
+    if not devices:
+        on_pci = {name for f in snapshot.pci_functions for name in f.rdma_devices}
+        others = [d.name for d in snapshot.devices if d.name not in on_pci]
+        tail = f" ({', '.join(others)} {'is' if len(others) == 1 else 'are'} not on PCI)" if others else ""
+        return "no PCI network function with an RDMA device" + tail
+    groups: dict[str, list[str]] = {}
+    for d in devices:
+        extra = [
+            f"{name} {value or '(none)'}"
+            for name, wanted, value in (
+                ("driver", selectors.drivers, d.driver),
+                ("ifName", selectors.if_names, d.if_name),
+                ("linkType", selectors.link_types, d.link_type),
+            )
+            if wanted
+        ]
+        groups.setdefault(" ".join([d.ids, *extra]), []).append(d.address)
+    return "; ".join(f"{what} ({', '.join(addresses)})" for what, addresses in groups.items())
+
+
+def _case_hint(snapshot: NodeSnapshot, selectors: Selectors) -> str:
+    """A hint when the selector would match if the plugin compared ids without case or ``0x``."""
+
+    def norm(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower().removeprefix("0x") for v in values)
+
+    relaxed = Selectors(
+        vendors=norm(selectors.vendors),
+        device_ids=norm(selectors.device_ids),
+        drivers=selectors.drivers,
+        if_names=selectors.if_names,
+        link_types=selectors.link_types,
+    )
+    if relaxed != selectors and select(plugin_devices(snapshot), relaxed):
+        return " (ids must be lowercase hex without 0x, as sysfs prints them)"
+    return ""
+
+
+def selector_problems(
+    snapshot: NodeSnapshot, matches: Sequence[SelectorMatch], config: DevicePluginConfig
+) -> list[Problem]:
+    """``selector_matches_nothing`` for a resource whose selector matches no device while the node has
+    RDMA devices, naming both sides; ``invalid_resource_name`` for a name kubelet refuses;
+    ``device_plugin_config_ignored_field`` for fields the plugin silently ignores."""
+    problems: list[Problem] = []
+    matched = {m.resource: m.matched for m in matches}
+    if snapshot.devices:
+        for resource in config.resources:
+            if matched.get(resource.full_name, 0) == 0:
+                problems.append(
+                    Problem(
+                        code="selector_matches_nothing",
+                        message=(
+                            f"{resource.resource_name} selects {resource.selectors.summary()}, "
+                            f"node has {_node_side(snapshot, resource.selectors)}"
+                            f"{_case_hint(snapshot, resource.selectors)}"
+                        ),
+                        subject=resource.full_name,
+                    )
+                )
+    for resource in config.resources:
+        error = resource_name_error(resource.full_name)
+        if error is not None:
+            problems.append(
+                Problem(
+                    code="invalid_resource_name",
+                    message=f"{resource.full_name} is not a valid extended resource name ({error}); "
+                    "kubelet refuses the plugin's registration",
+                    subject=resource.full_name,
+                )
+            )
+    for field in config.ignored_fields:
+        name = field.rsplit(".", 1)[-1]
+        owner = " (an sriov-network-device-plugin selector)" if name in _SRIOV_DP_SELECTORS else ""
+        problems.append(
+            Problem(
+                code="device_plugin_config_ignored_field",
+                message=f"{config.source}: {field} is not a field of the RDMA shared device plugin{owner}; "
+                "the plugin ignores it",
+                subject=field,
+            )
+        )
+    return problems
+
+
+# --- resources on the Node ------------------------------------------------------------------------
+
+_QUANTITY = re.compile(r"([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
+_SUFFIX = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}  # fmt: skip
+_INT64_MAX = 2**63 - 1
+
+
+def parse_quantity(text: str) -> int | None:
+    """A Kubernetes quantity that is a whole number ≥ 0 (``"500"``, ``"1k"``, ``"2Ki"``, ``"1e3"``) →
+    int; anything else (fractions such as ``"500m"``, negatives, junk, beyond int64) → None.
+    Extended resources are integers, so a fraction is no device count."""
+    match = _QUANTITY.fullmatch(text.strip())
+    if match is None:
+        return None
+    sign, number, suffix = match.group(1), match.group(2), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        exponent = int(suffix[1:])
+        if abs(exponent) > 30:
+            return None
+        multiplier = Decimal(10) ** exponent
+    else:
+        multiplier = _SUFFIX[suffix]
+    try:
+        value = Decimal(number) * multiplier
+    except InvalidOperation:
+        return None
+    if sign == "-" and value != 0:
+        return None
+    if value != value.to_integral_value() or value > _INT64_MAX:
+        return None
+    return int(value)
+
+
+def resources_from_node(
+    capacity: Mapping[str, str], allocatable: Mapping[str, str], prefixes: Sequence[str]
+) -> tuple[ResourceAmount, ...]:
+    """The Node's extended resources whose name starts with one of ``prefixes`` (``spidernet.io/``),
+    sorted by name. A quantity that is not a whole number is None."""
+    names = sorted(n for n in set(capacity) | set(allocatable) if any(n.startswith(p) for p in prefixes))
+    return tuple(
+        ResourceAmount(
+            name=name,
+            capacity=parse_quantity(capacity[name]) if name in capacity else None,
+            allocatable=parse_quantity(allocatable[name]) if name in allocatable else None,
+        )
+        for name in names
+    )
+
+
+# --- consumers and "why zero" ---------------------------------------------------------------------
+
+
+def consumer_of(resource: str, config: DevicePluginConfig | None) -> Consumer:
+    """Shared device plugin for resources in its config or under its default prefix ``rdma/``;
+    SR-IOV with RDMA CNI for every other watched resource."""
+    if (config is not None and config.resource(resource) is not None) or resource.startswith(
+        DEFAULT_RESOURCE_PREFIX + "/"
+    ):
+        return Consumer.SHARED_DEVICE_PLUGIN
+    return Consumer.SRIOV_RDMA_CNI
+
+
+def _watched(resources: Sequence[ResourceAmount], config: DevicePluginConfig | None) -> list[ResourceAmount]:
+    """Resources on the Node plus those the plugin config names but the Node lacks (never registered)."""
+    out = list(resources)
+    names = {r.name for r in resources}
+    for resource in config.resources if config is not None else ():
+        if resource.full_name not in names:
+            out.append(ResourceAmount(name=resource.full_name))
+    return out
+
+
+def _char_reason(devices: Sequence[PluginDevice]) -> str:
+    parts = [
+        f"{d.address} ({', '.join(d.rdma_devices)}) lacks "
+        + ", ".join(f"{kind} (load {CHAR_DEVICE_MODULE[kind]})" for kind in d.missing)
+        for d in devices
+    ]
+    return "the plugin skips functions without rdma_cm, umad and uverbs char devices: " + "; ".join(parts)
+
+
+def _shared_reasons(
+    snapshot: NodeSnapshot, resource: str, matches: Mapping[str, int], config: DevicePluginConfig | None
+) -> list[str]:
+    reasons: list[str] = []
+    if snapshot.netns_mode is NetnsMode.EXCLUSIVE:
+        reasons.append(
+            "the netns mode is exclusive and the RDMA shared device plugin exits unless it is shared"
+        )
+    rc = config.resource(resource) if config is not None else None
+    devices = plugin_devices(snapshot)
+    if rc is not None:
+        if resource_name_error(resource) is not None:
+            reasons.append("kubelet refuses the name (resourcePrefix must be a lowercase DNS subdomain)")
+        if rc.rdma_hca_max == 0:
+            reasons.append(f"rdmaHcaMax is 0 in {config.source if config else 'the config'}")
+        selected = select(devices, rc.selectors)
+        if not matches.get(resource, len(selected)) or not selected:
+            reasons.append(
+                f"its selector matches nothing: {rc.resource_name} selects {rc.selectors.summary()}, "
+                f"node has {_node_side(snapshot, rc.selectors)}"
+            )
+        elif all(d.missing for d in selected):
+            reasons.append(_char_reason(selected))
+    elif devices and all(d.missing for d in devices):
+        reasons.append(_char_reason(devices))
+    return reasons
+
+
+def _sriov_reasons(snapshot: NodeSnapshot) -> list[str]:
+    pfs = [f for f in snapshot.pci_functions if f.physfn is None and f.sriov_totalvfs and f.rdma_devices]
+    if not pfs:
+        return ["no SR-IOV capable PF with an RDMA device on this node"]
+    if not any(f.sriov_numvfs for f in pfs):
+        have = ", ".join(f"{f.address} has {f.sriov_numvfs or 0} of {f.sriov_totalvfs}" for f in pfs)
+        return [f"no VFs are enabled ({have}); has the SR-IOV operator applied its policy (numVfs)?"]
+    vfs = [f for f in snapshot.pci_functions if f.physfn in {p.address for p in pfs}]
+    if vfs and not any(f.rdma_devices for f in vfs):
+        return [f"the {len(vfs)} VFs have no RDMA device (is the policy's isRdma set, and mlx5_ib loaded?)"]
+    return []
+
+
+def why_zero(
+    snapshot: NodeSnapshot,
+    enforcement: EnforcementState | None,
+    resources: Sequence[ResourceAmount],
+    matches: Sequence[SelectorMatch],
+    config: DevicePluginConfig | None,
+) -> list[Problem]:
+    """One ``zero_allocatable`` Problem per watched resource whose allocatable is 0 or missing while
+    the node has RDMA devices, listing every reason found (pure).
+
+    Watched: ``resources`` (from :func:`resources_from_node`) plus the resources the plugin config
+    names. Shared-plugin reasons: exclusive netns mode (the plugin exits), ``rdmaHcaMax`` 0, a
+    selector that matches nothing, matched functions lacking ``rdma_cm``/``umad``/``uverbs``. SR-IOV
+    reasons: no capable PF, no VFs enabled, VFs without RDMA devices. When nothing on the node explains
+    it, the message says where to look next (the plugin is not registered, or reports devices
+    unhealthy). ``enforcement`` adds a note when the mode the consumer needs awaits a reboot.
+    Call it only once the Node has been observed: before that every configured resource looks
+    missing."""
+    if not snapshot.devices:
+        return []
+    matched = {m.resource: m.matched for m in matches}
+    problems: list[Problem] = []
+    for amount in _watched(resources, config):
+        if amount.allocatable:
+            continue
+        consumer = consumer_of(amount.name, config)
+        if consumer is Consumer.SHARED_DEVICE_PLUGIN:
+            reasons = _shared_reasons(snapshot, amount.name, matched, config)
+            who = "the RDMA shared device plugin"
+        else:
+            reasons = _sriov_reasons(snapshot)
+            who = "the SR-IOV network device plugin"
+        if (
+            enforcement is not None
+            and enforcement.reboot_required
+            and enforcement.desired.netns_mode is consumer.needs
+            and snapshot.netns_mode is not consumer.needs
+        ):
+            reasons.append(f"netns mode {consumer.needs.value} takes effect only after the pending reboot")
+        if not reasons:
+            if amount.capacity is None:
+                reasons.append(f"{who} has not registered it on this node (is its pod running here?)")
+            else:
+                reasons.append(
+                    f"capacity is {amount.capacity}: {who} reports its devices unhealthy or is restarting"
+                )
+        state = "is missing from the Node" if amount.allocatable is None else "has allocatable 0"
+        count = len(snapshot.devices)
+        problems.append(
+            Problem(
+                code="zero_allocatable",
+                message=f"{amount.name} {state} while the node has {count} RDMA device{'s' * (count != 1)}: "
+                + "; ".join(reasons),
+                subject=amount.name,
+            )
+        )
+    return problems
+
+
+def consumer_problems(
+    snapshot: NodeSnapshot,
+    enforcement: EnforcementState | None,
+    resources: Sequence[ResourceAmount],
+    config: DevicePluginConfig | None,
+) -> list[Problem]:
+    """Mismatches between the node and the consumers of its RDMA devices (pure).
+
+    A consumer is in use when the plugin config names its resource, or the Node advertises it
+    (capacity > 0). ``consumer_mode_mismatch``: the live netns mode is not the one it needs;
+    ``consumer_mode_conflict``: the agent is told to enforce a mode it cannot work with;
+    ``missing_umad``: an RDMA device lacks its umad node, which the shared plugin requires (missing
+    uverbs and rdma_cm are reported by discovery already)."""
+    problems: list[Problem] = []
+    desired = enforcement.desired.netns_mode if enforcement is not None else None
+    in_use = [
+        a.name
+        for a in _watched(resources, config)
+        if (config is not None and config.resource(a.name) is not None) or (a.capacity or 0) > 0
+    ]
+    for name in in_use:
+        consumer = consumer_of(name, config)
+        if snapshot.netns_mode is not None and snapshot.netns_mode is not consumer.needs:
+            problems.append(
+                Problem(
+                    code="consumer_mode_mismatch",
+                    message=f"{name} is used by {consumer.title}, which needs netns mode "
+                    f"{consumer.needs.value}; the live mode is {snapshot.netns_mode.value}",
+                    subject=name,
+                )
+            )
+        if desired is not None and desired is not consumer.needs:
+            problems.append(
+                Problem(
+                    code="consumer_mode_conflict",
+                    message=f"--netns-mode {desired.value} conflicts with {name}: {consumer.title} "
+                    f"needs {consumer.needs.value}",
+                    subject=name,
+                )
+            )
+    if any(consumer_of(n, config) is Consumer.SHARED_DEVICE_PLUGIN for n in in_use):
+        for device in plugin_devices(snapshot):
+            if "umad" in device.missing:
+                problems.append(
+                    Problem(
+                        code="missing_umad",
+                        message=f"{', '.join(device.rdma_devices)} ({device.address}) has no "
+                        "/dev/infiniband/umadN: load ib_umad (rdma-core); the RDMA shared device plugin "
+                        "skips it",
+                        subject=device.address,
+                    )
+                )
+    return problems

@@ -1,0 +1,177 @@
+"""The node-feature-discovery publisher: the agent's labels as an NFD ``features.d`` file.
+
+nfd-worker's ``local`` source reads every non-hidden file in
+``/etc/kubernetes/node-feature-discovery/features.d/`` (node-feature-discovery source/local/local.go,
+docs/usage/customization-guide.md "Feature files"): one ``<key>[=<value>]`` per line (a bare key
+means ``true``), ``#`` comments, an optional ``# +expiry-time=<RFC 3339>`` directive after which
+the following lines are ignored, files over 64 KiB skipped. Keys carrying a namespace
+(``rdma.spidernet.io/ready``) are published as they are; nfd-master then owns the labels, so this
+path needs no Node RBAC.
+
+The file is replaced atomically: a hidden temporary file in the same directory (NFD skips
+dot-files, so it never reads a half-written one), fsync, rename over the old name, fsync of the
+directory. When the content would not change, nothing is written and the mtime stays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from agent.errors import PublishError
+from agent.publish.labels import validate_label
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = 65536  # node-feature-discovery source/local MaxFeatureFileSize
+EXPIRY_DIRECTIVE = "# +expiry-time="
+HEADER = "# Written by rdma-node-agent: node labels for node-feature-discovery's local source. Do not edit.\n"
+
+
+def _rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_features(labels: Mapping[str, str], *, expires_at: float | None = None) -> str:
+    """The file's text (pure): header, optional expiry directive, ``key=value`` lines sorted by key.
+
+    Raises PublishError for a label NFD would misread or the API server reject (the labels
+    publisher validates first, so this is a programming error) or a file over NFD's size limit."""
+    lines = [HEADER]
+    if expires_at is not None:
+        lines.append(f"{EXPIRY_DIRECTIVE}{_rfc3339(expires_at)}\n")
+    for key in sorted(labels):
+        error = validate_label(key, labels[key])
+        if error is not None:
+            raise PublishError(f"features file: {error}")
+        lines.append(f"{key}={labels[key]}\n")
+    text = "".join(lines)
+    if len(text.encode()) > MAX_FILE_SIZE:
+        raise PublishError(
+            f"features file: {len(text.encode())} bytes exceeds NFD's limit of {MAX_FILE_SIZE}"
+        )
+    return text
+
+
+def parse_features(text: str) -> tuple[dict[str, str], float | None]:
+    """(labels, the last expiry directive as epoch seconds) as NFD reads a feature file (pure).
+
+    Unlike NFD, expired lines are kept: the writer wants to know what it wrote. A directive NFD
+    could not parse counts as no expiry."""
+    labels: dict[str, str] = {}
+    expiry: float | None = None
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(EXPIRY_DIRECTIVE):
+            try:
+                expiry = dt.datetime.fromisoformat(line[len(EXPIRY_DIRECTIVE) :].strip()).timestamp()
+            except ValueError:
+                expiry = None
+            continue
+        if line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        labels[key] = value if sep else "true"
+    return labels, expiry
+
+
+def _needs_write(current: str | None, labels: Mapping[str, str], ttl: float | None, now: float) -> bool:
+    if current is None:
+        return True
+    if ttl is None:
+        return current != render_features(labels)
+    written, expiry = parse_features(current)
+    # Renew the lease when less than half of it is left, so a steady node writes about twice per ttl.
+    return (
+        written != dict(labels) or expiry is None or expiry - now < ttl / 2 or not current.startswith(HEADER)
+    )
+
+
+def write_features(
+    path: Path,
+    labels: Mapping[str, str],
+    *,
+    ttl_seconds: float | None = None,
+    now: float | None = None,
+) -> bool:
+    """Make ``path`` hold ``labels``; True when the file was written, False when it already did.
+
+    With ``ttl_seconds`` the file carries ``# +expiry-time=`` now + ttl, so NFD drops the labels if
+    the agent stops refreshing them (e.g. it was uninstalled); the lease is renewed once less than
+    half of it is left. ``now`` is epoch seconds (default: the clock). The directory is created if
+    missing. Raises PublishError (errno kept in ``__cause__``) and leaves the old file intact when
+    the write fails."""
+    if ttl_seconds is not None and not ttl_seconds > 0:
+        raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
+    now = time.time() if now is None else now
+    try:
+        current: str | None = path.read_text()
+    except FileNotFoundError:
+        current = None
+    except (OSError, UnicodeDecodeError) as err:
+        logger.warning("cannot read %s, rewriting it: %s", path, err)
+        current = None
+    if not _needs_write(current, labels, ttl_seconds, now):
+        return False
+    text = render_features(labels, expires_at=None if ttl_seconds is None else now + ttl_seconds)
+    _atomic_write(path, text.encode())
+    logger.info("wrote %d labels to %s", len(labels), path)
+    return True
+
+
+def remove_features(path: Path) -> bool:
+    """Remove the file (NFD then drops the labels); True if it existed."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise PublishError(f"cannot remove {path}: {err.strerror}") from err
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    directory = path.parent
+    tmp: Path | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        tmp = None
+    except OSError as err:
+        raise PublishError(f"cannot write {path}: {err.strerror or err}; the old file is intact") from err
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as err:
+                logger.warning("cannot remove temporary file %s: %s", tmp, err)
+    try:
+        _fsync_dir(directory)
+    except OSError as err:
+        raise PublishError(f"wrote {path} but could not fsync {directory}: {err.strerror or err}") from err

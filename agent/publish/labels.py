@@ -1,0 +1,371 @@
+"""Node labels: a pure function of the snapshot, validated, diffed against what the agent owns.
+
+Like node-feature-discovery, labels are computed from the discovered features only
+(:func:`desired_labels`), every key and value is checked against Kubernetes' own label syntax
+(:func:`validate_label`, the rules of k8s.io/apimachinery ``IsQualifiedName``/``IsValidLabelValue``)
+and an invalid one is dropped with a log line, and the diff against the Node is pure
+(:func:`plan_label_patch`, NFD's ``createPatches``): it touches only keys under the agent's prefix,
+removes only stale keys the agent recorded as its own, and returns ``None`` when nothing differs,
+so a steady node costs zero API writes.
+
+Ownership is recorded on the Node in the annotation ``<prefix>owned-labels`` (for the default
+prefix ``rdma.spidernet.io/owned-labels``): the sorted, comma-separated full keys the agent set,
+as NFD records its labels in ``nfd.node.kubernetes.io/feature-labels``.
+
+Readiness (:func:`agent.publish.readiness.node_ready`) is shared with the metrics collector.
+docs/labels.md lists every label and its rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.model import EnforcementState, NodeSnapshot, PciFunction, Problem, RdmaDevice
+from agent.publish.readiness import node_ready
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "rdma.spidernet.io/"
+
+# Label names relative to the prefix. The PCI and link-layer families are templates.
+CAPABLE = "capable"
+READY = "ready"
+NETNS_MODE = "netns-mode"
+REBOOT_REQUIRED = "reboot-required"
+DEVICE_COUNT = "device-count"
+SRIOV_CAPABLE = "sriov.capable"
+SRIOV_TOTALVFS = "sriov.totalvfs"
+OWNED_ANNOTATION = "owned-labels"  # annotation name (not a label) under the same prefix
+
+# Link-driven labels: they follow port state and are published through :class:`Hysteresis`.
+HYSTERESIS_LABELS = (READY,)
+
+# PCI vendors whose network functions are RDMA hardware even when no RDMA device is bound to them
+# (mlx5_ib not loaded, a VF whose RDMA device sits in a pod's namespace): Mellanox/NVIDIA. Other
+# vendors (Intel, Broadcom, …) also make plain NICs, so their functions are labelled only when they
+# carry an RDMA device; labelling every Intel management NIC would be noise.
+RDMA_VENDORS = frozenset({"15b3"})
+
+# --- Kubernetes label syntax (k8s.io/apimachinery pkg/api/validate/content: kube.go, dns.go) -------
+# Go's regexp anchors "^…$" match the whole string, as re.fullmatch does; lengths are in bytes.
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")  # labelKeyFmt
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(_DNS1123_LABEL + r"(\." + _DNS1123_LABEL + r")*")
+LABEL_NAME_MAX = 63
+LABEL_VALUE_MAX = 63
+DNS1123_SUBDOMAIN_MAX = 253
+
+# Namespaces Kubernetes reserves for itself; NFD accepts only its own two inside them
+# (node-feature-discovery pkg/apis/nfd/validate Label()).
+_RESERVED_SUFFIXES = ("kubernetes.io", "k8s.io")
+_NFD_NAMESPACES = ("feature.node.kubernetes.io", "profile.node.kubernetes.io")
+
+
+def _length(text: str) -> int:
+    return len(text.encode())
+
+
+def qualified_name_error(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (label or annotation key), or None."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return "a qualified name has at most one '/' (an optional DNS subdomain prefix, then a name)"
+    if len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            return "prefix part must be non-empty"
+        if _length(prefix) > DNS1123_SUBDOMAIN_MAX:
+            return f"prefix part must be no more than {DNS1123_SUBDOMAIN_MAX} bytes"
+        if not _DNS1123_SUBDOMAIN.fullmatch(prefix):
+            return "prefix part must be a lowercase RFC 1123 subdomain (e.g. example.com)"
+    else:
+        name = parts[0]
+    if not name:
+        return "name part must be non-empty"
+    if _length(name) > LABEL_NAME_MAX:
+        return f"name part must be no more than {LABEL_NAME_MAX} bytes"
+    if not _LABEL_NAME.fullmatch(name):
+        return (
+            "name part must consist of alphanumeric characters, '-', '_' or '.', "
+            "and must start and end with an alphanumeric character"
+        )
+    return None
+
+
+def label_value_error(value: str) -> str | None:
+    """Why ``value`` is not a valid label value (empty is valid), or None."""
+    if _length(value) > LABEL_VALUE_MAX:
+        return f"must be no more than {LABEL_VALUE_MAX} bytes"
+    if value and not _LABEL_NAME.fullmatch(value):
+        return (
+            "must be empty or consist of alphanumeric characters, '-', '_' or '.', "
+            "and must start and end with an alphanumeric character"
+        )
+    return None
+
+
+def validate_label(key: str, value: str) -> str | None:
+    """The reason the API server would reject label ``key=value``, or None when it is valid."""
+    error = qualified_name_error(key)
+    if error is not None:
+        return f"invalid key {key!r}: {error}"
+    error = label_value_error(value)
+    if error is not None:
+        return f"invalid value {value!r} for {key}: {error}"
+    return None
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a label prefix (``rdma.spidernet.io/``); returns it, or raises ConfigError(--label-prefix).
+
+    A prefix is a lowercase DNS subdomain of at most 253 bytes followed by ``/``. Namespaces
+    Kubernetes reserves (``kubernetes.io``, ``k8s.io`` and their subdomains) are refused, except
+    NFD's ``feature.node.kubernetes.io`` and ``profile.node.kubernetes.io`` (and their subdomains),
+    which node-feature-discovery accepts."""
+    if not prefix.endswith("/") or prefix.count("/") != 1:
+        raise ConfigError(
+            "--label-prefix",
+            f"must be a DNS subdomain followed by '/', like {DEFAULT_PREFIX}, got {prefix!r}",
+        )
+    domain = prefix[:-1]
+    error = qualified_name_error(f"{domain}/x")
+    if error is not None:
+        raise ConfigError("--label-prefix", f"{prefix!r}: {error}")
+    reserved = any(domain == s or domain.endswith("." + s) for s in _RESERVED_SUFFIXES)
+    nfd = any(domain == n or domain.endswith("." + n) for n in _NFD_NAMESPACES)
+    if reserved and not nfd:
+        raise ConfigError(
+            "--label-prefix", f"{prefix!r} is in a namespace Kubernetes reserves (kubernetes.io, k8s.io)"
+        )
+    return prefix
+
+
+def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Problem]]:
+    """Split labels into the valid ones and one ``invalid_label`` Problem per invalid one (pure)."""
+    valid: dict[str, str] = {}
+    problems: list[Problem] = []
+    for key, value in labels.items():
+        error = validate_label(key, value)
+        if error is None:
+            valid[key] = value
+        else:
+            problems.append(
+                Problem(code="invalid_label", message=f"label not published: {error}", subject=key)
+            )
+    return valid, problems
+
+
+# --- readiness ------------------------------------------------------------------------------------
+
+# Conditions of node readiness, in the order docs list them, with what each means when it fails.
+# --- desired labels -------------------------------------------------------------------------------
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _rdma_functions(snapshot: NodeSnapshot) -> list[PciFunction]:
+    """PCI functions that carry an RDMA device (``bus/pci/devices/<address>/infiniband``; Soft-RoCE
+    over a NIC does not make the NIC RDMA hardware), or belong to a vendor in :data:`RDMA_VENDORS`."""
+    return [f for f in snapshot.pci_functions if f.rdma_devices or (f.vendor or "").lower() in RDMA_VENDORS]
+
+
+def _non_vf_devices(snapshot: NodeSnapshot) -> list[RdmaDevice]:
+    """RDMA devices not on an SR-IOV VF. VF devices come and go with the VF count and, in exclusive
+    mode, with every pod that takes a VF into its namespace: counting them would churn the label."""
+    vfs = {f.address for f in snapshot.pci_functions if f.physfn is not None}
+    on_vf = {name for f in snapshot.pci_functions if f.address in vfs for name in f.rdma_devices}
+    return [d for d in snapshot.devices if d.name not in on_vf and d.pci_address not in vfs]
+
+
+def _name_part(text: str) -> str:
+    """A free-form sysfs string made safe for a label name (lowercase, other characters → '-')."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", text.strip().lower()).strip("-_.")
+
+
+def label_problems(
+    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
+) -> list[Problem]:
+    """The ``invalid_label`` problems :func:`desired_labels` logs for this snapshot (pure)."""
+    return drop_invalid(_candidate_labels(snapshot, enforcement, prefix))[1]
+
+
+def desired_labels(
+    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
+) -> dict[str, str]:
+    """Every label the agent wants on its Node, keyed by full key, values validated (pure but for a
+    warning per dropped label). See docs/labels.md for the table."""
+    labels, problems = drop_invalid(_candidate_labels(snapshot, enforcement, prefix))
+    for problem in problems:
+        logger.warning("%s", problem.message)
+    return labels
+
+
+def _candidate_labels(
+    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
+) -> dict[str, str]:
+    out: dict[str, str] = {
+        CAPABLE: _bool(bool(snapshot.devices)),
+        READY: _bool(node_ready(snapshot, enforcement)[0]),
+        DEVICE_COUNT: str(len(_non_vf_devices(snapshot))),
+    }
+    if snapshot.netns_mode is not None:
+        out[NETNS_MODE] = snapshot.netns_mode.value
+    if enforcement is not None:
+        out[REBOOT_REQUIRED] = _bool(enforcement.reboot_required)
+
+    functions = _rdma_functions(snapshot)
+    for function in functions:
+        if function.vendor and function.device:
+            out[f"pci-{function.vendor.lower()}-{function.device.lower()}.present"] = "true"
+    totalvfs = [f.sriov_totalvfs for f in functions if f.sriov_totalvfs and f.physfn is None]
+    if totalvfs:
+        out[SRIOV_CAPABLE] = "true"
+        out[SRIOV_TOTALVFS] = str(max(totalvfs))
+
+    for device in snapshot.devices:
+        for port in device.ports:
+            if port.link_layer:
+                out[f"link-layer.{_name_part(port.link_layer)}"] = "true"
+    return {prefix + name: value for name, value in out.items()}
+
+
+# --- ownership and the patch ----------------------------------------------------------------------
+
+
+def hysteresis_keys(prefix: str) -> frozenset[str]:
+    """Full keys of the link-driven labels, for :class:`Hysteresis`."""
+    return frozenset(prefix + name for name in HYSTERESIS_LABELS)
+
+
+def owned_annotation_key(prefix: str) -> str:
+    """The Node annotation that lists the label keys the agent set: ``<prefix>owned-labels``."""
+    return prefix + OWNED_ANNOTATION
+
+
+def owned_keys_from_annotation(value: str | None) -> frozenset[str]:
+    """Keys recorded in the ownership annotation; blanks and entries that are no valid key are skipped
+    (a hand-edited annotation can never make the agent remove a label it cannot have set)."""
+    if not value:
+        return frozenset()
+    keys = (k.strip() for k in value.split(","))
+    return frozenset(k for k in keys if k and qualified_name_error(k) is None)
+
+
+def owned_keys(annotations: Mapping[str, str], prefix: str) -> frozenset[str]:
+    """The keys the Node's ownership annotation records (see :func:`owned_keys_from_annotation`)."""
+    return owned_keys_from_annotation(annotations.get(owned_annotation_key(prefix)))
+
+
+def ownership_patch(
+    annotations: Mapping[str, str], desired: Mapping[str, str], prefix: str
+) -> dict[str, str | None]:
+    """The merge patch for ``metadata.annotations`` that records ``desired``'s keys as owned: empty when
+    the record is already right; removes the annotation when nothing is desired."""
+    key = owned_annotation_key(prefix)
+    wanted = owned_annotation(desired) if desired else None
+    return {} if annotations.get(key) == wanted else {key: wanted}
+
+
+def owned_annotation(keys: Iterable[str]) -> str:
+    """The ownership annotation's value: sorted keys joined by ','."""
+    return ",".join(sorted(set(keys)))
+
+
+def plan_label_patch(
+    observed: Mapping[str, str],
+    owned: Collection[str],
+    desired: Mapping[str, str],
+    prefix: str,
+) -> dict[str, str | None] | None:
+    """The JSON merge patch for ``metadata.labels`` (a value of None removes the key), or None.
+
+    Sets every desired key whose observed value differs (a desired key under our prefix is ours even
+    if someone else set it); removes keys that are owned, under the prefix, still on the Node and no
+    longer desired. Keys outside the prefix, and keys under it the agent never set, are never
+    touched. Returns None when nothing differs: no API call in steady state."""
+    foreign = [k for k in desired if not k.startswith(prefix)]
+    if foreign:
+        raise ValueError(f"desired labels outside the prefix {prefix!r}: {', '.join(sorted(foreign))}")
+    patch: dict[str, str | None] = {k: v for k, v in desired.items() if observed.get(k) != v}
+    for key in owned:
+        if key.startswith(prefix) and key not in desired and key in observed:
+            patch[key] = None
+    return dict(sorted(patch.items())) or None
+
+
+def plan_node_patch(
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    desired: Mapping[str, str],
+    prefix: str,
+) -> dict[str, Any] | None:
+    """The whole merge patch body for the Node (labels and the ownership annotation), or None.
+
+    ``labels``/``annotations`` are what the watch last observed. The ownership annotation is
+    rewritten only when the set of desired keys changes, and removed when nothing is desired; both
+    go in one PATCH so ownership and labels cannot drift apart."""
+    metadata: dict[str, Any] = {}
+    label_patch = plan_label_patch(labels, owned_keys(annotations, prefix), desired, prefix)
+    if label_patch is not None:
+        metadata["labels"] = label_patch
+    annotation_patch = ownership_patch(annotations, desired, prefix)
+    if annotation_patch:
+        metadata["annotations"] = annotation_patch
+    return {"metadata": metadata} if metadata else None
+
+
+# --- hysteresis -----------------------------------------------------------------------------------
+
+
+class Hysteresis:
+    """Holds back changes of link-driven labels until the new value has held for ``hold_seconds``.
+
+    ``update(now, candidate)`` returns the labels to publish. Keys in ``keys`` keep their published
+    value until the candidate's value (absence counts as a value) has been the same for
+    ``hold_seconds``; other keys pass through. The first observation of a key is published at once.
+    A value that flaps back before the hold ends resets the hold, so a flapping port publishes
+    nothing. ``now`` comes from the caller (use a monotonic clock); a clock that steps back restarts
+    the hold. Not thread-safe: one loop owns it.
+    """
+
+    def __init__(self, hold_seconds: float, keys: Collection[str]) -> None:
+        if not math.isfinite(hold_seconds) or hold_seconds < 0:
+            raise ValueError(f"hold_seconds must be a finite number ≥ 0, got {hold_seconds!r}")
+        self.hold_seconds = hold_seconds
+        self.keys = frozenset(keys)
+        self._published: dict[str, str | None] = {}
+        self._pending: dict[str, tuple[str | None, float]] = {}
+
+    def pending(self) -> dict[str, tuple[str | None, float]]:
+        """Changes being held: key → (candidate value, since when)."""
+        return dict(self._pending)
+
+    def update(self, now: float, candidate: Mapping[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in candidate.items() if k not in self.keys}
+        for key in sorted(self.keys):
+            value = candidate.get(key)
+            if key not in self._published:
+                self._published[key] = value
+            elif value == self._published[key]:
+                self._pending.pop(key, None)
+            else:
+                pending = self._pending.get(key)
+                if pending is None or pending[0] != value or now < pending[1]:
+                    self._pending[key] = pending = (value, now)
+                if now - pending[1] >= self.hold_seconds:
+                    logger.info(
+                        "label %s: %s → %s (held %.0fs)", key, self._published[key], value, now - pending[1]
+                    )
+                    self._published[key] = value
+                    del self._pending[key]
+            published = self._published[key]
+            if published is not None:
+                out[key] = published
+        return out

@@ -1,0 +1,766 @@
+"""Consumers of the node's RDMA devices: the shared device plugin's config (parsed as the plugin does),
+selector matching and its diagnostics, extended-resource quantities from the Node, "why is allocatable
+zero?", and netns-mode / char-device mismatches with the consumer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigError
+from agent.model import (
+    CharDevice,
+    DesiredMode,
+    EnforcementState,
+    NetnsMode,
+    NodeSnapshot,
+    PciFunction,
+    Problem,
+    ResourceAmount,
+    SelectorMatch,
+)
+from agent.publish.consumers import (
+    Consumer,
+    DevicePluginConfig,
+    PluginDevice,
+    ResourceConfig,
+    Selectors,
+    consumer_of,
+    consumer_problems,
+    match_selectors,
+    parse_device_plugin_config,
+    parse_quantity,
+    plugin_devices,
+    read_device_plugin_config,
+    resources_from_node,
+    selector_problems,
+    why_zero,
+)
+from tests.unit.test_labels import T0, mlx5_snapshot  # TODO: move to tests/snapshots.py when it lands
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "deviceplugin"
+HCA = "spidernet.io/hca_shared_devices"
+SRIOV = "spidernet.io/mellanoxrdma"
+
+
+def config(name: str) -> DevicePluginConfig:
+    return read_device_plugin_config(FIXTURES / name)
+
+
+def single_pf() -> NodeSnapshot:
+    """The seed guide's node, reduced to one port: mlx5_0 on 0000:3b:00.0 (15b3:1017), no VFs."""
+    snap = mlx5_snapshot()
+    pf = replace(snap.pci_functions[1], sriov_numvfs=0, virtfns=())
+    return replace(
+        snap,
+        devices=snap.devices[:1],
+        pci_functions=(pf,),
+        char_devices=tuple(c for c in snap.char_devices if c.rdma_device in ("mlx5_0", None)),
+    )
+
+
+def without(snap: NodeSnapshot, *names: str) -> NodeSnapshot:
+    return replace(snap, char_devices=tuple(c for c in snap.char_devices if c.name not in names))
+
+
+def enforcement(desired: DesiredMode = DesiredMode.UNMANAGED, *, reboot: bool = False) -> EnforcementState:
+    return EnforcementState(
+        desired=desired, live=NetnsMode.SHARED, persisted=None, compliant=not reboot, reboot_required=reboot
+    )
+
+
+NO_RDMA = NodeSnapshot(taken_at=T0, netlink_available=False)
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "resources", "interval", "ignored"),
+    [
+        (
+            "spiderpool-default.json",
+            (
+                ResourceConfig(
+                    resource_name="hca_shared_devices",
+                    resource_prefix="spidernet.io",
+                    rdma_hca_max=500,
+                    selectors=Selectors(vendors=("15b3",), device_ids=("1017",)),
+                ),
+            ),
+            300,
+            (),
+        ),
+        (
+            "mellanox-readme.json",
+            (
+                ResourceConfig(
+                    resource_name="hca_shared_devices_a",
+                    resource_prefix="example_prefix",
+                    rdma_hca_max=1000,
+                    selectors=Selectors(if_names=("ib0", "ib1")),  # the deprecated "devices"
+                    from_devices=True,
+                ),
+                ResourceConfig(
+                    resource_name="hca_shared_devices_b",
+                    resource_prefix="rdma",  # the plugin's default
+                    rdma_hca_max=500,
+                    selectors=Selectors(vendors=("15b3",), device_ids=("1017",), if_names=("ib3", "ib4")),
+                ),
+            ),
+            300,
+            (),
+        ),
+        (
+            "all-selectors.json",
+            (
+                ResourceConfig(
+                    resource_name="hca_shared_devices_a",
+                    resource_prefix="spidernet.io",
+                    rdma_hca_max=1000,
+                    selectors=Selectors(
+                        vendors=("15b3",),
+                        device_ids=("1017",),
+                        drivers=("mlx5_core",),
+                        if_names=("ens1f0np0",),
+                        link_types=("ether",),
+                    ),
+                ),
+            ),
+            300,
+            (),
+        ),
+        (
+            "sriov-selectors.json",
+            (
+                ResourceConfig(
+                    resource_name="hca_shared_devices",
+                    resource_prefix="spidernet.io",
+                    rdma_hca_max=500,
+                    selectors=Selectors(vendors=("15b3",)),
+                ),
+            ),
+            None,  # unset: the plugin's default (60 s)
+            ("configList[0].isRdma", "configList[0].selectors.rootDevices", "configList[0].selectors.isRdma"),
+        ),
+    ],
+)
+def test_parse_fixture(
+    fixture: str, resources: tuple[ResourceConfig, ...], interval: int | None, ignored: tuple[str, ...]
+) -> None:
+    parsed = config(fixture)
+    assert parsed.resources == resources
+    assert parsed.periodic_update_interval == interval
+    assert parsed.ignored_fields == ignored
+    assert parsed.source == str(FIXTURES / fixture)
+
+
+def test_keys_match_case_insensitively_like_go() -> None:
+    text = '{"ConfigList": [{"ResourceName": "a", "rdmahcamax": 7, "Selectors": {"VENDORS": ["15b3"]}}]}'
+    parsed = parse_device_plugin_config(text, "config.json")
+    assert parsed.resources == (
+        ResourceConfig(resource_name="a", rdma_hca_max=7, selectors=Selectors(vendors=("15b3",))),
+    )
+    assert parsed.resources[0].full_name == "rdma/a"
+
+
+def _entry(**fields: str) -> str:
+    base = {"resourceName": '"hca"', "rdmaHcaMax": "1", "selectors": '{"vendors": ["15b3"]}'}
+    base.update(fields)
+    body = ", ".join(f'"{k}": {v}' for k, v in base.items() if v != "OMIT")
+    return '{"configList": [{' + body + "}]}"
+
+
+@pytest.mark.parametrize(
+    ("text", "setting", "message"),
+    [
+        (
+            "{not json",
+            "config.json",
+            "not valid JSON: Expecting property name enclosed in double quotes at line 1",
+        ),
+        ("[]", "config.json", "must be a JSON object, got list"),
+        ("{}", "config.json: configList", "no resources configured (the plugin exits)"),
+        ('{"configList": []}', "config.json: configList", "no resources configured"),
+        ('{"configList": {}}', "config.json: configList", "must be a list"),
+        ('{"configList": [1]}', "config.json: configList[0]", "must be a JSON object, got 1"),
+        ('{"periodicUpdateInterval": -1, "configList": [{}]}', "config.json: periodicUpdateInterval", "≥ 0"),
+        ('{"periodicUpdateInterval": "300"}', "config.json: periodicUpdateInterval", 'integer, got "300"'),
+        (
+            _entry(resourceName='"hca-shared"'),
+            "config.json: configList[0].resourceName",
+            "letters, digits and '_'",
+        ),
+        (_entry(resourceName="OMIT"), "config.json: configList[0].resourceName", "got null"),
+        (_entry(rdmaHcaMax="1.5"), "config.json: configList[0].rdmaHcaMax", "must be an integer, got 1.5"),
+        (_entry(rdmaHcaMax="1000.0"), "config.json: configList[0].rdmaHcaMax", "must be an integer"),
+        (_entry(rdmaHcaMax="true"), "config.json: configList[0].rdmaHcaMax", "must be an integer, got true"),
+        (_entry(rdmaHcaMax="-1"), "config.json: configList[0].rdmaHcaMax", "must be ≥ 0, got -1"),
+        (_entry(resourcePrefix="5"), "config.json: configList[0].resourcePrefix", "must be a string"),
+        (_entry(selectors="OMIT"), "config.json: configList[0]", "neither selectors nor devices"),
+        (_entry(selectors="{}"), "config.json: configList[0]", "neither selectors nor devices"),
+        (_entry(devices='["ib0"]'), "config.json: configList[0]", "selectors and devices are both given"),
+        (_entry(selectors="[]"), "config.json: configList[0].selectors", "must be a JSON object"),
+        (
+            _entry(selectors='{"vendors": "15b3"}'),
+            "config.json: configList[0].selectors.vendors",
+            "list of strings",
+        ),
+        (
+            _entry(selectors='{"deviceIDs": [4119]}'),
+            "config.json: configList[0].selectors.deviceIDs",
+            "list of str",
+        ),
+        (
+            '{"configList": [{"resourceName": "a", "rdmaHcaMax": 1, "devices": ["ib0"]},'
+            ' {"resourceName": "a", "resourcePrefix": "x", "rdmaHcaMax": 1, "devices": ["ib1"]}]}',
+            "config.json: configList[1].resourceName",
+            "'a' is not unique",
+        ),
+    ],
+)
+def test_parse_errors_name_the_field(text: str, setting: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_device_plugin_config(text, "config.json")
+    assert info.value.setting == setting
+    assert message in str(info.value)
+
+
+def test_read_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        read_device_plugin_config(tmp_path / "config.json")
+    assert info.value.setting == "--device-plugin-config"
+    assert f"cannot read {tmp_path}/config.json: No such file or directory" in str(info.value)
+
+
+# --- the node as the plugin sees it -----------------------------------------------------------------
+
+
+def test_plugin_devices() -> None:
+    """PCI network functions with an RDMA device in sysfs: not the Intel NIC Soft-RoCE runs over, not the
+    VFs whose RDMA devices sit in pods."""
+    assert plugin_devices(mlx5_snapshot()) == (
+        PluginDevice(address="0000:3b:00.0", vendor="15b3", device_id="1017", driver="mlx5_core",
+                     if_name="ens1f0np0", link_type="ether", rdma_devices=("mlx5_0",), missing=()),
+        PluginDevice(address="0000:3b:00.1", vendor="15b3", device_id="1017", driver="mlx5_core",
+                     if_name="ens1f1np1", link_type="ether", rdma_devices=("mlx5_1",), missing=()),
+        PluginDevice(address="0000:3b:00.2", vendor="15b3", device_id="1018", driver="mlx5_core",
+                     if_name="ens1f0v0", link_type="ether", rdma_devices=("mlx5_2",), missing=()),
+    )  # fmt: skip
+
+
+def test_plugin_devices_infiniband_missing_chars_and_class() -> None:
+    snap = single_pf()
+    ib = tuple(
+        replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snap.devices
+    )
+    snap = without(replace(snap, devices=ib), "umad0", "rdma_cm")
+    (device,) = plugin_devices(snap)
+    assert (device.link_type, device.missing) == ("infiniband", ("rdma_cm", "umad"))
+    # Not a network-class function (e.g. a BlueField in DPU mode's management function): the plugin skips it.
+    snap = replace(snap, pci_functions=(replace(snap.pci_functions[0], pci_class="120000"),))
+    assert plugin_devices(snap) == ()
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "fixture_or_selectors", "matched"),
+    [
+        (mlx5_snapshot(), "spiderpool-default.json", [2]),  # the seed's 15b3:1017: both PFs
+        (mlx5_snapshot(), "spiderpool-1018.json", [1]),  # the VF still on the host
+        (single_pf(), "spiderpool-1018.json", [0]),
+        (mlx5_snapshot(), "gpu-affinity.json", [1, 1, 0]),
+        (mlx5_snapshot(), "all-selectors.json", [1]),
+        (mlx5_snapshot(), "mellanox-readme.json", [0, 0]),
+        (NO_RDMA, "spiderpool-default.json", [0]),
+        (mlx5_snapshot(), Selectors(drivers=("mlx5_core",)), [3]),
+        (mlx5_snapshot(), Selectors(link_types=("infiniband",)), [0]),
+        (mlx5_snapshot(), Selectors(vendors=("15b3", "8086"), device_ids=("1018", "1521")), [1]),  # OR within
+        (mlx5_snapshot(), Selectors(vendors=("15B3",)), [0]),  # exact comparison, as the plugin does
+        (mlx5_snapshot(), Selectors(vendors=("0x15b3",)), [0]),
+    ],
+)
+def test_match_selectors(
+    snapshot: NodeSnapshot, fixture_or_selectors: str | Selectors, matched: list[int]
+) -> None:
+    if isinstance(fixture_or_selectors, str):
+        cfg = config(fixture_or_selectors)
+    else:
+        cfg = DevicePluginConfig(
+            source="t",
+            resources=(ResourceConfig(resource_name="r", rdma_hca_max=1, selectors=fixture_or_selectors),),
+        )
+    matches = match_selectors(snapshot, cfg)
+    assert [m.matched for m in matches] == matched
+    assert [m.resource for m in matches] == [r.full_name for r in cfg.resources]
+
+
+def test_selector_summary() -> None:
+    assert [m.summary for m in match_selectors(mlx5_snapshot(), config("spiderpool-default.json"))] == [
+        "15b3:1017"
+    ]
+    assert [m.summary for m in match_selectors(mlx5_snapshot(), config("all-selectors.json"))] == [
+        "15b3:1017, drivers mlx5_core, ifNames ens1f0np0, linkTypes ether"
+    ]
+    assert (
+        Selectors(vendors=("15b3",), device_ids=("1017", "1018")).summary()
+        == "vendors 15b3, deviceIDs 1017,1018"
+    )
+
+
+def _problems(snapshot: NodeSnapshot, fixture: str) -> list[tuple[str, str, str | None]]:
+    cfg = config(fixture)
+    return [
+        (p.code, p.message, p.subject)
+        for p in selector_problems(snapshot, match_selectors(snapshot, cfg), cfg)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "fixture", "problems"),
+    [
+        (mlx5_snapshot(), "spiderpool-default.json", []),
+        (
+            single_pf(),
+            "spiderpool-1018.json",
+            [
+                (
+                    "selector_matches_nothing",
+                    "hca_shared_devices selects 15b3:1018, node has 15b3:1017 (0000:3b:00.0)",
+                    HCA,
+                )
+            ],
+        ),
+        (
+            replace(
+                mlx5_snapshot(),
+                devices=mlx5_snapshot().devices[:2],
+                pci_functions=mlx5_snapshot().pci_functions[:3],
+            ),
+            "spiderpool-1018.json",
+            [
+                (
+                    "selector_matches_nothing",
+                    "hca_shared_devices selects 15b3:1018, node has 15b3:1017 (0000:3b:00.0, 0000:3b:00.1)",
+                    HCA,
+                )
+            ],
+        ),
+        (
+            mlx5_snapshot(),
+            "gpu-affinity.json",
+            [
+                (
+                    "selector_matches_nothing",
+                    "shared_cx5_gpu3 selects ifNames enp18s0f0np0, node has 15b3:1017 ifName ens1f0np0 "
+                    "(0000:3b:00.0); 15b3:1017 ifName ens1f1np1 (0000:3b:00.1); 15b3:1018 ifName ens1f0v0 "
+                    "(0000:3b:00.2)",
+                    "spidernet.io/shared_cx5_gpu3",
+                )
+            ],
+        ),
+        (NO_RDMA, "spiderpool-default.json", []),  # nothing to select: not a selector problem
+        (
+            replace(
+                mlx5_snapshot(),
+                devices=mlx5_snapshot().devices[3:],
+                pci_functions=mlx5_snapshot().pci_functions[:1],
+            ),
+            "spiderpool-default.json",
+            [
+                (
+                    "selector_matches_nothing",
+                    "hca_shared_devices selects 15b3:1017, node has no PCI network function with an RDMA "
+                    "device (rxe0 is not on PCI)",
+                    HCA,
+                )
+            ],
+        ),
+        (
+            mlx5_snapshot(),
+            "sriov-selectors.json",
+            [
+                (
+                    "device_plugin_config_ignored_field",
+                    f"{FIXTURES}/sriov-selectors.json: configList[0].isRdma is not a field of the RDMA "
+                    "shared device plugin (an sriov-network-device-plugin selector); the plugin ignores it",
+                    "configList[0].isRdma",
+                ),
+                (
+                    "device_plugin_config_ignored_field",
+                    f"{FIXTURES}/sriov-selectors.json: configList[0].selectors.rootDevices is not a field of "
+                    "the RDMA shared device plugin (an sriov-network-device-plugin selector); the plugin "
+                    "ignores it",
+                    "configList[0].selectors.rootDevices",
+                ),
+                (
+                    "device_plugin_config_ignored_field",
+                    f"{FIXTURES}/sriov-selectors.json: configList[0].selectors.isRdma is not a field of the "
+                    "RDMA shared device plugin (an sriov-network-device-plugin selector); the plugin ignores "
+                    "it",
+                    "configList[0].selectors.isRdma",
+                ),
+            ],
+        ),
+    ],
+)
+def test_selector_problems(
+    snapshot: NodeSnapshot, fixture: str, problems: list[tuple[str, str, str | None]]
+) -> None:
+    assert _problems(snapshot, fixture) == problems
+
+
+def test_invalid_resource_name_is_a_problem_not_an_error() -> None:
+    """The plugin starts with the README's ``example_prefix`` but kubelet refuses the registration."""
+    cfg = config("mellanox-readme.json")
+    problems = selector_problems(NO_RDMA, match_selectors(NO_RDMA, cfg), cfg)
+    assert [(p.code, p.message) for p in problems] == [
+        (
+            "invalid_resource_name",
+            "example_prefix/hca_shared_devices_a is not a valid extended resource name (prefix part must be "
+            "a lowercase RFC 1123 subdomain (e.g. example.com)); kubelet refuses the plugin's registration",
+        )
+    ]
+    (zero, _) = why_zero(single_pf(), None, [], match_selectors(single_pf(), cfg), cfg)
+    assert zero.message.startswith(
+        "example_prefix/hca_shared_devices_a is missing from the Node while the node has 1 RDMA device: "
+        "kubelet refuses the name (resourcePrefix must be a lowercase DNS subdomain); its selector matches "
+        "nothing"
+    )
+
+
+def test_selector_problem_hints_at_case() -> None:
+    cfg = DevicePluginConfig(
+        source="t",
+        resources=(
+            ResourceConfig(
+                resource_name="hca",
+                rdma_hca_max=1,
+                selectors=Selectors(vendors=("0x15B3",), device_ids=("1017",)),
+            ),
+        ),
+    )
+    (problem,) = selector_problems(single_pf(), match_selectors(single_pf(), cfg), cfg)
+    assert problem.message == (
+        "hca selects 0x15B3:1017, node has 15b3:1017 (0000:3b:00.0) "
+        "(ids must be lowercase hex without 0x, as sysfs prints them)"
+    )
+
+
+# --- resources on the Node --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500", 500),
+        ("0", 0),
+        (" 8 ", 8),
+        ("+3", 3),
+        ("-0", 0),
+        ("1k", 1000),
+        ("1.5k", 1500),
+        ("2Ki", 2048),
+        ("1Mi", 1048576),
+        ("1e3", 1000),
+        ("1E2", 100),
+        ("10e-1", 1),
+        ("9223372036854775807", 2**63 - 1),
+        ("9223372036854775808", None),  # beyond int64
+        ("1e40", None),
+        ("500m", None),  # a fraction is no device count
+        ("1.5", None),
+        ("-1", None),
+        ("", None),
+        ("k", None),
+        ("1 k", None),
+        ("1KB", None),
+        ("abc", None),
+    ],
+)
+def test_parse_quantity(text: str, value: int | None) -> None:
+    assert parse_quantity(text) == value
+
+
+def test_resources_from_node_seed_example() -> None:
+    """The seed guide's SR-IOV node: the shared plugin's resource is 0, the VFs are 8."""
+    capacity = {"cpu": "56", "memory": "131779740Ki", HCA: "0", SRIOV: "8", "rdma/hca_shared_devices_a": "1k",
+                "nvidia.com/gpu": "8"}  # fmt: skip
+    allocatable = {"cpu": "56", HCA: "0", SRIOV: "8", "spidernet.io/odd": "500m"}
+    assert resources_from_node(capacity, allocatable, ("spidernet.io/", "rdma/")) == (
+        ResourceAmount(name="rdma/hca_shared_devices_a", capacity=1000, allocatable=None),
+        ResourceAmount(name=HCA, capacity=0, allocatable=0),
+        ResourceAmount(name=SRIOV, capacity=8, allocatable=8),
+        ResourceAmount(name="spidernet.io/odd", capacity=None, allocatable=None),
+    )
+    assert resources_from_node(capacity, allocatable, ()) == ()
+
+
+# --- why zero -----------------------------------------------------------------------------------------
+
+
+def _why(
+    snapshot: NodeSnapshot,
+    resources: list[ResourceAmount],
+    fixture: str | None = "spiderpool-default.json",
+    enforce: EnforcementState | None = None,
+) -> list[Problem]:
+    cfg = config(fixture) if fixture else None
+    matches: tuple[SelectorMatch, ...] = match_selectors(snapshot, cfg) if cfg else ()
+    return why_zero(snapshot, enforce, resources, matches, cfg)
+
+
+ZERO = [ResourceAmount(name=HCA, capacity=500, allocatable=0)]
+PREFIX = f"{HCA} has allocatable 0 while the node has "
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "resources", "fixture", "message"),
+    [
+        (
+            single_pf(),
+            ZERO,
+            "spiderpool-1018.json",
+            PREFIX + "1 RDMA device: its selector matches nothing: hca_shared_devices selects 15b3:1018, "
+            "node has 15b3:1017 (0000:3b:00.0)",
+        ),
+        (
+            replace(single_pf(), netns_mode=NetnsMode.EXCLUSIVE),
+            ZERO,
+            "spiderpool-default.json",
+            PREFIX
+            + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it "
+            "is shared",
+        ),
+        (
+            without(single_pf(), "umad0"),
+            ZERO,
+            "spiderpool-default.json",
+            PREFIX
+            + "1 RDMA device: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
+            "0000:3b:00.0 (mlx5_0) lacks umad (load ib_umad)",
+        ),
+        (
+            without(mlx5_snapshot(), "rdma_cm"),
+            ZERO,
+            "spiderpool-default.json",
+            PREFIX
+            + "4 RDMA devices: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
+            "0000:3b:00.0 (mlx5_0) lacks rdma_cm (load rdma_ucm); 0000:3b:00.1 (mlx5_1) lacks rdma_cm (load "
+            "rdma_ucm)",
+        ),
+        (
+            single_pf(),
+            ZERO,
+            "spiderpool-default.json",
+            PREFIX
+            + "1 RDMA device: capacity is 500: the RDMA shared device plugin reports its devices unhealthy "
+            "or is restarting",
+        ),
+        (
+            single_pf(),
+            [],
+            "spiderpool-default.json",
+            f"{HCA} is missing from the Node while the node has 1 RDMA device: the RDMA shared device plugin "
+            "has not registered it on this node (is its pod running here?)",
+        ),
+        (
+            without(single_pf(), "uverbs0"),
+            [ResourceAmount(name="rdma/hca_shared_devices_a", capacity=None, allocatable=0)],
+            None,  # no config: the rdma/ prefix says it is the shared plugin's
+            "rdma/hca_shared_devices_a has allocatable 0 while the node has 1 RDMA device: the plugin skips "
+            "functions without rdma_cm, umad and uverbs char devices: 0000:3b:00.0 (mlx5_0) lacks uverbs "
+            "(load ib_uverbs)",
+        ),
+        (
+            replace(
+                mlx5_snapshot(),
+                pci_functions=tuple(replace(f, sriov_numvfs=0) for f in mlx5_snapshot().pci_functions),
+            ),
+            [ResourceAmount(name=SRIOV, capacity=0, allocatable=0)],
+            None,
+            f"{SRIOV} has allocatable 0 while the node has 4 RDMA devices: no VFs are enabled (0000:3b:00.0 "
+            "has 0 of 8, 0000:3b:00.1 has 0 of 8); has the SR-IOV operator applied its policy (numVfs)?",
+        ),
+        (
+            replace(
+                mlx5_snapshot(),
+                pci_functions=tuple(
+                    replace(f, rdma_devices=()) if f.physfn else f for f in mlx5_snapshot().pci_functions
+                ),
+            ),
+            [ResourceAmount(name=SRIOV, capacity=0, allocatable=0)],
+            None,
+            f"{SRIOV} has allocatable 0 while the node has 4 RDMA devices: the 4 VFs have no RDMA device (is "
+            "the policy's isRdma set, and mlx5_ib loaded?)",
+        ),
+        (
+            replace(single_pf(), pci_functions=(replace(single_pf().pci_functions[0], sriov_totalvfs=None),)),
+            [ResourceAmount(name=SRIOV, capacity=None, allocatable=None)],
+            None,
+            f"{SRIOV} is missing from the Node while the node has 1 RDMA device: no SR-IOV capable PF with "
+            "an RDMA device on this node",
+        ),
+    ],
+)
+def test_why_zero(
+    snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None, message: str
+) -> None:
+    problems = _why(snapshot, resources, fixture)
+    assert [(p.code, p.message) for p in problems] == [("zero_allocatable", message)]
+    assert problems[0].subject == message.split(" ", 1)[0]
+
+
+def test_why_zero_lists_every_reason() -> None:
+    cfg = DevicePluginConfig(
+        source="config.json",
+        resources=(
+            ResourceConfig(
+                resource_name="hca_shared_devices",
+                resource_prefix="spidernet.io",
+                rdma_hca_max=0,
+                selectors=Selectors(vendors=("15b3",), device_ids=("1018",)),
+            ),
+        ),
+    )
+    snap = replace(single_pf(), netns_mode=NetnsMode.EXCLUSIVE)
+    enforce = replace(enforcement(DesiredMode.SHARED, reboot=True), live=NetnsMode.EXCLUSIVE)
+    (problem,) = why_zero(snap, enforce, ZERO, match_selectors(snap, cfg), cfg)
+    assert problem.message == (
+        PREFIX
+        + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it is "
+        "shared; rdmaHcaMax is 0 in config.json; its selector matches nothing: hca_shared_devices selects "
+        "15b3:1018, node has 15b3:1017 (0000:3b:00.0); netns mode shared takes effect only after the "
+        "pending reboot"
+    )
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "resources", "fixture"),
+    [
+        (
+            mlx5_snapshot(),
+            [ResourceAmount(name=HCA, capacity=500, allocatable=500)],
+            "spiderpool-default.json",
+        ),
+        (NO_RDMA, ZERO, "spiderpool-default.json"),  # no RDMA device: zero is expected
+        (mlx5_snapshot(), [ResourceAmount(name=SRIOV, capacity=8, allocatable=8)], None),
+        (mlx5_snapshot(), [], None),
+    ],
+)
+def test_why_zero_silent(
+    snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None
+) -> None:
+    assert _why(snapshot, resources, fixture) == []
+
+
+# --- consumers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource", "fixture", "consumer"),
+    [
+        (HCA, "spiderpool-default.json", Consumer.SHARED_DEVICE_PLUGIN),
+        (HCA, None, Consumer.SRIOV_RDMA_CNI),  # without the config nothing says it is the shared plugin's
+        ("rdma/hca_shared_devices_a", None, Consumer.SHARED_DEVICE_PLUGIN),  # the plugin's default prefix
+        (SRIOV, "spiderpool-default.json", Consumer.SRIOV_RDMA_CNI),
+        ("example_prefix/hca_shared_devices_a", "mellanox-readme.json", Consumer.SHARED_DEVICE_PLUGIN),
+    ],
+)
+def test_consumer_of(resource: str, fixture: str | None, consumer: Consumer) -> None:
+    assert consumer_of(resource, config(fixture) if fixture else None) is consumer
+    assert consumer.needs is (
+        NetnsMode.SHARED if consumer is Consumer.SHARED_DEVICE_PLUGIN else NetnsMode.EXCLUSIVE
+    )
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "enforce", "resources", "fixture", "problems"),
+    [
+        (
+            mlx5_snapshot(),
+            None,
+            [ResourceAmount(name=HCA, capacity=500, allocatable=500)],
+            "spiderpool-default.json",
+            [],
+        ),
+        (
+            mlx5_snapshot(mode=NetnsMode.EXCLUSIVE),
+            None,
+            [],
+            "spiderpool-default.json",
+            [
+                (
+                    "consumer_mode_mismatch",
+                    f"{HCA} is used by the RDMA shared device plugin, which needs netns mode shared; the "
+                    "live mode is exclusive",
+                )
+            ],
+        ),
+        (
+            mlx5_snapshot(),
+            None,
+            [ResourceAmount(name=SRIOV, capacity=8, allocatable=8)],
+            None,
+            [
+                (
+                    "consumer_mode_mismatch",
+                    f"{SRIOV} is used by SR-IOV with RDMA CNI, which needs netns mode exclusive; the live "
+                    "mode is shared",
+                )
+            ],
+        ),
+        # Advertised by nothing (capacity 0): not in use, no mismatch.
+        (mlx5_snapshot(), None, [ResourceAmount(name=SRIOV, capacity=0, allocatable=0)], None, []),
+        (
+            mlx5_snapshot(),
+            enforcement(DesiredMode.EXCLUSIVE),
+            [],
+            "spiderpool-default.json",
+            [
+                (
+                    "consumer_mode_conflict",
+                    f"--netns-mode exclusive conflicts with {HCA}: the RDMA shared device plugin needs "
+                    "shared",
+                )
+            ],
+        ),
+        (mlx5_snapshot(), enforcement(DesiredMode.SHARED), [], "spiderpool-default.json", []),
+        (
+            without(mlx5_snapshot(), "umad1"),
+            None,
+            [],
+            "spiderpool-default.json",
+            [
+                (
+                    "missing_umad",
+                    "mlx5_1 (0000:3b:00.1) has no /dev/infiniband/umadN: load ib_umad (rdma-core); the RDMA "
+                    "shared device plugin skips it",
+                )
+            ],
+        ),
+        # umad matters to the shared plugin only.
+        (without(mlx5_snapshot(mode=NetnsMode.EXCLUSIVE), "umad1"), None, [], None, []),
+    ],
+)
+def test_consumer_problems(
+    snapshot: NodeSnapshot,
+    enforce: EnforcementState | None,
+    resources: list[ResourceAmount],
+    fixture: str | None,
+    problems: list[tuple[str, str]],
+) -> None:
+    found = consumer_problems(snapshot, enforce, resources, config(fixture) if fixture else None)
+    assert [(p.code, p.message) for p in found] == problems
+
+
+def test_char_device_node_absent_from_dev_counts_as_missing() -> None:
+    snap = single_pf()
+    snap = replace(
+        snap,
+        char_devices=tuple(replace(c, present=False) if c.kind == "umad" else c for c in snap.char_devices),
+    )
+    assert plugin_devices(snap)[0].missing == ("umad",)
+    assert isinstance(snap.char_devices[0], CharDevice)
+    assert isinstance(snap.pci_functions[0], PciFunction)
