@@ -14,14 +14,19 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from agent import __version__
 from agent.config import SETTINGS, Config, load_config
-from agent.errors import ConfigError
-from agent.loop import Agent
+from agent.errors import ConfigError, PublishError
+from agent.loop import Agent, Stage
+from agent.publish.http import MetricsServer
+from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -29,6 +34,13 @@ logger = logging.getLogger("agent")
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors become ConfigError (exit 2, one line); no abbreviated flags (``--netns`` is not
+    ``--netns-mode``: a typo in a DaemonSet must fail, not guess)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError("command line", message)
 
@@ -79,13 +91,65 @@ def _status(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _publish_stages(config: Config) -> tuple[list[Stage], list[Callable[[], None]]]:
+    """The labels and allocatable stages for this configuration, and what to stop on exit.
+
+    Without in-cluster config or a kubeconfig the agent runs without Kubernetes (a log line says
+    so); ``--no-kubernetes`` skips the attempt. Raises ConfigError (exit 2) for a bad kubeconfig or a
+    missing node name."""
+    from agent.publish.kube import KubernetesUnavailable, NodeLabelPublisher, NodeWatcher, load_api_client, node_name
+    from agent.publish.stages import AllocatableStage, LabelsStage
+
+    watcher: NodeWatcher | None = None
+    node: NodeLabelPublisher | None = None
+    closers: list[Callable[[], None]] = []
+    if config.kubernetes:
+        try:
+            api = load_api_client(config.kubeconfig)
+        except KubernetesUnavailable as reason:
+            logger.warning("running without Kubernetes: %s", reason)
+        else:
+            watcher = NodeWatcher(api, node_name(config)).start()
+            closers.append(watcher.stop)
+            if config.label_publisher == "node":
+                node = NodeLabelPublisher(api, watcher, prefix=config.label_prefix)
+    stages: list[Stage] = [AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher)]
+    features = config.features_file if config.label_publisher == "nfd" else None
+    if node is not None or features is not None:
+        stages.append(
+            LabelsStage(
+                config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher, features_file=features
+            )
+        )
+    return stages, closers
+
+
 def _run(config: Config, once: bool) -> int:
-    agent = Agent(config)
+    stages, closers = _publish_stages(config)
+    try:
+        return _serve(config, once, stages)
+    finally:
+        for close in closers:
+            close()
+
+
+def _serve(config: Config, once: bool, stages: list[Stage]) -> int:
+    agent = Agent(config, stages=stages)
     if once:
         state = agent.run_once()
         assert state.snapshot is not None
         sys.stdout.write(render_json(state.snapshot, state.enforcement))
         return EXIT_OK
+    registry = CollectorRegistry()
+    registry.register(RdmaCollector(agent.state, version=__version__))
+    ProcessCollector(registry=registry)
+    server = MetricsServer(config.metrics_bind_address, registry, healthy=agent.healthy, ready=agent.ready)
+    try:
+        host, port = server.start()
+    except PublishError as err:
+        print(f"rdma-node-agent: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    logger.info("serving /metrics, /healthz, /readyz on %s:%d", host or "*", port)
     stop, wake = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -100,7 +164,10 @@ def _run(config: Config, once: bool) -> int:
         signal.signal(signum, on_signal)
     logger.info("rdma-node-agent %s: desired netns mode %s, every %ss", __version__, config.netns_mode.value,
                 config.interval_seconds)  # fmt: skip
-    agent.run_forever(stop, wake)
+    try:
+        agent.run_forever(stop, wake)
+    finally:
+        server.stop()
     return EXIT_OK
 
 
@@ -116,7 +183,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_CONFIG
     if args.command == "status":
         return _status(config, args.json)
-    return _run(config, args.once)
+    try:
+        return _run(config, args.once)
+    except ConfigError as err:
+        print(f"rdma-node-agent: {err}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":  # pragma: no cover

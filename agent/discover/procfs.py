@@ -253,8 +253,9 @@ def count_network_namespaces(roots: HostRoots) -> int | None:
     kernel refuses ``rdma system set netns`` with EBUSY.
 
     Counts the distinct ``net:[inode]`` targets of /proc/<pid>/ns/net over every pid, plus the nsfs
-    bind mounts in /proc/1/mountinfo (``ip netns add``), minus the initial namespace (pid 1's, or
-    kthreadd's when pid 1's link is hidden). Processes that vanish mid-scan are skipped. None when
+    bind mounts in /proc/1/mountinfo (``ip netns add``, and the runtime's pin of every pod netns),
+    minus the initial namespace (pid 1's, or kthreadd's when pid 1's link is hidden, else the agent's
+    own — right under hostNetwork, which the agent requires). Processes that vanish mid-scan are skipped. None when
     /proc cannot be listed or the initial namespace cannot be found.
 
     Not seen: a namespace kept alive only by an open file descriptor, a bind mount made in another
@@ -268,6 +269,11 @@ def count_network_namespaces(roots: HostRoots) -> int | None:
         logger.debug("cannot list %s: %s", procfs, err)
         return None
     init = _init_netns(procfs)
+    if init is None:
+        # Without CAP_SYS_PTRACE (the DaemonSet does not grant it) other processes' ns links are
+        # hidden. The agent runs with hostNetwork, so its own namespace is the initial one; pods'
+        # namespaces are then seen through the nsfs mounts the container runtime pins them with.
+        init = _netns_of(procfs, "self")
     if init is None:
         logger.debug("cannot tell the initial network namespace from %s", procfs)
         return None

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from agent.errors import PublishError
+from agent.hostfiles import atomic_write, remove_file
 from agent.publish.labels import validate_label
 
 logger = logging.getLogger(__name__)
@@ -129,49 +128,13 @@ def write_features(
 def remove_features(path: Path) -> bool:
     """Remove the file (NFD then drops the labels); True if it existed."""
     try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
+        return remove_file(path)
     except OSError as err:
         raise PublishError(f"cannot remove {path}: {err.strerror}") from err
-    _fsync_dir(path.parent)
-    return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent
-    tmp: Path | None = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(name)
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-        tmp = None
+        atomic_write(path, data)
     except OSError as err:
         raise PublishError(f"cannot write {path}: {err.strerror or err}; the old file is intact") from err
-    finally:
-        if tmp is not None:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError as err:
-                logger.warning("cannot remove temporary file %s: %s", tmp, err)
-    try:
-        _fsync_dir(directory)
-    except OSError as err:
-        raise PublishError(f"wrote {path} but could not fsync {directory}: {err.strerror or err}") from err

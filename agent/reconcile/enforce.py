@@ -1,9 +1,7 @@
-"""Enforce: carry out planned actions. The only module in the agent that changes the host.
-
-Files are replaced atomically — a temporary file in the same directory, fsync, rename, fsync of the
-directory — so a crash at any point leaves the old file or the new one, never a partial one. A write
-whose content is already right does not happen at all (the mtime stays). Failures become problems
-with the errno in words; the old file stays intact.
+"""Enforce: carry out planned actions — the modprobe.d file, the runtime mode over RDMA netlink, the
+reboot sentinel. The only module that acts on the host's RDMA state; files go through
+:mod:`agent.hostfiles` (atomic, no write when unchanged). Failures become problems with the errno in
+words; the old file stays intact.
 """
 
 from __future__ import annotations
@@ -13,82 +11,15 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from pathlib import Path
 
 from agent.config import Config
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
+from agent.hostfiles import atomic_write, read_text, remove_file
 from agent.model import Action, ActionKind, Problem
 from agent.reconcile.plan import EnforcerMemory, managed_file_content
 
 logger = logging.getLogger(__name__)
-
-TEMP_MARK = ".rna-tmp-"
-# Step names passed to the test hook of atomic_write, in order.
-WRITE_STEPS = ("temp_written", "temp_fsynced", "renamed", "dir_fsynced")
-
-
-def read_text(path: Path) -> str | None:
-    """A file's text, or None when it does not exist."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, hook: Callable[[str], None] | None = None) -> bool:
-    """Replace ``path`` with ``data`` atomically; return False (and touch nothing) if it already holds it.
-
-    ``hook`` is called after each step in :data:`WRITE_STEPS` (crash-safety tests stop there)."""
-    step = hook or (lambda _name: None)
-    try:
-        if path.read_bytes() == data:
-            return False
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        pass
-    directory = path.parent
-    for stale in directory.glob(f".{path.name}{TEMP_MARK}*"):  # left by a write that was killed
-        stale.unlink(missing_ok=True)
-    temp = directory / f".{path.name}{TEMP_MARK}{os.getpid()}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            step("temp_written")
-            os.fsync(fd)
-            step("temp_fsynced")
-        finally:
-            os.close(fd)
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    step("renamed")
-    _fsync_dir(directory)
-    step("dir_fsynced")
-    return True
-
-
-def remove_file(path: Path) -> bool:
-    """Remove ``path`` durably; False if it was not there."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    _fsync_dir(path.parent)
-    return True
-
 
 def _os_problem(code: str, what: str, path: str, err: OSError) -> Problem:
     reason = os.strerror(err.errno) if err.errno else str(err)

@@ -171,8 +171,9 @@ def plan(given: PlanInput) -> EnforcementState:
         runtime_set_attempts=given.memory.runtime_attempts,
         dry_run=given.dry_run,
     )
-    if target is None:  # unmanaged: observe only
-        return replace(base, problems=tuple(problems))
+    if target is None:  # unmanaged: observe only — but take back a reboot request the agent made
+        clear = (Action(kind=ActionKind.CLEAR_REBOOT, reason="the netns mode is unmanaged now"),)
+        return replace(base, plan=clear if given.memory.reboot_signalled else (), problems=tuple(problems))
 
     if target is NetnsMode.EXCLUSIVE and exclusive_supported(snap.kernel.release, snap.kernel.mofed_version) is False:
         problems.append(

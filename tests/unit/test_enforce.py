@@ -19,8 +19,9 @@ import pytest
 from agent.config import Config, HostRoots
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
+from agent.hostfiles import WRITE_STEPS, atomic_write
 from agent.model import Action, ActionKind, DesiredMode, KernelInfo, NetnsMode, NodeSnapshot
-from agent.reconcile.enforce import WRITE_STEPS, Enforcer, atomic_write
+from agent.reconcile.enforce import Enforcer
 from agent.reconcile.plan import EnforcerMemory, PlanInput, managed_file_content, plan
 
 OLD = b"options ib_core netns_mode=1\n" * 200  # big enough that a torn write would show
@@ -30,7 +31,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from agent.reconcile.enforce import atomic_write
+    from agent.hostfiles import atomic_write
     def hook(step):
         if step == sys.argv[2]:
             print(step, flush=True)

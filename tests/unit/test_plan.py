@@ -76,6 +76,8 @@ BUSY = EnforcerMemory(runtime_attempts=1, last_attempt=BOOT + 50, last_errno=err
         # unmanaged never acts, whatever the state
         (SH, None, DesiredMode.UNMANAGED, 0, None, 0, [], True, False),
         (EX, SH, DesiredMode.UNMANAGED, 5, None, 0, [], True, False),
+        # switched to unmanaged while a reboot was signalled: take the sentinel back, nothing else
+        (SH, EX, DesiredMode.UNMANAGED, 1, replace(BUSY, reboot_signalled=True), 0, [CLR], True, False),
         # converged: nothing to do, zero writes
         (SH, SH, DesiredMode.SHARED, 3, None, 0, [], True, False),
         (EX, EX, DesiredMode.EXCLUSIVE, 3, None, 0, [], True, False),
@@ -104,7 +106,7 @@ def test_plan_table(live: NetnsMode | None, file_mode: NetnsMode | None, desired
     assert [a.kind for a in state.plan] == actions
     assert (state.compliant, state.reboot_required) == (compliant, reboot)
     target = desired.netns_mode
-    assert all(a.mode == target for a in state.plan)
+    assert all(a.mode == target for a in state.plan if a.kind is not CLR or target is not None)
 
 
 def test_busy_reports_namespace_count_and_next_attempt() -> None:

@@ -238,6 +238,16 @@ def test_count_falls_back_to_kthreadd_when_pid1_hides_its_links(tmp_path: Path) 
     assert procfs.count_network_namespaces(roots) is None
 
 
+def test_count_without_ptrace_uses_own_namespace_and_nsfs_mounts(tmp_path: Path) -> None:
+    # In the DaemonSet (hostNetwork, no CAP_SYS_PTRACE) only the agent's own ns link is readable.
+    roots = fake_proc(tmp_path, {"1": None, "2": None, "100": None}, MOUNTINFO)
+    (tmp_path / "proc/self/ns").mkdir()
+    (tmp_path / "proc/self/ns/net").symlink_to(f"net:[{INIT_NS}]")
+    assert procfs.count_network_namespaces(roots) == 1  # the pinned netns from mountinfo
+    (tmp_path / "proc/self/ns/net").unlink()
+    assert procfs.count_network_namespaces(roots) is None
+
+
 def test_count_without_proc_is_unknown(tmp_path: Path) -> None:
     assert procfs.count_network_namespaces(HostRoots(root=tmp_path)) is None
 

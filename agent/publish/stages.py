@@ -1,0 +1,106 @@
+"""The publishing stages the loop runs after discover and enforce: node labels and allocatable.
+
+Each stage takes the :class:`AgentState` and returns it enriched (resources, selector matches,
+publish-side problems). A stage that could not do its job raises, so the loop records it as failed
+(``rdma_agent_stage_success{stage=…} 0``) while the other stages and the metrics keep going.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from agent.errors import ConfigError, PublishError
+from agent.model import AgentState, Problem
+from agent.publish.consumers import (
+    DevicePluginConfig,
+    consumer_problems,
+    match_selectors,
+    read_device_plugin_config,
+    resources_from_node,
+    selector_problems,
+    why_zero,
+)
+from agent.publish.features_file import write_features
+from agent.publish.kube import NodeLabelPublisher, NodeWatcher
+from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
+
+logger = logging.getLogger(__name__)
+
+
+class LabelsStage:
+    """Desired labels (with hysteresis on link-driven ones) → the Node (one merge patch when they
+    differ) or an NFD features.d file."""
+
+    name = "labels"
+
+    def __init__(
+        self,
+        prefix: str,
+        hold_seconds: float,
+        *,
+        node: NodeLabelPublisher | None = None,
+        watcher: NodeWatcher | None = None,
+        features_file: Path | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = prefix
+        self.hysteresis = Hysteresis(hold_seconds, hysteresis_keys(prefix))
+        self.node, self.watcher, self.features_file = node, watcher, features_file
+        self.timer = timer
+
+    def __call__(self, state: AgentState) -> AgentState:
+        if state.snapshot is None:
+            return state
+        wanted = desired_labels(state.snapshot, state.enforcement, self.prefix)
+        problems = tuple(label_problems(state.snapshot, state.enforcement, self.prefix))
+        labels = self.hysteresis.update(self.timer(), wanted)
+        state = replace(state, problems=state.problems + problems)
+        if self.features_file is not None:
+            write_features(self.features_file, labels)
+        if self.node is not None:
+            result = self.node.sync(labels)
+            if not result.ok:
+                raise PublishError(f"node labels not published: {result.error}")
+            if self.watcher is not None and not self.watcher.healthy():
+                raise PublishError("node labels not verified: the Node watch is not healthy")
+        return state
+
+
+class AllocatableStage:
+    """The Node's RDMA extended resources, the shared device plugin's selectors against this node,
+    and why an allocatable count is zero."""
+
+    name = "allocatable"
+
+    def __init__(self, prefixes: tuple[str, ...], plugin_config: Path | None, watcher: NodeWatcher | None) -> None:
+        self.prefixes, self.plugin_config, self.watcher = prefixes, plugin_config, watcher
+
+    def _config(self) -> tuple[DevicePluginConfig | None, list[Problem]]:
+        if self.plugin_config is None:
+            return None, []
+        if not self.plugin_config.exists():  # an optional ConfigMap that is not mounted: no such consumer
+            logger.debug("no device plugin config at %s", self.plugin_config)
+            return None, []
+        try:
+            return read_device_plugin_config(self.plugin_config), []
+        except ConfigError as err:
+            return None, [Problem(code="device_plugin_config_invalid", message=str(err))]
+
+    def __call__(self, state: AgentState) -> AgentState:
+        if state.snapshot is None:
+            return state
+        snapshot, enforcement = state.snapshot, state.enforcement
+        config, problems = self._config()
+        matches = match_selectors(snapshot, config) if config is not None else ()
+        if config is not None:
+            problems += selector_problems(snapshot, matches, config)
+        observed = self.watcher.observed() if self.watcher is not None else None
+        resources = resources_from_node(observed.capacity, observed.allocatable, self.prefixes) if observed else ()
+        problems += consumer_problems(snapshot, enforcement, resources, config)
+        if observed is not None:  # before the Node is seen every resource would look missing
+            problems += why_zero(snapshot, enforcement, resources, matches, config)
+        return replace(state, resources=resources, selectors=matches, problems=state.problems + tuple(problems))

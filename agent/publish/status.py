@@ -1,0 +1,238 @@
+"""``rdma-node-agent status``: the snapshot as stable JSON (schema: agent/status.schema.json) or as a
+table for a person. Pure functions of the snapshot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from agent.model import (
+    CharDevice,
+    EnforcementState,
+    ModprobeOption,
+    NetnsMode,
+    NodeSnapshot,
+    PciFunction,
+    Problem,
+    RdmaDevice,
+    RdmaPort,
+)
+
+SCHEMA_VERSION = 1
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema ``status --json`` output follows (shipped in the package)."""
+    schema: dict[str, Any] = json.loads(resources.files("agent").joinpath("status.schema.json").read_text())
+    return schema
+
+
+def _mode(mode: NetnsMode | None) -> str | None:
+    return mode.value if mode is not None else None
+
+
+def _port(p: RdmaPort) -> dict[str, Any]:
+    return {
+        "port": p.port,
+        "state": p.state,
+        "physical_state": p.physical_state,
+        "link_up": p.link_up,
+        "netdev": p.netdev,
+        "netdev_index": p.netdev_index,
+        "link_layer": p.link_layer,
+        "rate": p.rate,
+        "lid": p.lid,
+        "sm_lid": p.sm_lid,
+    }
+
+
+def _device(d: RdmaDevice) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "index": d.index,
+        "node_type": d.node_type,
+        "protocol": d.protocol,
+        "node_guid": d.node_guid,
+        "sys_image_guid": d.sys_image_guid,
+        "fw_version": d.fw_version,
+        "pci_address": d.pci_address,
+        "port_count": d.port_count,
+        "char_devices": list(d.char_devices),
+        "ports": [_port(p) for p in d.ports],
+    }
+
+
+def _pci(p: PciFunction) -> dict[str, Any]:
+    return {
+        "address": p.address,
+        "vendor": p.vendor,
+        "device": p.device,
+        "subsystem_vendor": p.subsystem_vendor,
+        "subsystem_device": p.subsystem_device,
+        "class": p.pci_class,
+        "driver": p.driver,
+        "numa_node": p.numa_node,
+        "netdevs": list(p.netdevs),
+        "rdma_devices": list(p.rdma_devices),
+        "sriov_totalvfs": p.sriov_totalvfs,
+        "sriov_numvfs": p.sriov_numvfs,
+        "physfn": p.physfn,
+        "virtfns": list(p.virtfns),
+    }
+
+
+def _char(c: CharDevice) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "kind": c.kind,
+        "path": c.path,
+        "present": c.present,
+        "rdma_device": c.rdma_device,
+        "port": c.port,
+    }
+
+
+def _option(o: ModprobeOption) -> dict[str, Any]:
+    return {"source": o.source, "raw": o.raw, "value": _mode(o.value)}
+
+
+def _problem(p: Problem) -> dict[str, Any]:
+    return {"code": p.code, "message": p.message, "subject": p.subject}
+
+
+def _enforcement(e: EnforcementState | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {
+        "desired": e.desired.value,
+        "live": _mode(e.live),
+        "persisted": _mode(e.persisted),
+        "compliant": e.compliant,
+        "reboot_required": e.reboot_required,
+        "reboot_reason": e.reboot_reason,
+        "persisted_ineffective": e.persisted_ineffective,
+        "runtime_set_attempts": e.runtime_set_attempts,
+        "next_runtime_attempt": e.next_runtime_attempt,
+        "dry_run": e.dry_run,
+        "plan": [{"action": a.kind.value, "mode": _mode(a.mode), "reason": a.reason} for a in e.plan],
+    }
+
+
+def snapshot_to_dict(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> dict[str, Any]:
+    """The documented ``status --json`` document. Problems of the snapshot and of the plan together."""
+    problems = s.problems + (enforcement.problems if enforcement else ())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "taken_at": s.taken_at,
+        "netlink_available": s.netlink_available,
+        "netlink_error": s.netlink_error,
+        "netns_mode": _mode(s.netns_mode),
+        "netns_mode_source": s.netns_mode_source,
+        "system": None
+        if s.system is None
+        else {
+            "netns_mode": _mode(s.system.netns_mode),
+            "copy_on_fork": s.system.copy_on_fork,
+            "privileged_qkey": s.system.privileged_qkey,
+            "monitor": s.system.monitor,
+        },
+        "persisted_netns_mode": {
+            "value": _mode(s.persisted.value),
+            "source": s.persisted.source,
+            "conflicts": [_option(o) for o in s.persisted.conflicts],
+        },
+        "network_namespaces": s.network_namespaces,
+        "kernel": {
+            "release": s.kernel.release,
+            "mofed_version": s.kernel.mofed_version,
+            "boot_time": s.kernel.boot_time,
+        },
+        "modules": [{"name": m.name, "loaded": m.loaded} for m in s.modules],
+        "devices": [_device(d) for d in s.devices],
+        "pci_functions": [_pci(p) for p in s.pci_functions],
+        "char_devices": [_char(c) for c in s.char_devices],
+        "enforcement": _enforcement(enforcement),
+        "problems": [_problem(p) for p in problems],
+    }
+
+
+def render_json(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> str:
+    return json.dumps(snapshot_to_dict(s, enforcement), indent=2, sort_keys=False) + "\n"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    cells = [[str(h) for h in header]] + [["-" if v is None or v == "" else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def render_text(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> str:
+    """A report for a person: what RDMA this node has and what is wrong, in plain words."""
+    lines: list[str] = []
+    problems = s.problems + (enforcement.problems if enforcement else ())
+    release = s.kernel.release or "unknown"
+    mofed = f", MOFED {s.kernel.mofed_version}" if s.kernel.mofed_version else ""
+    lines.append(f"kernel {release}{mofed}")
+    if s.netlink_available:
+        lines.append("RDMA netlink: available")
+    else:
+        lines.append(f"RDMA netlink: unavailable ({s.netlink_error or 'unknown reason'})")
+    live = f"{_mode(s.netns_mode) or 'unknown'}" + (f" (from {s.netns_mode_source})" if s.netns_mode_source else "")
+    persisted = (
+        f"{s.persisted.value.value} ({s.persisted.source})"
+        if s.persisted.value is not None
+        else "not set (kernel default: shared)"
+    )
+    desired = f"desired {enforcement.desired.value}; " if enforcement else ""
+    lines.append(f"netns mode: {desired}live {live}; persisted {persisted}")
+    if s.persisted.conflicts:
+        lines.append("  conflicting settings: " + "; ".join(f"{o.source} = {o.raw}" for o in s.persisted.conflicts))
+    if enforcement is not None:
+        if enforcement.reboot_required:
+            lines.append(f"REBOOT REQUIRED: {enforcement.reboot_reason}")
+        verb = "would" if enforcement.dry_run else "will"
+        lines.extend(f"  plan: {verb} {a.kind.value.replace('_', ' ')}: {a.reason}" for a in enforcement.plan)
+    if s.network_namespaces is not None:
+        lines.append(f"non-init network namespaces: {s.network_namespaces}")
+    loaded = [m.name for m in s.modules if m.loaded]
+    lines.append("modules loaded: " + (", ".join(loaded) if loaded else "none of the RDMA modules"))
+    lines.append("")
+
+    pci = {p.address: p for p in s.pci_functions}
+    rows: list[list[object]] = []
+    for d in s.devices:
+        fn = pci.get(d.pci_address or "")
+        ids = f"{fn.vendor}:{fn.device}" if fn and fn.vendor else None
+        for p in d.ports or (RdmaPort(port=0),):
+            rows.append(
+                [d.name, d.index, d.node_type, d.protocol, p.port or None, p.state, p.physical_state, p.netdev,
+                 p.link_layer, d.pci_address, ids, " ".join(d.char_devices)]
+            )  # fmt: skip
+    if rows:
+        lines.append("RDMA devices")
+        header = ("DEVICE", "INDEX", "TYPE", "PROTOCOL", "PORT", "STATE", "PHYSICAL", "NETDEV", "LINK",
+                  "PCI", "VENDOR:DEVICE", "CHAR DEVICES")  # fmt: skip
+        lines.extend("  " + line for line in _table(header, rows))
+    else:
+        lines.append("RDMA devices: none")
+    lines.append("")
+
+    fn_rows = [
+        [p.address, f"{p.vendor}:{p.device}", p.driver, p.numa_node, ",".join(p.netdevs), ",".join(p.rdma_devices),
+         f"{p.sriov_numvfs}/{p.sriov_totalvfs}" if p.sriov_totalvfs is not None else None, p.physfn]
+        for p in s.pci_functions
+    ]  # fmt: skip
+    if fn_rows:
+        lines.append("PCI functions")
+        fn_header = ("ADDRESS", "VENDOR:DEVICE", "DRIVER", "NUMA", "NETDEVS", "RDMA", "VFS", "PF")
+        lines.extend("  " + line for line in _table(fn_header, fn_rows))
+        lines.append("")
+
+    if problems:
+        lines.append("Problems")
+        lines.extend(f"  - {p.message} [{p.code}]" for p in problems)
+    else:
+        lines.append("Problems: none")
+    return "\n".join(lines) + "\n"
