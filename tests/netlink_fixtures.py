@@ -63,6 +63,7 @@ def rxe_replay(kernel: str, *, ebusy: bool = False, exclusive: bool = False) -> 
         {
             (CMD_GET, True, None, None): "dev_get_dump",
             (CMD_PORT_GET, True, 0, None): "port_get_dump_rxe0",
+            (CMD_PORT_GET, True, 1, None): "port_get_dump_rxe1",
             (CMD_PORT_GET, True, None, None): "port_get_dump_nodev",
             (CMD_PORT_GET, False, 0, 1): "port_get_doit_rxe0_p1",
             (CMD_SYS_GET, False, None, None): "sys_get_doit_exclusive" if exclusive else "sys_get_doit",

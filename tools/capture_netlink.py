@@ -125,6 +125,7 @@ def main() -> int:
     save(out, "dev_get_doit_nonexistent", request(GET, DOIT, nla_u32(1, 999)))
     save(out, "port_get_doit_rxe0_p1", request(PORT_GET, DOIT, nla_u32(1, 0) + nla_u32(3, 1)))
     save(out, "port_get_dump_rxe0", request(PORT_GET, DUMP, nla_u32(1, 0)))
+    save(out, "port_get_dump_rxe1", request(PORT_GET, DUMP, nla_u32(1, 1)))
     save(out, "port_get_dump_nodev", request(PORT_GET, DUMP))
     save(out, "res_get_dump", request(RES_GET, DUMP))
     save(out, "sys_get_doit", request(SYS_GET, DOIT))

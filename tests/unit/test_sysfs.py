@@ -17,39 +17,14 @@ import pytest
 from agent.config import HostRoots
 from agent.discover import sysfs
 from agent.model import CharDevice, NetnsMode, PciFunction, RdmaDevice
+from tests.sysfs_fixtures import load_tree
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sysfs"
 
 
-def unpack(archive: Path, dest: Path) -> None:
-    """Recreate a captured tree from its text archive (format: tools/capture_sysfs.py
-    ``write_archive``). Trees are archived because their symlink cycles would trap pytest and mypy."""
-    data = archive.read_bytes()
-    pos = 0
-    while pos < len(data):
-        end = data.index(b"\n", pos)
-        line, pos = data[pos:end].decode(), end + 1
-        if not line or line.startswith("#"):
-            continue
-        kind, rel, *rest = line.split("\t")
-        assert not Path(rel).is_absolute() and ".." not in Path(rel).parts, rel
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "dir":
-            target.mkdir(exist_ok=True)
-        elif kind == "link":
-            target.symlink_to(rest[0])
-        else:
-            assert kind == "file", line
-            target.write_bytes(data[pos : pos + int(rest[0])])
-            pos += int(rest[0]) + 1
-
-
 def load(scenario: str, tmp_path: Path) -> HostRoots:
     """A private copy of a captured tree, for a test that changes it."""
-    dest = tmp_path / scenario
-    unpack(FIXTURES / scenario / "tree.txt", dest)
-    return HostRoots(root=dest, sys=dest / "sys", dev=dest / "dev")
+    return load_tree(scenario, tmp_path)
 
 
 Captured = Callable[[str], HostRoots]
