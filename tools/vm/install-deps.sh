@@ -148,9 +148,10 @@ fi
 [ -n "$kpkg" ] || { log "cannot resolve the package linux-image-amd64 depends on"; exit 1; }
 KVER=${kpkg#linux-image-}
 DIR="$CACHE/$KVER"
+LAYOUT=2  # bump when the initramfs/init below changes: a cache of another layout is rebuilt
 mkdir -p "$CACHE"
 
-if [ -f "$DIR/ready" ]; then
+if [ -f "$DIR/ready" ] && [ "$(cat "$DIR/ready")" = "$KVER layout $LAYOUT" ]; then
   log "kernel ${KVER}: cached in ${DIR}"
 else
   log "kernel ${KVER}: downloading ${kpkg}"
@@ -283,7 +284,8 @@ mkdir -p /root/dev/pts /root/dev/shm
 mount -t devpts devpts /root/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /root/run
-mount -t tmpfs -o mode=1777 tmpfs /root/tmp
+# /tmp is NOT a fresh tmpfs: the host's /tmp shows through the overlay (writes stay in the guest),
+# so a checkout under /tmp (CI clones there) is visible at the same path.
 mkdir -p /root/run/rna
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 rnaout /root/run/rna || fail "mount 9p rnaout"
 if [ -n "$MODULES" ]; then
@@ -331,7 +333,7 @@ print(f"install-deps: initramfs: {len(blob) >> 10} KiB, modules: {' '.join(names
 os.sync()
 PY
   rm -rf "$DIR.tmp/root/boot/vmlinuz-$KVER"
-  echo "$KVER" >"$DIR.tmp/ready"
+  echo "$KVER layout $LAYOUT" >"$DIR.tmp/ready"
   mv "$DIR.tmp" "$DIR"
 fi
 echo "$KVER" >"$CACHE/current.tmp" && mv "$CACHE/current.tmp" "$CACHE/current"

@@ -4,12 +4,12 @@
 The guest is Debian's kernel (prepared by tools/vm/install-deps.sh in ``$RNA_VM_CACHE``, default
 /var/cache/rdma-node-agent-vm), booted directly from its ELF vmlinux (PVH) under TCG. Its root is the
 host's ``/``, shared read-only over virtio-9p with a tmpfs overlay on top, so the guest can write
-anywhere and the host is never touched; /proc, /sys, /dev, /run and /tmp are the guest's own, and the
+anywhere and the host is never touched; /proc, /sys, /dev and /run are the guest's own, and the
 kernel's modules appear at /lib/modules/<version>, so ``modprobe rdma_rxe`` works (module auto-loading
 too: /proc/sys/kernel/modprobe is the host root's /sbin/modprobe). Nothing loads drivers by modalias.
 
 The command runs as root with the caller's working directory and PATH (a directory under the host's
-/tmp or /run is not there in the guest). Its stdout, stderr and exit
+/run is not: /run is the guest's own). Its stdout, stderr and exit
 code come back through a second, read-write 9p share (a fresh host temp dir), apart from the kernel
 console; then the guest powers off. ``igb=True`` boots a q35 machine with an igb NIC (SR-IOV PF
 8086:10c9, 7 VFs) behind a PCIe root port; otherwise a plain `pc`.
