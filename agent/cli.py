@@ -15,9 +15,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -28,6 +29,9 @@ from agent.loop import Agent, Stage
 from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
+
+if TYPE_CHECKING:
+    from agent.publish.kube import NodeWatcher
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 logger = logging.getLogger("agent")
@@ -81,18 +85,29 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
 
 
 def _status(config: Config, as_json: bool) -> int:
-    """One snapshot and the plan for the configured mode; never changes the host."""
-    from dataclasses import replace
-
-    agent = Agent(replace(config, dry_run=True))
-    snapshot = agent._snapshot()
-    snapshot, enforcement = agent.reconcile(snapshot)
-    sys.stdout.write(render_json(snapshot, enforcement) if as_json else render_text(snapshot, enforcement))
+    """One dry-run cycle: snapshot, the plan for the configured mode, and — when the Node can be
+    read — its RDMA resources and why they are zero. Never changes the host or the Node."""
+    try:
+        stages, closers, watcher = _publish_stages(config, labels=False)
+    except ConfigError as err:  # e.g. a kubeconfig but no NODE_NAME: report without Kubernetes
+        logger.warning("status without Kubernetes: %s", err)
+        stages, closers, watcher = _publish_stages(replace(config, kubernetes=False), labels=False)
+    try:
+        if watcher is not None and not watcher.wait_synced(timeout=10):
+            logger.warning("the Node was not read within 10 s: allocatable unknown")
+        state = Agent(replace(config, dry_run=True), stages=stages).run_once()
+    finally:
+        for close in closers:
+            close()
+    kubernetes = watcher is not None and watcher.observed() is not None
+    sys.stdout.write(render_json(state) if as_json else render_text(state, kubernetes=kubernetes))
     return EXIT_OK
 
 
-def _publish_stages(config: Config) -> tuple[list[Stage], list[Callable[[], None]]]:
-    """The labels and allocatable stages for this configuration, and what to stop on exit.
+def _publish_stages(
+    config: Config, *, labels: bool = True
+) -> tuple[list[Stage], list[Callable[[], None]], NodeWatcher | None]:
+    """The labels and allocatable stages for this configuration, what to stop on exit, the watcher.
 
     Without in-cluster config or a kubeconfig the agent runs without Kubernetes (a log line says
     so); ``--no-kubernetes`` skips the attempt. Raises ConfigError (exit 2) for a bad kubeconfig or a
@@ -111,21 +126,21 @@ def _publish_stages(config: Config) -> tuple[list[Stage], list[Callable[[], None
         else:
             watcher = NodeWatcher(api, node_name(config)).start()
             closers.append(watcher.stop)
-            if config.label_publisher == "node":
+            if labels and config.label_publisher == "node":
                 node = NodeLabelPublisher(api, watcher, prefix=config.label_prefix)
     stages: list[Stage] = [AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher)]
-    features = config.features_file if config.label_publisher == "nfd" else None
+    features = config.features_file if labels and config.label_publisher == "nfd" else None
     if node is not None or features is not None:
         stages.append(
             LabelsStage(
                 config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher, features_file=features
             )
         )
-    return stages, closers
+    return stages, closers, watcher
 
 
 def _run(config: Config, once: bool) -> int:
-    stages, closers = _publish_stages(config)
+    stages, closers, _ = _publish_stages(config)
     try:
         return _serve(config, once, stages)
     finally:
@@ -136,9 +151,7 @@ def _run(config: Config, once: bool) -> int:
 def _serve(config: Config, once: bool, stages: list[Stage]) -> int:
     agent = Agent(config, stages=stages)
     if once:
-        state = agent.run_once()
-        assert state.snapshot is not None
-        sys.stdout.write(render_json(state.snapshot, state.enforcement))
+        sys.stdout.write(render_json(agent.run_once()))
         return EXIT_OK
     registry = CollectorRegistry()
     registry.register(RdmaCollector(agent.state, version=__version__))

@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 from agent.model import (
+    AgentState,
     CharDevice,
     EnforcementState,
     ModprobeOption,
@@ -120,9 +121,28 @@ def _enforcement(e: EnforcementState | None) -> dict[str, Any] | None:
     }
 
 
-def snapshot_to_dict(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> dict[str, Any]:
-    """The documented ``status --json`` document. Problems of the snapshot and of the plan together."""
-    problems = s.problems + (enforcement.problems if enforcement else ())
+def status_document(state: AgentState) -> dict[str, Any]:
+    """The documented ``status --json`` document: the snapshot, the plan, the Node's RDMA resources
+    and the device plugin's selectors; problems of every stage together."""
+    assert state.snapshot is not None
+    return snapshot_to_dict(
+        state.snapshot,
+        state.enforcement,
+        resources=[{"name": r.name, "capacity": r.capacity, "allocatable": r.allocatable} for r in state.resources],
+        selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
+        more_problems=state.problems,
+    )
+
+
+def snapshot_to_dict(
+    s: NodeSnapshot,
+    enforcement: EnforcementState | None = None,
+    *,
+    resources: list[dict[str, Any]] | None = None,
+    selectors: list[dict[str, Any]] | None = None,
+    more_problems: tuple[Problem, ...] = (),
+) -> dict[str, Any]:
+    problems = s.problems + (enforcement.problems if enforcement else ()) + more_problems
     return {
         "schema_version": SCHEMA_VERSION,
         "taken_at": s.taken_at,
@@ -154,12 +174,14 @@ def snapshot_to_dict(s: NodeSnapshot, enforcement: EnforcementState | None = Non
         "pci_functions": [_pci(p) for p in s.pci_functions],
         "char_devices": [_char(c) for c in s.char_devices],
         "enforcement": _enforcement(enforcement),
+        "resources": resources,
+        "selectors": selectors or [],
         "problems": [_problem(p) for p in problems],
     }
 
 
-def render_json(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> str:
-    return json.dumps(snapshot_to_dict(s, enforcement), indent=2, sort_keys=False) + "\n"
+def render_json(state: AgentState) -> str:
+    return json.dumps(status_document(state), indent=2, sort_keys=False) + "\n"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -168,10 +190,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
 
 
-def render_text(s: NodeSnapshot, enforcement: EnforcementState | None = None) -> str:
-    """A report for a person: what RDMA this node has and what is wrong, in plain words."""
+def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
+    """A report for a person: what RDMA this node has and what is wrong, in plain words.
+    ``kubernetes``: whether the Node could be read (else allocatable is shown as unknown)."""
+    assert state.snapshot is not None
+    s, enforcement = state.snapshot, state.enforcement
     lines: list[str] = []
-    problems = s.problems + (enforcement.problems if enforcement else ())
+    problems = s.problems + (enforcement.problems if enforcement else ()) + state.problems
     release = s.kernel.release or "unknown"
     mofed = f", MOFED {s.kernel.mofed_version}" if s.kernel.mofed_version else ""
     lines.append(f"kernel {release}{mofed}")
@@ -229,6 +254,20 @@ def render_text(s: NodeSnapshot, enforcement: EnforcementState | None = None) ->
         fn_header = ("ADDRESS", "VENDOR:DEVICE", "DRIVER", "NUMA", "NETDEVS", "RDMA", "VFS", "PF")
         lines.extend("  " + line for line in _table(fn_header, fn_rows))
         lines.append("")
+
+    if state.resources:
+        lines.append("RDMA resources on the Node")
+        rows = [[r.name, r.capacity, r.allocatable] for r in state.resources]
+        lines.extend("  " + line for line in _table(("RESOURCE", "CAPACITY", "ALLOCATABLE"), rows))
+    elif kubernetes:
+        lines.append("RDMA resources on the Node: none advertised")
+    else:
+        lines.append("RDMA resources on the Node: unknown (no Kubernetes access)")
+    if state.selectors:
+        lines.append("Device plugin selectors")
+        sel = [[m.resource, m.summary, m.matched] for m in state.selectors]
+        lines.extend("  " + line for line in _table(("RESOURCE", "SELECTOR", "MATCHED DEVICES"), sel))
+    lines.append("")
 
     if problems:
         lines.append("Problems")

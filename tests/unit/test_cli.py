@@ -15,6 +15,10 @@ from agent.cli import main
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
 from agent.publish.status import load_schema
+from tests.kube_standin import KubeStandIn
+from tests.sysfs_fixtures import load_tree
+
+DEVICE_PLUGIN = Path(__file__).resolve().parents[1] / "fixtures" / "deviceplugin"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,3 +75,27 @@ def test_console_script_and_module_entry_points() -> None:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "RDMA netlink: unavailable" in done.stdout
+
+
+def test_status_shows_allocatable_and_why_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status reads the Node once (real client → API stand-in), shows its RDMA resources and explains
+    the zero: the recorded Soft-RoCE node has RDMA devices but none the plugin's 15b3:1017 selects."""
+    roots = load_tree("rxe-dummy-veth", tmp_path)
+    resource = "spidernet.io/hca_shared_devices"
+    with KubeStandIn() as api:
+        api.put_node("gpu-1", capacity={resource: "0"}, allocatable={resource: "0"})
+        argv = ["status", "--json", "--host-root", str(roots.root), "--sys-root", str(roots.sysfs),
+                "--dev-root", str(roots.devfs), "--proc-root", str(tmp_path / "no-proc"),
+                "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")), "--node-name", "gpu-1",
+                "--device-plugin-config", str(DEVICE_PLUGIN / "spiderpool-default.json")]  # fmt: skip
+        assert main(argv, env={}) == 0
+        assert api.count("patch") == 0  # status never writes
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, load_schema())
+    assert doc["resources"] == [{"name": resource, "capacity": 0, "allocatable": 0}]
+    assert [(s["resource"], s["matched"]) for s in doc["selectors"]] == [(resource, 0)]
+    problems = {p["code"]: p["message"] for p in doc["problems"]}
+    assert "1017" in problems["selector_matches_nothing"]
+    assert resource in problems["zero_allocatable"]
