@@ -44,3 +44,25 @@ def test_every_problem_code_is_documented() -> None:
     documented = {r[0].strip("`") for r in table_rows("code")}
     assert emitted, "the scan found no codes"
     assert emitted == documented, (sorted(emitted - documented), sorted(documented - emitted))
+
+
+def test_every_label_the_agent_emits_is_documented() -> None:
+    from dataclasses import replace
+
+    from agent.model import DesiredMode, EnforcementState, NetnsMode
+    from agent.publish.labels import desired_labels
+    from tests.unit.test_labels import mlx5_snapshot
+
+    prefix = "rdma.spidernet.io/"
+    snapshot = mlx5_snapshot()
+    ib = replace(snapshot, devices=tuple(
+        replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snapshot.devices
+    ))  # fmt: skip
+    enforcement = EnforcementState(desired=DesiredMode.SHARED, live=NetnsMode.SHARED, persisted=None, compliant=True)
+    keys = set(desired_labels(snapshot, enforcement, prefix)) | set(desired_labels(ib, enforcement, prefix))
+    names = {re.sub(r"^pci-[0-9a-f]{4}-[0-9a-f]{4}", "pci-<vendor>-<device>", k.removeprefix(prefix)) for k in keys}
+    labels_doc = (REPO / "docs" / "labels.md").read_text()
+    documented = set(re.findall(r"^\| `P ([^`]+)`", labels_doc, re.MULTILINE))
+    assert names == documented, (sorted(names - documented), sorted(documented - names))
+    for name in names:  # and the README's summary names each of them
+        assert f"`{name}`" in README, name
