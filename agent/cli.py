@@ -139,16 +139,35 @@ def _publish_stages(
     return stages, closers, watcher
 
 
+def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
+    """SIGTERM/SIGINT → stop, SIGHUP → reconcile now. Installed before anything slow starts, so a
+    SIGTERM during start-up is a clean exit too (not the default action's exit 143)."""
+    stop, wake = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            logger.info("SIGHUP: reconciling now")
+        else:
+            logger.info("%s: stopping", signal.Signals(signum).name)
+            stop.set()
+        wake.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    return stop, wake
+
+
 def _run(config: Config, once: bool) -> int:
+    stop, wake = _install_signal_handlers()
     stages, closers, _ = _publish_stages(config)
     try:
-        return _serve(config, once, stages)
+        return _serve(config, once, stages, stop, wake)
     finally:
         for close in closers:
             close()
 
 
-def _serve(config: Config, once: bool, stages: list[Stage]) -> int:
+def _serve(config: Config, once: bool, stages: list[Stage], stop: threading.Event, wake: threading.Event) -> int:
     agent = Agent(config, stages=stages)
     if once:
         sys.stdout.write(render_json(agent.run_once()))
@@ -163,18 +182,6 @@ def _serve(config: Config, once: bool, stages: list[Stage]) -> int:
         print(f"rdma-node-agent: {err}", file=sys.stderr)
         return EXIT_FAILURE
     logger.info("serving /metrics, /healthz, /readyz on %s:%d", host or "*", port)
-    stop, wake = threading.Event(), threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            logger.info("SIGHUP: reconciling now")
-        else:
-            logger.info("%s: stopping", signal.Signals(signum).name)
-            stop.set()
-        wake.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
     logger.info("rdma-node-agent %s: desired netns mode %s, every %ss", __version__, config.netns_mode.value,
                 config.interval_seconds)  # fmt: skip
     try:

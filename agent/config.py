@@ -132,7 +132,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text.strip())
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"expected a positive duration like 30s, 10m or 1h, got {text!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # enough digits overflow to inf
+        raise ValueError(f"expected a finite duration like 30s, 10m or 1h, got {len(text)} characters")
+    return seconds
 
 
 def parse_bool(text: str) -> bool:
@@ -212,6 +215,8 @@ def _choice(*choices: str) -> Callable[[str], str]:
 def _absolute_path(text: str) -> Path:
     if not text.startswith("/"):
         raise ValueError(f"expected an absolute path, got {text!r}")
+    if "\0" in text:  # the kernel cannot open it; every later use would fail with a bare ValueError
+        raise ValueError(f"a path cannot contain a NUL byte, got {text!r}")
     return Path(text)
 
 
@@ -304,8 +309,12 @@ def _read_config_file(path: Path) -> dict[str, str]:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError("--config", f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("--config", f"{path} is not UTF-8 text: {err.reason} at byte {err.start}") from err
     except yaml.YAMLError as err:
         raise ConfigError("--config", f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    except RecursionError as err:
+        raise ConfigError("--config", f"{path} is nested too deeply to be a configuration") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -313,7 +322,8 @@ def _read_config_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in data.items():
         if key not in SETTINGS_BY_KEY:
-            raise ConfigError(f"{path}: {key}", f"unknown setting (known: {', '.join(SETTINGS_BY_KEY)})")
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # one line, always
+            raise ConfigError(f"{path}: {shown}", f"unknown setting (known: {', '.join(SETTINGS_BY_KEY)})")
         if isinstance(value, bool):
             values[key] = "true" if value else "false"
         elif isinstance(value, list):
@@ -336,16 +346,23 @@ def load_config(
     :class:`ConfigError` whose ``setting`` names where it came from (``--netns-mode``,
     ``RDMA_NODE_AGENT_NETNS_MODE`` or ``config.yaml: netns-mode``)."""
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
-        config_file = _absolute_path(env[ENV_PREFIX + "CONFIG"])
+        try:
+            config_file = _absolute_path(env[ENV_PREFIX + "CONFIG"])
+        except ValueError as err:
+            raise ConfigError(ENV_PREFIX + "CONFIG", str(err)) from None
     file_values = _read_config_file(config_file) if config_file is not None else {}
-    if "node-name" not in flags and not env.get(SETTINGS_BY_KEY["node-name"].env) and env.get("NODE_NAME"):
-        env = {**env, SETTINGS_BY_KEY["node-name"].env: env["NODE_NAME"]}
+    node_env = SETTINGS_BY_KEY["node-name"].env
+    downward_api = "node-name" not in flags and not env.get(node_env) and bool(env.get("NODE_NAME"))
+    if downward_api:
+        env = {**env, node_env: env["NODE_NAME"]}
     parsed: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.key in flags:
             raw, origin = flags[setting.key], setting.flag
         elif setting.env in env:
             raw, origin = env[setting.env], setting.env
+            if downward_api and setting.key == "node-name":
+                origin = "NODE_NAME"  # name the variable the operator set
         elif setting.key in file_values:
             raw, origin = file_values[setting.key], f"{config_file}: {setting.key}"
         else:

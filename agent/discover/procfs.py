@@ -32,7 +32,7 @@ OFED_INFO_SCRIPT: Final = "usr/bin/ofed_info"
 # The kernel command line names the file that shows it, for ModprobeOption.source.
 CMDLINE_SOURCE: Final = HostRoots().display(HostRoots().procfs / "cmdline")
 
-_NET_NS_LINK: Final = re.compile(r"net:\[(\d+)\]")
+_NET_NS_LINK: Final = re.compile(r"net:\[([0-9]{1,20})\]")  # an inode number is a u64
 _OFED_ECHO: Final = re.compile(r'"X-(?P<flag>[sn])"\s*\]\s*;?\s*then\s+echo\s+"?(?P<text>[^";\s]+)')
 _OFED_HEADER: Final = re.compile(r"^\S*OFED\S*?-(?P<version>\d+\.\d+-[\w.]+):\s*$")
 _OFED_NAMED: Final = re.compile(r"-(?P<version>\d+\.\d+-[\w.]+)$")
@@ -79,7 +79,8 @@ def parse_btime(text: str) -> float | None:
     """Boot time, in epoch seconds, from the ``btime`` line of /proc/stat text."""
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) == 2 and fields[0] == "btime" and fields[1].isdigit():
+        # ASCII and at most a u64's 20 digits: str.isdigit() also takes "²", which float() refuses.
+        if len(fields) == 2 and fields[0] == "btime" and re.fullmatch(r"[0-9]{1,20}", fields[1]):
             return float(fields[1])
     return None
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, nlmsg
+from pyroute2.netlink.exceptions import NetlinkDecodeError as Pyroute2DecodeError
 from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
 from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
 
@@ -126,6 +127,23 @@ def validate_attributes(payload: bytes) -> str | None:
 
 
 _NLDEV_TYPES: Final = frozenset(message_type(cmd) for cmd in range(32))
+_MAX_ERRNO: Final = 4095  # include/linux/err.h: the kernel's error codes are -1 … -4095
+# What pyroute2 lets out of decoding one malformed message (it does not guard the request an
+# NLMSG_ERROR echoes, nor a header shorter than its fields).
+_DECODE_FAILURES: Final = (Pyroute2DecodeError, struct.error, ValueError, IndexError, OverflowError)
+
+
+def _netlink_error(op: str, code: int) -> NetlinkError:
+    """``NetlinkError`` for a positive kernel error code; a code no kernel sends (beyond MAX_ERRNO,
+    e.g. INT_MIN in a damaged reply) becomes EIO naming the code, never an exception of its own."""
+    if 0 < code <= _MAX_ERRNO:
+        return NetlinkError(op, code)
+    return NetlinkError(op, errno_mod.EIO, f"the kernel answered error code {code}, which is no errno")
+
+
+def _carried_error(code: int) -> Pyroute2NetlinkError:
+    # With a text of its own: pyroute2 would ask os.strerror(), which overflows on INT_MIN.
+    return Pyroute2NetlinkError(-code, f"kernel error code {code}")
 
 
 class RdmaMarshal(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
@@ -135,7 +153,10 @@ class RdmaMarshal(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
     msg_map = dict.fromkeys(_NLDEV_TYPES, NldevMessage)
 
     def parse_one_message(self, key: int, flags: int, seq: int, data: bytes, offset: int, length: int) -> Any:
-        msg = super().parse_one_message(key, flags, seq, data, offset, length)
+        try:
+            msg = super().parse_one_message(key, flags, seq, data, offset, length)
+        except _DECODE_FAILURES as err:
+            return self._undecodable(key, flags, seq, data, offset, length, err)
         if msg["header"].get("error") is not None:
             return msg
         if offset + length > len(data):
@@ -145,11 +166,28 @@ class RdmaMarshal(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
         elif key == NLMSG_DONE and length >= 20:
             (code,) = struct.unpack_from("=i", data, offset + 16)
             if code < 0:
-                msg["header"]["error"] = Pyroute2NetlinkError(-code)
+                msg["header"]["error"] = _carried_error(code)
         elif key in _NLDEV_TYPES:
             problem = validate_attributes(bytes(data[offset + 16 : offset + length]))
             if problem is not None:
                 msg["header"]["error"] = NetlinkDecodeError(f"message type {key:#x}: {problem}")
+        return msg
+
+    @staticmethod
+    def _undecodable(
+        key: int, flags: int, seq: int, data: bytes, offset: int, length: int, err: Exception
+    ) -> Any:
+        """A message pyroute2 could not decode, carrying the error instead. An NLMSG_ERROR keeps its
+        errno (a fixed field in front of the echoed request, which may be capped or damaged)."""
+        msg = nlmsg()
+        msg["header"].update(length=length, type=key, flags=flags, sequence_number=seq)
+        code = 0
+        if key == NLMSG_ERROR and length >= 20 and offset + 20 <= len(data):
+            (code,) = struct.unpack_from("=i", data, offset + 16)
+        if code < 0:
+            msg["header"]["error"] = _carried_error(code)
+        else:
+            msg["header"]["error"] = NetlinkDecodeError(f"message type {key:#x}: {err}")
         return msg
 
 
@@ -175,9 +213,8 @@ def collect(messages: Iterable[Any], op: str) -> list[dict[str, int | str]]:
         if isinstance(error, NetlinkDecodeError):
             raise NetlinkDecodeError(f"{op}: {error}")
         if isinstance(error, Pyroute2NetlinkError | OSError):
-            raise NetlinkError(
-                op, abs(int(getattr(error, "code", 0) or error.errno or errno_mod.EIO))
-            ) from error
+            code = abs(int(getattr(error, "code", 0) or error.errno or errno_mod.EIO))
+            raise _netlink_error(op, code) from error
         if message["header"].get("type") in (NLMSG_DONE, NLMSG_ERROR):
             continue
         out.append(_attrs_of(message))
@@ -330,7 +367,7 @@ class RdmaNetlink:
         try:
             return collect(self._exchange(cmd, attrs, flags), op)
         except Pyroute2NetlinkError as err:
-            raise NetlinkError(op, abs(int(err.code)) or errno_mod.EIO) from err
+            raise _netlink_error(op, abs(int(err.code)) or errno_mod.EIO) from err
         except OSError as err:
             raise NetlinkError(op, err.errno or errno_mod.EIO) from err
 

@@ -153,8 +153,9 @@ def parse_pci_address(name: str) -> str | None:
 
 
 def natural_key(name: str) -> tuple[tuple[int, str], ...]:
-    """Sort key that puts virtfn10 after virtfn9 and uverbs10 after uverbs2."""
-    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"(\d+)", name) if p)
+    """Sort key that puts virtfn10 after virtfn9 and uverbs10 after uverbs2. Only ASCII digit runs
+    count as numbers: a netdev may be named ``eth0²`` and '²'.isdigit() is true, but int() refuses it."""
+    return tuple((int(p), "") if p.isascii() and p.isdecimal() else (-1, p) for p in re.split(r"([0-9]+)", name) if p)
 
 
 # --- reading helpers --------------------------------------------------------------------------------

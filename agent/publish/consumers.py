@@ -194,6 +194,8 @@ def parse_device_plugin_config(text: str, source: str) -> DevicePluginConfig:
         raise ConfigError(
             source, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
+    except (ValueError, RecursionError) as err:  # a number past Python's digit limit, absurd nesting
+        raise ConfigError(source, f"not usable JSON: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(data, dict):
         raise ConfigError(source, f"must be a JSON object, got {type(data).__name__}")
     ignored: list[str] = []

@@ -74,7 +74,11 @@ def _listen_address(host: str, port: int) -> tuple[socket.AddressFamily, str, bo
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for in-flight connections (each ends by its timeout)
-    request_queue_size = 64
+    # listen() backlog; the kernel caps it at net.core.somaxconn (Go's net.Listen asks for somaxconn).
+    # A short queue overflows when a burst of connections (a scrape storm, slowloris) outpaces
+    # accept(): the kernel then drops SYNs, and a probe's connection waits for the client's 1 s SYN
+    # retransmit, failing kubelet's 1 s probe timeout (tests/reliability/test_load.py).
+    request_queue_size = 4096
 
     def __init__(
         self,

@@ -67,7 +67,8 @@ _NFD_NAMESPACES = ("feature.node.kubernetes.io", "profile.node.kubernetes.io")
 
 
 def _length(text: str) -> int:
-    return len(text.encode())
+    # surrogatepass: names read from the filesystem may carry lone surrogates (undecodable bytes)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def qualified_name_error(key: str) -> str | None:
