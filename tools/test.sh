@@ -9,6 +9,7 @@ if [ "${CI:-}" = "true" ]; then export RNA_REQUIRE_VM=1 RNA_REQUIRE_PROMTOOL=1; 
 
 if [ "$(id -u)" = 0 ]; then
   bash tools/vm/install-deps.sh
+  bash benchmarks/install-deps.sh  # prometheus-node-exporter: the benchmarks' baseline
 else
   echo "test.sh: not root: not installing QEMU/kernel/promtool; VM tests will skip with a reason" >&2
 fi

@@ -1,0 +1,111 @@
+"""Benchmark 2: the whole snapshot without a kernel, 1 … 2,048 functions.
+
+For each size a node is generated on tmpfs (/dev/shm when there is one, like sysfs an in-memory
+filesystem) and ``take_snapshot`` runs against it with synthesized netlink replies. The baseline is
+the least any reader must do: list the same directories and read the same files and links in a bare
+loop, no parsing. Both are medians of repeated runs, interleaved, after one warm-up of each.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.discover.snapshot import take_snapshot
+from benchmarks import stats
+from benchmarks.breakdown import describe, snapshot_breakdown
+from benchmarks.report import Results, Row
+from benchmarks.synth import SynthExchange, build_node, read_all
+
+NAME = "Snapshot, no kernel (vs bare read loop)"
+TARGET_MS = 50.0
+TARGET_AT = 2048
+
+
+def functions(n: int) -> str:
+    return f"{n:,} function" + ("" if n == 1 else "s")
+
+
+def scratch_dir() -> str | None:
+    """tmpfs for generated trees when the machine has one (sysfs is in memory too)."""
+    shm = Path("/dev/shm")  # noqa: S108 - only ever the parent of a private TemporaryDirectory
+    return str(shm) if shm.is_dir() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    n: int
+    ours: list[float]  # seconds per take_snapshot
+    baseline: list[float]  # seconds per read loop
+    breakdown: dict[str, float]  # seconds per part of the snapshot
+    devices: int  # RDMA devices in the snapshot (sanity: == n)
+    pci_functions: int
+    problems: int
+
+
+def measure(n: int, *, min_repeats: int, max_repeats: int, min_seconds: float) -> Point:
+    with tempfile.TemporaryDirectory(prefix="rna-bench-", dir=scratch_dir()) as tmp:
+        node = build_node(Path(tmp), n)
+        exchange = SynthExchange(node.functions)
+        roots = node.roots
+        snapshot = take_snapshot(roots, netlink=exchange.factory)  # warm-up (and a sanity check)
+        read_all(node)
+        ours: list[float] = []
+        baseline: list[float] = []
+        while len(ours) < max_repeats and (len(ours) < min_repeats or sum(ours) + sum(baseline) < min_seconds):
+            ours += stats.repeat(lambda: take_snapshot(roots, netlink=exchange.factory),
+                                 min_repeats=1, max_repeats=1, min_seconds=0)  # fmt: skip
+            baseline += stats.repeat(lambda: read_all(node), min_repeats=1, max_repeats=1, min_seconds=0)
+        parts = snapshot_breakdown(roots, exchange.factory, repeats=min(3, max_repeats))
+    return Point(n=n, ours=ours, baseline=baseline, breakdown=parts, devices=len(snapshot.devices),
+                 pci_functions=len(snapshot.pci_functions), problems=len(snapshot.problems))  # fmt: skip
+
+
+def run(sizes: Sequence[int], *, min_repeats: int, max_repeats: int, min_seconds: float, results: Results) -> None:
+    points = [measure(n, min_repeats=min_repeats, max_repeats=max_repeats, min_seconds=min_seconds) for n in sizes]
+    for p in points:
+        ours_ms, base_ms = stats.median(p.ours) * 1000, stats.median(p.baseline) * 1000
+        at_target = p.n == TARGET_AT
+        results.rows.append(Row(
+            benchmark=NAME, size=functions(p.n), unit="ms", ours=ours_ms, baseline=base_ms,
+            target=f"≤ {TARGET_MS:.0f} ms" if at_target else "—",
+            met=(ours_ms <= TARGET_MS) if at_target else None,
+        ))  # fmt: skip
+        results.curve.append({"n": p.n, "ms": ours_ms, "baseline_ms": base_ms, "repeats": len(p.ours)})
+        if p.devices != p.n or p.pci_functions != p.n or p.problems:
+            results.notes.append(f"scale {p.n}: the snapshot held {p.devices} devices, {p.pci_functions} PCI "
+                                 f"functions and {p.problems} problems (expected {p.n}, {p.n}, 0)")  # fmt: skip
+    by_n = {p.n: p for p in points}
+    xs = [float(p.n) for p in points]
+    if len(set(xs)) >= 2:
+        fit = stats.linear_fit(xs, [stats.median(p.ours) * 1000 for p in points])
+        base_fit = stats.linear_fit(xs, [stats.median(p.baseline) * 1000 for p in points])
+        results.rows.append(Row(
+            benchmark=NAME, size=f"per function: slope over {len(xs)} sizes, R² {fit.r_squared:.4f}", unit="µs",
+            ours=fit.slope * 1000, baseline=base_fit.slope * 1000,
+            target=f"≤ {TARGET_MS / TARGET_AT * 1000:.1f} µs", met=fit.slope <= TARGET_MS / TARGET_AT,
+        ))  # fmt: skip
+        results.notes.append(
+            f"Scale fit: take_snapshot ≈ {fit.intercept:.2f} ms + {fit.slope * 1000:.0f} µs × functions "
+            f"(R² {fit.r_squared:.4f}); bare read loop ≈ {base_fit.intercept:.2f} ms + "
+            f"{base_fit.slope * 1000:.0f} µs × functions (R² {base_fit.r_squared:.4f})."
+        )
+        results.details["scale_fit"] = {
+            "slope_ms": fit.slope, "intercept_ms": fit.intercept, "r2": fit.r_squared,
+            "baseline_slope_ms": base_fit.slope, "baseline_r2": base_fit.r_squared,
+        }  # fmt: skip
+    top = max(by_n)
+    half = top // 2
+    if half in by_n and half > 0:
+        growth = stats.median(by_n[top].ours) / stats.median(by_n[half].ours)
+        base_growth = stats.median(by_n[top].baseline) / stats.median(by_n[half].baseline)
+        results.rows.append(Row(
+            benchmark=NAME, size=f"t({top:,}) / t({half:,})", unit="×", ours=growth, baseline=base_growth,
+            target="≤ 2.2 (linear)", met=growth <= 2.2,
+        ))  # fmt: skip
+    for p in (points[0], points[-1]) if len(points) > 1 else points:
+        results.notes.append(f"No kernel, {functions(p.n)}, where the snapshot's time goes: {describe(p.breakdown)}.")
+    results.details["scale"] = [{"n": p.n, "ours_s": p.ours, "baseline_s": p.baseline, "breakdown_s": p.breakdown}
+                                for p in points]  # fmt: skip
