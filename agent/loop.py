@@ -115,10 +115,11 @@ class Agent:
             self.memory, problems = self.enforcer.apply(changing, self.memory, self._clock())
             snapshot = self._snapshot()  # see what the change did
             state = self._plan(snapshot)
-        self.memory, more = self.enforcer.apply(
-            [a for a in state.plan if a.kind in SIGNALS], self.memory, self._clock()
-        )
-        state = self._plan(snapshot)  # reflects the signal just given
+        signals = [a for a in state.plan if a.kind in SIGNALS]
+        more: list[Problem] = []
+        if signals:
+            self.memory, more = self.enforcer.apply(signals, self.memory, self._clock())
+            state = self._plan(snapshot)  # reflects the signal just given
         return snapshot, replace(state, problems=state.problems + tuple(problems) + tuple(more))
 
     def run_once(self) -> AgentState:
