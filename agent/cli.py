@@ -20,13 +20,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
 
 from agent import __version__
 from agent.config import SETTINGS, Config, load_config
 from agent.errors import ConfigError, PublishError
 from agent.loop import Agent, Stage
-from agent.publish.http import MetricsServer
+from agent.publish.http import Exposition, MetricsServer
 from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
 
@@ -167,15 +167,20 @@ def _run(config: Config, once: bool) -> int:
             close()
 
 
+def metrics_exposition(agent: Agent) -> Exposition:
+    """What ``/metrics`` serves: the node's metrics change once per cycle, so they are rendered once
+    per published state and served from memory; the process collector is rendered per scrape."""
+    return Exposition(cached=RdmaCollector(agent.state, version=__version__), version=agent.state,
+                      live=ProcessCollector(registry=None))  # fmt: skip
+
+
 def _serve(config: Config, once: bool, stages: list[Stage], stop: threading.Event, wake: threading.Event) -> int:
     agent = Agent(config, stages=stages)
     if once:
         sys.stdout.write(render_json(agent.run_once()))
         return EXIT_OK
-    registry = CollectorRegistry()
-    registry.register(RdmaCollector(agent.state, version=__version__))
-    ProcessCollector(registry=registry)
-    server = MetricsServer(config.metrics_bind_address, registry, healthy=agent.healthy, ready=agent.ready)
+    server = MetricsServer(config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy,
+                           ready=agent.ready)  # fmt: skip
     try:
         host, port = server.start()
     except PublishError as err:

@@ -1,11 +1,10 @@
 """The agent as it runs in production, in a process of its own, over a synthetic node.
 
 ``python -m benchmarks.agent_process --functions N [--kubeconfig F --node-name X]`` wires the agent the
-way ``rdma-node-agent run`` does (``Agent``, the publishing stages of ``agent.cli``, a registry with
-``RdmaCollector`` and ``ProcessCollector``, ``MetricsServer``), with a generated sysfs tree and
-synthesized netlink replies instead of the host's, runs one cycle, and prints one JSON line
-(``{"pid", "port", ...}``). It then obeys commands on stdin, one per line, each answered by one JSON
-line on stdout:
+way ``rdma-node-agent run`` does (``Agent``, the publishing stages and ``metrics_exposition`` of
+``agent.cli``, ``MetricsServer``), with a generated sysfs tree and synthesized netlink replies instead
+of the host's, runs one cycle, and prints one JSON line (``{"pid", "port", ...}``). It then obeys
+commands on stdin, one per line, each answered by one JSON line on stdout:
 
 * ``reconcile N`` — N more cycles back to back (what the loop does every interval);
 * ``trace N`` — the Python heap growth over N cycles, with tracemalloc (after 20 warm-up cycles);
@@ -51,15 +50,11 @@ def _reply(out: IO[str], data: dict[str, Any]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, ProcessCollector
-
-    from agent import __version__
-    from agent.cli import _publish_stages  # the production wiring of the publishing stages
+    from agent.cli import _publish_stages, metrics_exposition  # the production wiring of the publishing stages
     from agent.config import Config
     from agent.loop import Agent
     from agent.model import DesiredMode
     from agent.publish.http import MetricsServer
-    from agent.publish.metrics import RdmaCollector
     from benchmarks.scale import scratch_dir
     from benchmarks.synth import SynthExchange, build_node
 
@@ -80,12 +75,9 @@ def serve(args: argparse.Namespace) -> int:
         wiring = _publish_stages(config)  # (stages, closers, …): only the first two are used here
         stages, closers = wiring[0], wiring[1]
         agent = Agent(config, netlink=exchange.factory, stages=stages)
-        registry = CollectorRegistry()
-        registry.register(RdmaCollector(agent.state, version=__version__))
-        ProcessCollector(registry=registry)
         limits = {} if args.max_parallel_scrapes is None else {"max_parallel_scrapes": args.max_parallel_scrapes}
-        server = MetricsServer(config.metrics_bind_address, registry, healthy=agent.healthy, ready=agent.ready,
-                               **limits)  # fmt: skip
+        server = MetricsServer(config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy,
+                               ready=agent.ready, **limits)  # fmt: skip
         _, port = server.start()
         try:
             state = agent.run_once()

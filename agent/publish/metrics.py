@@ -1,11 +1,14 @@
-"""Prometheus metrics built at scrape time from the latest :class:`~agent.model.AgentState`.
+"""Prometheus metrics built from the latest :class:`~agent.model.AgentState`.
 
-:class:`RdmaCollector` reads ``state()`` once per scrape and builds every family fresh, so a device
+:class:`RdmaCollector` reads ``state()`` once per collect and builds every family fresh, so a device
 that vanished from the snapshot vanishes from ``/metrics`` and concurrent scrapes share nothing
 mutable. No module-level Gauges hold device state. Every family is declared once in :data:`SPECS`
 (name, type, help, labels); ``describe()`` and docs/metrics.md follow that table, and a family with
 no samples is not exposed (as the Go client does). Label values that are unknown are ``""``, which
 Prometheus treats as an absent label.
+
+The server renders this collector once per published state (``Exposition`` in
+:mod:`agent.publish.http`) and serves the bytes to every scrape until the next cycle.
 
 Before the first cycle (``state().snapshot is None``) only the agent's own ``rdma_agent_*`` families
 are exposed: nothing is said about the node until something was read from it.

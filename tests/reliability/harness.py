@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.cli import metrics_exposition
 from agent.config import Config, HostRoots
 from agent.discover import rdma_netlink as nl
 from agent.errors import NetlinkError
@@ -39,7 +39,6 @@ from agent.model import (
     format_guid,
 )
 from agent.publish.http import MetricsServer
-from agent.publish.metrics import RdmaCollector
 
 HEADER = struct.Struct("=IHHII")
 NLMSG_ERROR, NLMSG_DONE, NLM_F_MULTI = 2, 3, 2
@@ -306,9 +305,8 @@ class Bench:
                              runtime_retry_seconds=INTERVAL, kubernetes=False)  # fmt: skip
         self.agent = Agent(self.config, netlink=kernel.factory, clock=self.clock, timer=self.clock,
                            stages=stages(self.clock))  # fmt: skip
-        registry = CollectorRegistry()
-        registry.register(RdmaCollector(self.agent.state, version="test"))
-        self.server = MetricsServer("127.0.0.1:0", registry, healthy=self.agent.healthy, ready=self.agent.ready)
+        self.server = MetricsServer("127.0.0.1:0", metrics_exposition(self.agent), healthy=self.agent.healthy,
+                                    ready=self.agent.ready)  # fmt: skip
         _, self.port = self.server.start()
 
     def close(self) -> None:

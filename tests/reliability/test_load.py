@@ -39,14 +39,12 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = textwrap.dedent(
     f"""
     import sys
-    from prometheus_client import CollectorRegistry
-    from agent.publish.http import MetricsServer
+    from agent.publish.http import Exposition, MetricsServer
     from agent.publish.metrics import RdmaCollector
     from tests.reliability.harness import synthetic_state
     state = synthetic_state({DEVICES})
-    registry = CollectorRegistry()
-    registry.register(RdmaCollector(lambda: state, version="test"))
-    server = MetricsServer("127.0.0.1:0", registry, healthy=lambda: True, ready=lambda: True,
+    metrics = Exposition(cached=RdmaCollector(lambda: state, version="test"), version=lambda: state)
+    server = MetricsServer("127.0.0.1:0", metrics, healthy=lambda: True, ready=lambda: True,
                            connection_timeout={CONNECTION_TIMEOUT})
     print(server.start()[1], flush=True)
     sys.stdin.read()

@@ -11,6 +11,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 
@@ -25,6 +26,7 @@ from agent.model import AgentState
 from agent.publish.http import (
     ACCEPT_BACKOFF_SECONDS,
     MAX_REQUEST_HEAD_BYTES,
+    Exposition,
     MetricsServer,
     _Server,
     parse_bind_address,
@@ -426,7 +428,7 @@ def test_accept_pauses_when_out_of_descriptors(code: int, pauses: bool) -> None:
         socket.AF_INET,
         ("127.0.0.1", 0),
         dual_stack=False,
-        registry=agent_registry(),
+        exposition=Exposition(live=agent_registry()),
         healthy=lambda: True,
         ready=lambda: True,
         connection_timeout=1.0,
@@ -441,3 +443,119 @@ def test_accept_pauses_when_out_of_descriptors(code: int, pauses: bool) -> None:
         server.socket = real
         server.server_close()
     assert event.waits == ([ACCEPT_BACKOFF_SECONDS] if pauses else [])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exposition: the node's part rendered once per state, the live part on every scrape.
+
+
+class Counting:
+    """A collector whose only sample counts how often it was collected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def collect(self) -> Iterable[Metric]:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        yield GaugeMetricFamily(self.name, f"{self.name} help", value=self.calls)
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def test_exposition_renders_the_cached_part_once_per_version() -> None:
+    node, live = Counting("node_part"), Counting("live_part")
+    version = [object()]
+    exposition = Exposition(cached=node, version=lambda: version[0], live=live)
+    bodies = [exposition.render("", "")[0] for _ in range(3)]
+    assert node.calls == 1 and exposition.renders == 1
+    assert live.calls == 3  # the live part is fresh on every scrape
+    assert [b"node_part 1.0" in b and f"live_part {i}.0".encode() in b for i, b in enumerate(bodies, 1)] == [True] * 3
+    version[0] = object()  # the loop published a new state
+    body, content_type, gzipped = exposition.render("", "")
+    assert node.calls == 2 and b"node_part 2.0" in body and b"live_part 4.0" in body
+    assert (content_type, gzipped) == (CONTENT_TYPE_PLAIN_0_0_4, False)
+
+
+class Fixed:
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("live_part", "live part help", value=7)
+
+
+LIVE = b"# HELP live_part live part help\n# TYPE live_part gauge\nlive_part 7.0\n"
+
+
+def test_exposition_body_equals_a_fresh_render_in_every_format() -> None:
+    exposition = Exposition(cached=agent_registry(), version=lambda: STATE, live=Fixed())
+    text, _, _ = exposition.render("", "")
+    assert text == EXPECTED_METRICS + LIVE
+    om, content_type, _ = exposition.render(OPENMETRICS, "")
+    assert content_type.startswith("application/openmetrics-text")
+    assert om.count(b"# EOF\n") == 1 and om.endswith(b"live_part 7.0\n# EOF\n")
+    assert b'rdma_agent_build_info{python="3.11.2",version="1.2.3"} 1.0\n' in om
+    for accept, plain in (("", text), (OPENMETRICS, om)):
+        for _ in range(2):  # the first gzip answer builds the stream, the second copies it
+            zipped, _, gzipped = exposition.render(accept, "gzip")
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            assert gzipped and stream.decompress(zipped) == plain
+            assert stream.eof and stream.unused_data == b""  # exactly one complete gzip member
+    assert exposition.renders == 2  # text and OpenMetrics, each once
+
+
+def test_exposition_without_a_live_part_and_openmetrics_ends_with_one_eof() -> None:
+    exposition = Exposition(cached=agent_registry(), version=lambda: STATE)
+    om, _, _ = exposition.render(OPENMETRICS, "")
+    zipped, _, _ = exposition.render(OPENMETRICS, "gzip")
+    assert om.endswith(b"} 1.0\n# EOF\n") and om.count(b"# EOF") == 1
+    assert gzip.decompress(zipped) == om
+    assert exposition.render("", "")[0] == EXPECTED_METRICS
+    assert exposition.renders == 2  # one per content type
+
+
+def test_concurrent_scrapes_share_one_render() -> None:
+    node = Counting("node_part")
+    node.release.clear()
+    exposition = Exposition(cached=node, version=lambda: STATE)
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(exposition.render("", "gzip")[0])) for _ in range(10)]
+    for t in threads:
+        t.start()
+    assert node.entered.wait(WAIT)
+    node.release.set()
+    for t in threads:
+        t.join(WAIT)
+    assert node.calls == 1 and exposition.renders == 1
+    expected = b"# HELP node_part node_part help\n# TYPE node_part gauge\nnode_part 1.0\n"
+    assert {gzip.decompress(r) for r in results} == {expected}
+
+
+def test_a_failed_render_is_not_cached() -> None:
+    class FailsOnce:
+        calls = 0
+
+        def collect(self) -> Iterable[Metric]:
+            FailsOnce.calls += 1
+            if FailsOnce.calls == 1:
+                raise RuntimeError("snapshot corrupt")
+            yield GaugeMetricFamily("ok_part", "help", value=1)
+
+    with serving(Exposition(cached=FailsOnce(), version=lambda: STATE)) as base:  # type: ignore[arg-type]
+        assert fetch(base + "/metrics")[0] == 500
+        status, _, body = fetch(base + "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and gzip.decompress(body).endswith(b"ok_part 1.0\n")
+
+
+def test_the_server_serves_the_exposition_with_gzip() -> None:
+    node = Counting("node_part")
+    with serving(Exposition(cached=node, version=lambda: STATE)) as base:  # type: ignore[arg-type]
+        answers = [fetch(base + "/metrics", headers={"Accept-Encoding": enc}) for enc in ("gzip", "", "gzip")]
+    assert [a[0] for a in answers] == [200, 200, 200]
+    assert [a[1].get("Content-Encoding") for a in answers] == ["gzip", None, "gzip"]
+    assert gzip.decompress(answers[0][2]) == answers[1][2] == gzip.decompress(answers[2][2])
+    assert node.calls == 1
