@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.labelsyntax import label_prefix_error
 from agent.model import DesiredMode
 
 # modprobe(8)/modprobe.d(5) configuration directories, in kmod's precedence order: a file name in an
@@ -232,9 +233,9 @@ def _prefixes(text: str) -> tuple[str, ...]:
 
 
 def _label_prefix(text: str) -> str:
-    # A DNS-1123 subdomain followed by "/", the form Kubernetes label key prefixes take.
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/", text) or len(text) > 254:
-        raise ValueError(f"expected a DNS subdomain followed by '/', like rdma.spidernet.io/, got {text!r}")
+    error = label_prefix_error(text)  # the publishers' own rule: syntax and reserved namespaces
+    if error is not None:
+        raise ValueError(error)
     return text
 
 

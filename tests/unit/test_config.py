@@ -134,3 +134,28 @@ def test_missing_config_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--netns", "shared"], env={}) == 2
     assert "unrecognized arguments: --netns" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("kubernetes.io/", "namespace Kubernetes reserves"),
+        ("node-role.kubernetes.io/", "namespace Kubernetes reserves"),
+        ("x.k8s.io/", "namespace Kubernetes reserves"),
+        ("Rdma.io/", "lowercase RFC 1123 subdomain"),
+        ("a.b/c/", "followed by '/'"),
+    ],
+)
+def test_label_prefix_is_checked_at_start_up_by_the_publishers_rule(
+    prefix: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One rule for start-up and publishing: a reserved namespace is refused before anything runs,
+    # not discovered as rejected labels at the first PATCH.
+    assert main(["status", f"--label-prefix={prefix}"], env={}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rdma-node-agent: --label-prefix: ") and message in err
+
+
+@pytest.mark.parametrize("prefix", ["rdma.spidernet.io/", "feature.node.kubernetes.io/", "example.com/"])
+def test_label_prefix_accepted(prefix: str) -> None:
+    assert load_config({"label-prefix": prefix}, env={}).label_prefix == prefix
