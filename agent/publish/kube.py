@@ -60,8 +60,7 @@ WATCH_READ_MARGIN = 30.0
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
-# The client's config loaders and Watch are untyped; its API methods are typed as returning models even
-# with _preload_content=False (then they return the raw urllib3 response, which is what we read).
+# The client's config loaders and Watch are untyped.
 _load_kube_config = cast(Any, config.load_kube_config)
 _InClusterConfigLoader = cast(Any, InClusterConfigLoader)
 _Watch = cast(Any, watch.Watch)
@@ -121,6 +120,120 @@ def load_api_client(kubeconfig: Path | None = None, *, env: Mapping[str, str] = 
     api_client.user_agent = USER_AGENT
     logger.info("Kubernetes API %s (credentials from %s)", configuration.host, source)
     return api_client
+
+
+# --- the two requests ---------------------------------------------------------------------------------
+
+# What the generated CoreV1Api.list_node / patch_node (kubernetes 37) offer the ApiClient to pick the
+# Accept and Content-Type headers from; the client picks the first JSON one, as it does for them.
+_LIST_ACCEPTS = [
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+    "application/cbor",
+    "application/json;stream=watch",
+    "application/vnd.kubernetes.protobuf;stream=watch",
+    "application/cbor-seq",
+]
+_PATCH_ACCEPTS = ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf", "application/cbor"]
+_PATCH_CONTENT_TYPES = [
+    "application/json-patch+json",
+    MERGE_PATCH,
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/apply-patch+cbor",
+]
+_AUTH_SETTINGS = ("BearerToken",)
+
+
+class _NodeApi:
+    """``list_node`` and ``patch_node`` of the generated ``CoreV1Api``, for the arguments the agent
+    passes, sending the very same requests (path, query parameters in the same order, headers, body,
+    auth, timeouts) through the same ``ApiClient.param_serialize`` and ``call_api``, and answering like
+    them with ``_preload_content=False``: the raw urllib3 response, or ``ApiException`` for a non-2xx.
+
+    Not ``CoreV1Api`` itself: its module (kubernetes.client.api.core_v1_api, 4 MB of source) imports
+    some 250 generated models and builds pydantic validators, ~20 MiB of RSS for two requests — a third
+    of the agent's idle memory. Nothing here imports it (tests/unit/test_kube_memory.py checks)."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    def list_node(
+        self,
+        *,
+        allow_watch_bookmarks: bool | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int | None = None,
+        watch: bool | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``GET /api/v1/nodes`` — a list, or with ``watch=True`` (added by ``Watch.stream``) a watch."""
+        candidates = (
+            ("allowWatchBookmarks", allow_watch_bookmarks),
+            ("fieldSelector", field_selector),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", timeout_seconds),
+            ("watch", watch),
+        )
+        query = [(key, value) for key, value in candidates if value is not None]
+        headers = {"Accept": self.api_client.select_header_accept(_LIST_ACCEPTS)}
+        return self._call("GET", "/api/v1/nodes", {}, query, headers, None, _preload_content, _request_timeout)
+
+    def patch_node(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str | None = None,
+        _content_type: str | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``PATCH /api/v1/nodes/{name}`` with ``body`` as ``_content_type`` (default: JSON patch)."""
+        query = [("fieldManager", field_manager)] if field_manager is not None else []
+        headers = {
+            "Accept": self.api_client.select_header_accept(_PATCH_ACCEPTS),
+            "Content-Type": _content_type or self.api_client.select_header_content_type(_PATCH_CONTENT_TYPES),
+        }
+        return self._call("PATCH", "/api/v1/nodes/{name}", {"name": name}, query, headers, body, _preload_content,
+                          _request_timeout)  # fmt: skip
+
+    def _call(
+        self,
+        method: str,
+        resource_path: str,
+        path_params: dict[str, str],
+        query: list[tuple[str, Any]],
+        headers: dict[str, Any],
+        body: Any,
+        preload_content: bool,
+        request_timeout: float | tuple[float, float] | None,
+    ) -> Any:
+        if preload_content:
+            raise TypeError("_NodeApi answers raw responses only: pass _preload_content=False")
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=resource_path,
+            path_params=path_params,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            post_params=[],
+            files={},
+            auth_settings=list(_AUTH_SETTINGS),
+            collection_formats={},
+            _host=None,
+            _request_auth=None,
+        )
+        response = self.api_client.call_api(*request, _request_timeout=request_timeout)
+        if not 200 <= response.status <= 299:
+            # As the generated methods do with _preload_content=False: read the body into the exception.
+            response.read()
+            raise client.ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
 
 
 # --- what we know about the Node ---------------------------------------------------------------------
@@ -275,7 +388,7 @@ class NodeWatcher:
         wait: Callable[[float], bool] | None = None,
     ) -> None:
         self.name = name
-        self._core: Any = client.CoreV1Api(api_client)
+        self._core = _NodeApi(api_client)
         self._selector = f"metadata.name={name}"
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._backoff = backoff or Backoff(rng=self._rng)
@@ -512,7 +625,7 @@ class NodeLabelPublisher:
         prefix: str,
         request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
-        self._core: Any = client.CoreV1Api(api_client)
+        self._core = _NodeApi(api_client)
         self._watcher = watcher
         self._prefix = prefix
         self._request_timeout = request_timeout

@@ -6,12 +6,14 @@ label publisher (convergence, ownership, zero writes in steady state, one patch 
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
@@ -20,12 +22,15 @@ from agent.config import Config
 from agent.errors import ConfigError
 from agent.publish import labels as label_rules
 from agent.publish.kube import (
+    FIELD_MANAGER,
     MERGE_PATCH,
+    WATCH_READ_MARGIN,
     Backoff,
     KubernetesUnavailable,
     NodeLabelPublisher,
     NodeWatcher,
     ObservedNode,
+    _NodeApi,
     compare_resource_versions,
     describe_failure,
     load_api_client,
@@ -234,6 +239,120 @@ def test_label_validation_agrees_with_the_server(key: str, value: str, valid: bo
     server_ok = not is_qualified_name(key) and not is_valid_label_value(value)
     assert server_ok == valid
     assert (label_rules.validate_label(key, value) is None) == valid  # what the agent checks before sending
+
+
+# --- the agent's requests are CoreV1Api's ----------------------------------------------------------
+# kube.py sends its Node requests through a small _NodeApi instead of the generated CoreV1Api (whose
+# module costs ~20 MiB of RSS: tests/unit/test_kube_memory.py). What goes on the wire, and what comes
+# back, must be exactly what CoreV1Api.list_node / patch_node would have produced.
+
+SELECTOR = f"metadata.name={NODE}"
+
+
+def record_requests(api_client: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Every request ``api_client`` sends from now on, as handed to its REST layer (method, URL with the
+    query string as sent, headers in order, body, form parameters, timeout); sent unchanged."""
+    sent: list[tuple[Any, ...]] = []
+    real = api_client.rest_client.request
+
+    def request(method: str, url: str, headers: Any = None, body: Any = None, post_params: Any = None,
+                _request_timeout: Any = None) -> Any:  # fmt: skip
+        sent.append((method, url, list((headers or {}).items()), copy.deepcopy(body), post_params, _request_timeout))
+        return real(method, url, headers=headers, body=body, post_params=post_params, _request_timeout=_request_timeout)
+
+    monkeypatch.setattr(api_client.rest_client, "request", request)
+    return sent
+
+
+def test_the_agents_requests_are_those_of_core_v1_api(
+    api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = record_requests(api_client, monkeypatch)
+    w = make_watcher(api_client).start()
+    try:
+        assert w.wait_synced(WAIT)
+        assert api.wait_for(lambda s: s.watches_open == 1, WAIT)
+        assert NodeLabelPublisher(api_client, w, prefix=PREFIX, request_timeout=(2.0, 2.0)).sync(DESIRED).patched
+        caught_up(w, api)
+    finally:
+        w.stop()
+    assert [(r[0], urlsplit(r[1]).path) for r in sent] == [
+        ("GET", "/api/v1/nodes"), ("GET", "/api/v1/nodes"), ("PATCH", f"/api/v1/nodes/{NODE}")
+    ]  # fmt: skip
+    ours_sent = list(sent)
+    resource_version = parse_qs(urlsplit(ours_sent[1][1]).query)["resourceVersion"][0]
+
+    # The same three requests as the agent made them with CoreV1Api (the watch as Watch.stream calls it).
+    sent.clear()
+    v1 = client.CoreV1Api(api_client)
+    read(v1.list_node(field_selector=SELECTOR, _preload_content=False, _request_timeout=(2.0, 2.0)))
+    watch: Any = v1.list_node(field_selector=SELECTOR, resource_version=resource_version, allow_watch_bookmarks=True,
+                              timeout_seconds=300, _request_timeout=(2.0, 300 + WATCH_READ_MARGIN), watch=True,
+                              _preload_content=False)  # fmt: skip
+    watch.close()
+    read(v1.patch_node(NODE, ours_sent[2][3], field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
+                       _preload_content=False, _request_timeout=(2.0, 2.0)))  # fmt: skip
+    assert sent == ours_sent
+
+
+def read(response: Any) -> Any:
+    """The JSON body of a raw response, its connection back in the pool."""
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+NodeCall = Callable[[Any], Any]
+ANSWER_CASES: list[tuple[str, Callable[[KubeStandIn], object] | None, NodeCall]] = [
+    ("list", None, lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
+    ("list 403", lambda s: s.fail_next("list", 403),
+     lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
+    ("list 500", lambda s: s.fail_next("list", 500),
+     lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
+    ("watch 403", lambda s: s.fail_next("watch", 403),
+     lambda v1: v1.list_node(field_selector=SELECTOR, resource_version="1", watch=True, _preload_content=False)),
+    ("patch", None, lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "1"}}},
+                                             field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
+                                             _preload_content=False)),
+    ("patch 422", None, lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "a b"}}},
+                                                 field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
+                                                 _preload_content=False)),
+    ("patch 404", None, lambda v1: v1.patch_node("nope", {"metadata": {"labels": {PREFIX + "x": "1"}}},
+                                                 field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
+                                                 _preload_content=False)),
+    ("patch 409", lambda s: s.fail_next("patch", 409),
+     lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "1"}}}, field_manager=FIELD_MANAGER,
+                              _content_type=MERGE_PATCH, _preload_content=False)),
+    ("patch, default content type", None,
+     lambda v1: v1.patch_node(NODE, [{"op": "add", "path": "/metadata/labels/t~1a", "value": "1"}],
+                              _preload_content=False)),
+]  # fmt: skip
+
+
+def answer_of(call: NodeCall, v1: Any) -> tuple[Any, ...]:
+    """What a caller gets: the raw response (type, status, JSON body) or the exception (with its Status)."""
+    try:
+        response = call(v1)
+    except client.ApiException as err:
+        return (type(err), err.status, err.reason, err.body, describe_failure(err))
+    return (type(response), response.status, read(response))
+
+
+@pytest.mark.parametrize(("inject", "call"), [c[1:] for c in ANSWER_CASES], ids=[c[0] for c in ANSWER_CASES])
+def test_node_api_answers_like_core_v1_api(
+    api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch,
+    inject: Callable[[KubeStandIn], object] | None, call: NodeCall,
+) -> None:  # fmt: skip
+    sent = record_requests(api_client, monkeypatch)
+    answers = []
+    for v1 in (client.CoreV1Api(api_client), _NodeApi(api_client)):
+        if inject is not None:
+            inject(api)
+        answers.append(answer_of(call, v1))
+    # Equal for a write too: the repeated patch changes nothing, so the server answers the same Node.
+    assert answers[1] == answers[0]
+    assert len(sent) == 2 and sent[1] == sent[0]
 
 
 # --- configuration -----------------------------------------------------------------------------------
