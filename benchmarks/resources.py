@@ -221,9 +221,9 @@ def run(*, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int
         f'Memory floors (max RSS): `python -c pass` {bare / MIB:.1f} MiB; `python -c "{RUNTIME_IMPORTS}"` '
         f"{imports / MIB:.1f} MiB. Agent RSS every {curve[1][0] if len(curve) > 1 else 0:,} reconciles (MiB): "
         + ", ".join(f"{rss / MIB:.1f}" for _, rss in curve)
-        + f". Importing the agent's modules peaks at {agent_modules / MIB:.1f} MiB; touching "
+        + f". Importing the agent's modules peaks at {agent_modules / MIB:.1f} MiB. The agent never touches "
         f"`kubernetes.client.CoreV1Api` (kubernetes {_version('kubernetes')} imports it lazily, from its 4 MB "
-        "core_v1_api.py) adds "
+        "core_v1_api.py, with ~250 models): that would add "
         f"{(core_api - agent_modules) / MIB:.1f} MiB ({core_api / MIB:.1f} MiB)"
         + f". Kubernetes requests during the run: {agent['kube_requests']}."
     )
