@@ -7,8 +7,8 @@ Two halves that agree with each other:
   message is split into its attributes, the values that differ per device (index, names, GUIDs,
   netdev index) are replaced, and it is packed again exactly as the kernel packs it (same attribute
   order, same padding, same header flags), so :func:`rebuild` of an unchanged template gives back the
-  recorded bytes. :class:`SynthExchange` serves them to ``RdmaNetlink(exchange=…)``, parsed by the
-  agent's own marshal, as the socket path does.
+  recorded bytes. :class:`SynthExchange` serves them to ``RdmaNetlink(exchange=…)`` as raw reply
+  bytes, decoded by the agent's own decoder, as the socket path does.
 * sysfs: a generated tree with the real layout (``class/infiniband/<dev>`` → the PCI function's
   ``infiniband/<dev>``, ``class/net/<if>`` → its ``net/<if>``, ``bus/pci/devices/<addr>`` →
   ``devices/pci0000:00/<addr>``, ``physfn``/``virtfnN``/``driver`` links, char devices and their
@@ -22,10 +22,9 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agent.config import HostRoots
 from agent.discover.rdma_netlink import (
@@ -33,7 +32,6 @@ from agent.discover.rdma_netlink import (
     CMD_PORT_GET,
     CMD_SYS_GET,
     CMD_SYS_SET,
-    RdmaMarshal,
     RdmaNetlink,
 )
 
@@ -308,8 +306,8 @@ def build_node(root: Path, count: int, *, per_pf: int = FUNCTIONS_PER_PF) -> Syn
 class SynthExchange:
     """An ``Exchange`` answering GET/PORT_GET dumps, SYS_GET and SYS_SET for the node's functions.
 
-    Replies are built once; each call parses them with :class:`RdmaMarshal` (as the socket adapter
-    parses what it receives), so decoding cost is measured, the kernel's work is not."""
+    Replies are built once; each call returns the reply bytes (as the socket would), which
+    ``RdmaNetlink`` then decodes, so decoding cost is measured, the kernel's work is not."""
 
     def __init__(self, functions: Sequence[Function], templates: Templates | None = None) -> None:
         t = templates or Templates.load()
@@ -340,9 +338,9 @@ class SynthExchange:
             return self.set_ok
         raise ValueError(f"no synthesized reply for command {cmd}")
 
-    def __call__(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> Iterable[Any]:
+    def __call__(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> bytes:
         self.calls += 1
-        return list(RdmaMarshal().parse(self.reply(cmd, attrs)))
+        return self.reply(cmd, attrs)
 
     def factory(self) -> RdmaNetlink:
         """A ``netlink=`` factory for ``take_snapshot``/``Agent``: a fresh adapter per use, as the agent opens one."""

@@ -6,18 +6,11 @@ they were recorded from real Debian kernels under QEMU by tools/capture_netlink.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.discover.rdma_netlink import (
-    CMD_GET,
-    CMD_PORT_GET,
-    CMD_SYS_GET,
-    CMD_SYS_SET,
-    FLAGS_DUMP,
-    RdmaMarshal,
-)
+from agent.discover.rdma_netlink import CMD_GET, CMD_PORT_GET, CMD_SYS_GET, CMD_SYS_SET, FLAGS_DUMP
 
 NETLINK_DIR = Path(__file__).parent / "fixtures" / "netlink"
 KERNELS = tuple(sorted(p.name for p in NETLINK_DIR.iterdir() if p.is_dir()))
@@ -37,7 +30,7 @@ def iproute2_json(kernel: str, case: str) -> Any:
 
 
 class Replay:
-    """An ``Exchange`` that answers requests with recorded replies, parsed by the real marshal.
+    """An ``Exchange`` that answers requests with the recorded reply bytes, as the socket would.
 
     ``cases`` maps (cmd, dump?, dev_index, port) to a recorded case name; every call is logged."""
 
@@ -46,14 +39,14 @@ class Replay:
         self.cases = cases
         self.calls: list[tuple[int, tuple[tuple[str, int | str], ...], int]] = []
 
-    def __call__(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> Iterable[Any]:
+    def __call__(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> bytes:
         self.calls.append((cmd, tuple(attrs), flags))
         given = dict(attrs)
         key = (cmd, flags & FLAGS_DUMP == FLAGS_DUMP, given.get("DEV_INDEX"), given.get("PORT_INDEX"))
         dev = key[2] if isinstance(key[2], int) else None
         port = key[3] if isinstance(key[3], int) else None
         case = self.cases[(cmd, key[1], dev, port)]
-        return list(RdmaMarshal().parse(reply_bytes(self.kernel, case)))
+        return reply_bytes(self.kernel, case)
 
 
 def rxe_replay(kernel: str, *, ebusy: bool = False, exclusive: bool = False) -> Replay:

@@ -1,4 +1,4 @@
-"""NETLINK_RDMA (RDMA_NL_NLDEV) over pyroute2: the only module that imports pyroute2.
+"""NETLINK_RDMA (RDMA_NL_NLDEV): the only module that imports pyroute2.
 
 What ``rdma dev``, ``rdma link`` and ``rdma system`` show, read the way iproute2 reads it
 (rdma/utils.c, dev.c, link.c, sys.c) from the kernel's nldev interface
@@ -6,28 +6,34 @@ What ``rdma dev``, ``rdma link`` and ``rdma system`` show, read the way iproute2
 
 - No family header: attributes start right after the 16-byte nlmsghdr; integers are host order.
 - A PORT_GET *doit* reply is typed as GET (0x1401); replies are therefore never filtered by type.
-- A failing dump reports its errno inside NLMSG_DONE, not as NLMSG_ERROR. Stock pyroute2 returns
-  ``[]`` then; :class:`RdmaMarshal` turns it into an error so "no devices" can't be faked.
-- pyroute2 accepts truncated or wrongly sized attributes silently (it hands back raw header bytes);
-  :func:`validate_attributes` checks every attribute's length first and marks bad messages.
+- A failing dump reports its errno inside NLMSG_DONE, not as NLMSG_ERROR (iproute2's
+  ``mnlu_cb_stop`` reads it there too), so "no devices" can't be faked by a failed dump.
+- Every attribute must fit its message, known fixed-size attributes have exactly their size (the
+  kernel's NLA_U8/U32/U64 policy) and known strings are NUL-terminated (NLA_NUL_STRING); anything
+  else is a malformed reply, reported, never half-decoded.
 - Flags are explicit: ``REQUEST|ACK`` for doit and ``REQUEST|DUMP`` for dump. NLM_F_DUMP is
   ROOT|MATCH (0x300), so REPLACE/EXCL presets would turn a SET into a (failing) dump.
 
-Parsing is pure (:func:`decode`, ``parse_*`` take bytes or attribute mappings); the socket lives in
-:class:`RdmaNetlink`, whose transport can be replaced by recorded replies in tests.
+Replies are decoded by :func:`decode`, a single pass of ``struct`` over the bytes (a few µs per
+message; pyroute2's generic marshal cost ~100 µs per message). Requests are built by
+:func:`encode_request`. The socket is pyroute2's (``pyroute2.netns.create_socket``, the factory its
+own NetlinkSocket uses) driven synchronously by :class:`RdmaNetlink`: one ``sendto`` and blocking
+``recvfrom_into`` calls until the exchange's NLMSG_DONE or ACK, without pyroute2's asyncio core
+(whose event loop cost ~5 ms per socket and 3-5 ms per request under QEMU TCG). Everything above the
+socket is pure, and the transport (:data:`Exchange`: request → raw reply bytes) can be replaced by
+recorded replies in tests.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
+import socket
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, nlmsg
-from pyroute2.netlink.exceptions import NetlinkDecodeError as Pyroute2DecodeError
-from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
-from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netns import create_socket
 
 from agent.errors import NetlinkDecodeError, NetlinkError
 from agent.model import (
@@ -89,48 +95,28 @@ ATTRIBUTES: Final[tuple[tuple[int, str, str], ...]] = (
     (101, "NAME_ASSIGN_TYPE", "u8"),
     (103, "MONITOR_MODE", "u8"),
 )
-_PYROUTE2_FORMAT: Final = {"none": "none", "u8": "uint8", "u32": "uint32", "u64": "uint64", "str": "asciiz"}
-_FIXED_SIZE: Final = {"u8": 1, "u32": 4, "u64": 8}
-_FORMAT_BY_TYPE: Final = {number: fmt for number, _, fmt in ATTRIBUTES}
 _NLA_TYPE_MASK: Final = 0x3FFF  # strip NLA_F_NESTED / NLA_F_NET_BYTEORDER
-
-
-class NldevMessage(nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
-    """An RDMA_NL_NLDEV message: no family header, attributes only."""
-
-    fields = ()
-    nla_map = tuple((number, name, _PYROUTE2_FORMAT[fmt]) for number, name, fmt in ATTRIBUTES)
-
-
-def validate_attributes(payload: bytes) -> str | None:
-    """Check the attribute stream of one message; return what is wrong, or None.
-
-    Every attribute must fit in the message; known fixed-size attributes must have exactly their
-    size (the kernel's NLA_U8/U32/U64 policy); known strings must be NUL-terminated.
-    """
-    offset = 0
-    while offset < len(payload):
-        if len(payload) - offset < 4:
-            return f"{len(payload) - offset} stray bytes after the last attribute"
-        length, raw_type = struct.unpack_from("=HH", payload, offset)
-        nla_type = raw_type & _NLA_TYPE_MASK
-        if length < 4 or offset + length > len(payload):
-            return f"attribute {nla_type} claims {length} bytes, {len(payload) - offset} left"
-        body = payload[offset + 4 : offset + length]
-        fmt = _FORMAT_BY_TYPE.get(nla_type)
-        if fmt in _FIXED_SIZE and len(body) != _FIXED_SIZE[fmt]:
-            return f"attribute {nla_type} has {len(body)} bytes, expected {_FIXED_SIZE[fmt]}"
-        if fmt == "str" and b"\0" not in body:
-            return f"string attribute {nla_type} is not NUL-terminated"
-        offset += (length + 3) & ~3
-    return None
-
-
-_NLDEV_TYPES: Final = frozenset(message_type(cmd) for cmd in range(32))
 _MAX_ERRNO: Final = 4095  # include/linux/err.h: the kernel's error codes are -1 … -4095
-# What pyroute2 lets out of decoding one malformed message (it does not guard the request an
-# NLMSG_ERROR echoes, nor a header shorter than its fields).
-_DECODE_FAILURES: Final = (Pyroute2DecodeError, struct.error, ValueError, IndexError, OverflowError)
+_NLDEV_FIRST: Final = message_type(0)
+_NLDEV_END: Final = message_type(32)  # NLDEV replies: 0x1400 … 0x141f
+_ALIGN: Final = 3  # attributes and messages start on 4-byte boundaries (NLA_ALIGN, NLMSG_ALIGN)
+
+_HEADER: Final = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
+_LENGTH_TYPE: Final = struct.Struct("=IH")  # its first two fields
+_NLA: Final = struct.Struct("=HH")  # nlattr: length, type
+_CODE: Final = struct.Struct("=i")  # the int after the header of NLMSG_ERROR and NLMSG_DONE
+_INTS: Final = {"u8": struct.Struct("=B"), "u32": struct.Struct("=I"), "u64": struct.Struct("=Q")}
+_STRING: Final = -1  # size marker of NUL-terminated strings in _DECODERS
+# nla_type → (name, size, unpack_from) for the attributes decode() returns; PAD and unknown types are
+# absent, so they are skipped (after the same bounds check as every attribute).
+_DECODERS: Final[dict[int, tuple[str, int, Callable[[bytes, int], tuple[int]] | None]]] = {
+    number: (name, _INTS[fmt].size, _INTS[fmt].unpack_from) if fmt in _INTS else (name, _STRING, None)
+    for number, name, fmt in ATTRIBUTES
+    if fmt != "none"
+}
+_ENCODERS: Final = {name: (number, fmt) for number, name, fmt in ATTRIBUTES}
+
+Attrs = Mapping[str, int | str]
 
 
 def _netlink_error(op: str, code: int) -> NetlinkError:
@@ -141,109 +127,122 @@ def _netlink_error(op: str, code: int) -> NetlinkError:
     return NetlinkError(op, errno_mod.EIO, f"the kernel answered error code {code}, which is no errno")
 
 
-def _carried_error(code: int) -> Pyroute2NetlinkError:
-    # With a text of its own: pyroute2 would ask os.strerror(), which overflows on INT_MIN.
-    return Pyroute2NetlinkError(-code, f"kernel error code {code}")
+def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
+    """Decode the reply bytes of one exchange (its messages, as read from the socket, concatenated)
+    into one attribute dict per data message, in order.
 
+    One pass over the bytes with ``struct``: message headers 4-byte aligned (NLMSG_ALIGN), trailing
+    bytes too short for a header ignored (as the kernel's own netlink_rcv_skb does). NLMSG_DONE and
+    success ACKs (NLMSG_ERROR with code 0) carry no data and are skipped; an error code in
+    NLMSG_ERROR, or a negative one in NLMSG_DONE (a failed dump), raises :class:`NetlinkError`
+    (codes beyond MAX_ERRNO as EIO). Malformed replies raise :class:`NetlinkDecodeError`: a message
+    cut short, a length below the header, bytes after the last message claiming to be one, an
+    attribute that does not fit or has the wrong size, a string without its NUL. A broken message
+    header ends the walk at once; otherwise the first failing message decides.
 
-class RdmaMarshal(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
-    """pyroute2 Marshal for NLDEV: every NLDEV type decodes as :class:`NldevMessage`, errors carried
-    in NLMSG_DONE are raised, and malformed attributes are reported instead of half-decoded."""
-
-    msg_map = dict.fromkeys(_NLDEV_TYPES, NldevMessage)
-
-    def parse_one_message(self, key: int, flags: int, seq: int, data: bytes, offset: int, length: int) -> Any:
-        try:
-            msg = super().parse_one_message(key, flags, seq, data, offset, length)
-        except _DECODE_FAILURES as err:
-            return self._undecodable(key, flags, seq, data, offset, length, err)
-        if msg["header"].get("error") is not None:
-            return msg
-        if offset + length > len(data):
-            msg["header"]["error"] = NetlinkDecodeError(
-                f"message of {length} bytes truncated to {len(data) - offset}"
-            )
-        elif key == NLMSG_DONE and length >= 20:
-            (code,) = struct.unpack_from("=i", data, offset + 16)
-            if code < 0:
-                msg["header"]["error"] = _carried_error(code)
-        elif key in _NLDEV_TYPES:
-            problem = validate_attributes(bytes(data[offset + 16 : offset + length]))
-            if problem is not None:
-                msg["header"]["error"] = NetlinkDecodeError(f"message type {key:#x}: {problem}")
-        return msg
-
-    @staticmethod
-    def _undecodable(
-        key: int, flags: int, seq: int, data: bytes, offset: int, length: int, err: Exception
-    ) -> Any:
-        """A message pyroute2 could not decode, carrying the error instead. An NLMSG_ERROR keeps its
-        errno (a fixed field in front of the echoed request, which may be capped or damaged)."""
-        msg = nlmsg()
-        msg["header"].update(length=length, type=key, flags=flags, sequence_number=seq)
-        code = 0
-        if key == NLMSG_ERROR and length >= 20 and offset + 20 <= len(data):
-            (code,) = struct.unpack_from("=i", data, offset + 16)
-        if code < 0:
-            msg["header"]["error"] = _carried_error(code)
-        else:
-            msg["header"]["error"] = NetlinkDecodeError(f"message type {key:#x}: {err}")
-        return msg
-
-
-Attrs = Mapping[str, int | str]
-
-
-def _attrs_of(message: Any) -> dict[str, int | str]:
-    attrs: dict[str, int | str] = {}
-    for name, value in message.get("attrs") or ():
-        if name in ("PAD", "UNKNOWN") or not isinstance(value, int | str):
-            continue
-        attrs[name] = value
-    return attrs
-
-
-def collect(messages: Iterable[Any], op: str) -> list[dict[str, int | str]]:
-    """Turn decoded pyroute2 messages into attribute dicts, raising the first error carried in them.
-
-    NLMSG_DONE and success ACKs carry no data and are skipped."""
+    In an NLDEV message unknown attributes and PAD are ignored, flag bits (NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER) are masked off the type, a repeated attribute's last value counts, strings
+    end at their first NUL (as the kernel and iproute2 read them) and bytes that are no UTF-8 become
+    U+FFFD. Any other data message yields ``{}`` (nothing this agent reads).
+    """
     out: list[dict[str, int | str]] = []
-    for message in messages:
-        error = message["header"].get("error")
-        if isinstance(error, NetlinkDecodeError):
-            raise NetlinkDecodeError(f"{op}: {error}")
-        if isinstance(error, Pyroute2NetlinkError | OSError):
-            code = abs(int(getattr(error, "code", 0) or error.errno or errno_mod.EIO))
-            raise _netlink_error(op, code) from error
-        if message["header"].get("type") in (NLMSG_DONE, NLMSG_ERROR):
-            continue
-        out.append(_attrs_of(message))
+    failure: NetlinkError | NetlinkDecodeError | None = None
+    unpack_header = _LENGTH_TYPE.unpack_from
+    unpack_nla = _NLA.unpack_from
+    decoders = _DECODERS.get
+    total = len(raw)
+    offset = 0
+    while offset <= total - 16:
+        length, msg_type = unpack_header(raw, offset)
+        if length == 0 or length > total:
+            raise NetlinkDecodeError(
+                f"{op}: {total - offset} bytes after the last complete message (a header claims {length})"
+            )
+        if length < 16:
+            raise NetlinkDecodeError(f"{op}: message length {length} is shorter than its 16-byte header")
+        end = offset + length
+        if end > total:  # the last message, cut short; an error code that made it through still counts
+            if failure is None:
+                code = _CODE.unpack_from(raw, offset + 16)[0] if offset + 20 <= total else 0
+                if msg_type == NLMSG_ERROR and length >= 20 and code != 0:
+                    failure = _netlink_error(op, abs(code))
+                else:
+                    failure = NetlinkDecodeError(f"{op}: message of {length} bytes truncated to {total - offset}")
+            break
+        if _NLDEV_FIRST <= msg_type < _NLDEV_END:
+            attrs: dict[str, int | str] = {}
+            problem = None
+            at = offset + 16
+            while at < end:
+                if end - at < 4:
+                    problem = f"{end - at} stray bytes after the last attribute"
+                    break
+                nla_length, nla_type = unpack_nla(raw, at)
+                if nla_length < 4 or at + nla_length > end:
+                    problem = f"attribute {nla_type & _NLA_TYPE_MASK} claims {nla_length} bytes, {end - at} left"
+                    break
+                spec = decoders(nla_type & _NLA_TYPE_MASK)
+                if spec is not None:
+                    name, size, unpack = spec
+                    if size == _STRING:
+                        nul = raw.find(b"\0", at + 4, at + nla_length)
+                        if nul < 0:
+                            problem = f"string attribute {nla_type & _NLA_TYPE_MASK} is not NUL-terminated"
+                            break
+                        attrs[name] = raw[at + 4 : nul].decode("utf-8", "replace")
+                    elif nla_length - 4 == size:
+                        attrs[name] = unpack(raw, at + 4)[0]  # type: ignore[misc]  # set for every int
+                    else:
+                        problem = f"attribute {nla_type & _NLA_TYPE_MASK} has {nla_length - 4} bytes, expected {size}"
+                        break
+                at += (nla_length + _ALIGN) & ~_ALIGN
+            if problem is None:
+                out.append(attrs)
+            elif failure is None:
+                failure = NetlinkDecodeError(f"{op}: message type {msg_type:#x}: {problem}")
+        elif msg_type == NLMSG_ERROR:
+            if length < 20:
+                if failure is None:
+                    failure = NetlinkDecodeError(f"{op}: NLMSG_ERROR of {length} bytes has no error code")
+            else:
+                code = _CODE.unpack_from(raw, offset + 16)[0]
+                if code != 0 and failure is None:  # 0: the ACK of a successful doit
+                    failure = _netlink_error(op, abs(code))  # a positive code counts too, as in libmnl
+        elif msg_type == NLMSG_DONE:
+            if length >= 20 and failure is None:
+                code = _CODE.unpack_from(raw, offset + 16)[0]
+                if code < 0:
+                    failure = _netlink_error(op, -code)
+        else:
+            out.append({})
+        offset += (length + _ALIGN) & ~_ALIGN
+    if offset == 0 and total:
+        raise NetlinkDecodeError(f"{op}: no complete message in {total} bytes")
+    if failure is not None:
+        raise failure
     return out
 
 
-def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
-    """Decode the reply bytes of one exchange (one or more messages, as read from the socket)."""
+def _encode_attribute(name: str, value: int | str) -> bytes:
     try:
-        messages = list(RdmaMarshal().parse(raw))
-    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as err:
-        raise NetlinkDecodeError(f"{op}: {err}") from err
-    consumed = sum(int(m["header"].get("length") or 0) for m in messages)
-    if consumed < len(raw) and len(raw) - consumed >= 16:
-        raise NetlinkDecodeError(f"{op}: {len(raw) - consumed} bytes after the last complete message")
-    if consumed == 0 and raw:
-        raise NetlinkDecodeError(f"{op}: no complete message in {len(raw)} bytes")
-    return collect(messages, op)
+        number, fmt = _ENCODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown NLDEV attribute {name!r}") from None
+    if fmt == "str" and isinstance(value, str):
+        payload = value.encode() + b"\0"
+    elif fmt in _INTS and isinstance(value, int) and not isinstance(value, bool):
+        payload = _INTS[fmt].pack(value)
+    else:
+        raise ValueError(f"attribute {name} ({fmt}) cannot carry {value!r}")
+    length = 4 + len(payload)
+    return _NLA.pack(length, number) + payload + b"\0" * (-length & _ALIGN)
 
 
-def encode_request(
-    cmd: int, attrs: Sequence[tuple[str, int | str]] = (), *, flags: int, seq: int = 1
-) -> bytes:
-    """The request bytes for ``cmd`` as the kernel expects them (used by tests and the capture tool)."""
-    msg = NldevMessage()
-    msg["header"].update(type=message_type(cmd), flags=flags, sequence_number=seq, pid=0)
-    msg["attrs"] = list(attrs)
-    msg.encode()
-    return bytes(msg.data)
+def encode_request(cmd: int, attrs: Sequence[tuple[str, int | str]] = (), *, flags: int, seq: int = 1) -> bytes:
+    """The request bytes for ``cmd`` as the kernel expects them (and as iproute2 and pyroute2 build
+    them): nlmsghdr with pid 0, then the attributes, each padded to 4 bytes; strings NUL-terminated."""
+    body = b"".join(_encode_attribute(name, value) for name, value in attrs)
+    return _HEADER.pack(16 + len(body), message_type(cmd), flags, seq, 0) + body
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,14 +271,18 @@ def parse_device(attrs: Attrs) -> RdmaDevice:
     node_type = _int(attrs, "DEV_NODE_TYPE")
     node_guid = _int(attrs, "NODE_GUID")
     image_guid = _int(attrs, "SYS_IMAGE_GUID")
+    node_text = format_guid(node_guid) if node_guid is not None else None
+    image_text = node_text  # the usual case (a device is its own system image): format once
+    if image_guid != node_guid:
+        image_text = format_guid(image_guid) if image_guid is not None else None
     return RdmaDevice(
         name=str(_required(attrs, "DEV_NAME", "GET")),
         index=int(_required(attrs, "DEV_INDEX", "GET")),
         node_type=node_type_name(node_type) if node_type is not None else None,
         protocol=_str(attrs, "DEV_PROTOCOL"),
         fw_version=_str(attrs, "FW_VERSION"),
-        node_guid=format_guid(node_guid) if node_guid is not None else None,
-        sys_image_guid=format_guid(image_guid) if image_guid is not None else None,
+        node_guid=node_text,
+        sys_image_guid=image_text,
         port_count=_int(attrs, "PORT_INDEX") or 0,  # in a GET reply this is the number of ports
     )
 
@@ -322,33 +325,107 @@ def parse_system(attrs: Attrs) -> SystemInfo:
 # ---------------------------------------------------------------------------------------------------
 # The socket adapter.
 
-# (cmd, attrs, flags) → decoded pyroute2 messages. The real one is a pyroute2 socket's nlm_request;
-# tests pass one that parses recorded replies with RdmaMarshal.
-Exchange = Callable[[int, Sequence[tuple[str, int | str]], int], Iterable[Any]]
+# (cmd, attrs, flags) → the raw reply bytes of one exchange: every message the kernel answered the
+# request with, up to and including its NLMSG_DONE or NLMSG_ERROR (error or ACK), concatenated. The
+# real one is RdmaNetlink's socket; tests and benchmarks return recorded or synthesized bytes.
+Exchange = Callable[[int, Sequence[tuple[str, int | str]], int], bytes]
+
+_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (time_t, suseconds_t: both long on Linux LP64)
+RECEIVE_BUFFER: Final = 65536  # the kernel sizes dump datagrams to the reader's buffer, at most ~32 KiB
+REPLY_TIMEOUT: Final = 5.0  # seconds; the kernel answers while we send or read, so only a lost reply waits
 
 
 class RdmaNetlink:
     """A NETLINK_RDMA socket in the caller's network namespace.
 
     Raises :class:`agent.errors.NetlinkError` with ``errno`` EPROTONOSUPPORT when the kernel has no
-    RDMA netlink (ib_core not loaded) — a normal state the snapshot reports, not a crash.
+    RDMA netlink (ib_core not loaded) — a normal state the snapshot reports, not a crash. A request
+    that fails with an OSError (ENOBUFS: the socket overran and dropped messages; ETIMEDOUT: no reply
+    within ``timeout``) raises NetlinkError with that errno; the next request gets a fresh socket, so
+    nothing left over from the failed exchange (the rest of a dump) can answer it.
     """
 
-    def __init__(self, exchange: Exchange | None = None) -> None:
-        self._socket: Any = None
+    def __init__(self, exchange: Exchange | None = None, *, timeout: float = REPLY_TIMEOUT) -> None:
+        self._socket: socket.socket | None = None
+        self._timeout = timeout
+        self._seq = 0
+        self._buffer = memoryview(bytearray())
         if exchange is None:
-            try:
-                self._socket = NetlinkSocket(family=NETLINK_RDMA)
-            except OSError as err:
-                raise NetlinkError("open NETLINK_RDMA socket", err.errno or errno_mod.EIO) from err
-            self._socket.set_marshal(RdmaMarshal())  # plain assignment is ignored by pyroute2 >= 0.8
+            self._socket = self._open()
+            self._buffer = memoryview(bytearray(RECEIVE_BUFFER))
             exchange = self._socket_exchange
         self._exchange = exchange
 
-    def _socket_exchange(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> list[Any]:
-        msg = NldevMessage()
-        msg["attrs"] = list(attrs)
-        return list(self._socket.nlm_request(msg, msg_type=message_type(cmd), msg_flags=flags))
+    def _open(self) -> socket.socket:
+        try:
+            sock: socket.socket = create_socket(None, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_RDMA)
+        except OSError as err:
+            raise NetlinkError("open NETLINK_RDMA socket", err.errno or errno_mod.EIO) from err
+        # A receive timeout kept by the kernel, on a blocking socket: Python's own socket timeout would
+        # poll() before every send and receive (~2 µs per exchange natively, more under emulation).
+        seconds = int(self._timeout)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            _TIMEVAL.pack(seconds, int((self._timeout - seconds) * 1_000_000)))  # fmt: skip
+        except OSError as err:
+            sock.close()
+            raise NetlinkError("open NETLINK_RDMA socket", err.errno or errno_mod.EIO) from err
+        return sock
+
+    def _socket_exchange(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> bytes:
+        """Send one request; read datagrams until its exchange is over; return its messages' bytes.
+
+        Messages with another sequence number (left over from an earlier exchange) and datagrams not
+        sent by the kernel are skipped. The exchange ends with NLMSG_ERROR (an error, or the ACK a doit
+        asked for), with NLMSG_DONE, or — for a doit without ACK — with its one reply."""
+        if self._socket is None:
+            self._socket = self._open()
+        sock = self._socket
+        self._seq = seq = self._seq % 0xFFFFFFFF + 1
+        dump = bool(flags & NLM_F_DUMP)  # either bit: the kernel tests flags & NLM_F_DUMP
+        single = not dump and not flags & NLM_F_ACK
+        buffer = self._buffer
+        unpack_header = _HEADER.unpack_from
+        request = encode_request(cmd, attrs, flags=flags, seq=seq)
+        parts: list[bytes] = []
+        try:
+            sock.sendto(request, (0, 0))
+            while True:
+                try:
+                    size, (sender, _groups) = sock.recvfrom_into(buffer, 0, socket.MSG_TRUNC)
+                except BlockingIOError as err:  # EAGAIN: SO_RCVTIMEO passed
+                    raise TimeoutError(errno_mod.ETIMEDOUT, "no reply") from err
+                if size > len(buffer):
+                    raise OSError(errno_mod.EMSGSIZE, f"a {size}-byte datagram exceeds the receive buffer")
+                if sender != 0:
+                    continue  # not from the kernel
+                data = buffer[:size].tobytes()
+                offset = 0
+                start = -1  # the first byte of the current run of our messages
+                while offset <= size - 16:
+                    length, msg_type, msg_flags, msg_seq, _pid = unpack_header(data, offset)
+                    if length < 16 or offset + length > size:  # broken framing: decode() will say so
+                        if msg_seq == seq:
+                            parts.append(data[offset if start < 0 else start :])
+                            return b"".join(parts)
+                        break
+                    if msg_seq != seq:
+                        if start >= 0:
+                            parts.append(data[start:offset])
+                            start = -1
+                    else:
+                        if start < 0:
+                            start = offset
+                        if (msg_type in (NLMSG_ERROR, NLMSG_DONE)
+                                or (single and not msg_flags & NLM_F_MULTI)):  # fmt: skip
+                            parts.append(data[start : offset + length])
+                            return b"".join(parts)
+                    offset += (length + _ALIGN) & ~_ALIGN
+                if start >= 0:
+                    parts.append(data[start:offset])
+        except BaseException:
+            self.close()  # the rest of this exchange may still come: never let it answer the next one
+            raise
 
     def __enter__(self) -> RdmaNetlink:
         return self
@@ -365,11 +442,12 @@ class RdmaNetlink:
                 ) -> list[dict[str, int | str]]:  # fmt: skip
         op = _CMD_NAMES.get(cmd, str(cmd))
         try:
-            return collect(self._exchange(cmd, attrs, flags), op)
-        except Pyroute2NetlinkError as err:
-            raise _netlink_error(op, abs(int(err.code)) or errno_mod.EIO) from err
+            raw = self._exchange(cmd, attrs, flags)
+        except TimeoutError as err:
+            raise NetlinkError(op, errno_mod.ETIMEDOUT, f"no reply within {self._timeout:g} s") from err
         except OSError as err:
             raise NetlinkError(op, err.errno or errno_mod.EIO) from err
+        return decode(raw, op)
 
     def devices(self) -> list[RdmaDevice]:
         """GET dump: every RDMA device this netns can see (all of them in shared mode)."""

@@ -1,6 +1,6 @@
 """Test bench for the fault-injection and load tests: a generated host tree (sysfs, procfs, /dev, /etc)
 for two ConnectX-5 ports, a fake kernel that answers NETLINK_RDMA with real reply bytes (decoded by the
-agent's own marshal) and takes injected errnos, an injected clock, the real Agent with a real
+agent's own decoder) and takes injected errnos, an injected clock, the real Agent with a real
 MetricsServer in front of it, and a TCP proxy that can take the API server down and bring it back."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +188,7 @@ class FakeKernel:
                 return fault
         return None
 
-    def exchange(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> Iterable[Any]:
+    def exchange(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> bytes:
         given = dict(attrs)
         device = given.get("DEV_INDEX")
         request = nl.encode_request(cmd, attrs, flags=flags)
@@ -197,10 +197,8 @@ class FakeKernel:
         if fault is not None and fault.how == "oserror":
             raise OSError(fault.errno, os.strerror(fault.errno))
         if fault is not None:
-            raw = _done(fault.errno) if dump else _error(fault.errno, request)
-        else:
-            raw = self._answer(cmd, given, request, dump)
-        return list(nl.RdmaMarshal().parse(raw))
+            return _done(fault.errno) if dump else _error(fault.errno, request)
+        return self._answer(cmd, given, request, dump)
 
     def _answer(self, cmd: int, given: dict[str, int | str], request: bytes, dump: bool) -> bytes:
         if cmd == nl.CMD_GET:

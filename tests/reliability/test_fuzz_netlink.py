@@ -2,18 +2,26 @@
 length fields, spliced and repeated attributes), generated attribute streams and random bytes go
 through ``decode``, the ``parse_*`` functions, the ``RdmaNetlink`` adapter and ``take_snapshot``. The
 only allowed outcomes are values of the documented types or NetlinkDecodeError/NetlinkError, and a
-snapshot always records a failed request as a problem instead of failing."""
+snapshot always records a failed request as a problem instead of failing.
+
+Differential: the decoder the agent had before (pyroute2's Marshal with the agent's fixes, kept below
+as an oracle only) must give the same outcome on every mutated reply, except in the classes of input
+where pyroute2 was wrong (:func:`pyroute2_quirks`); requests must encode as pyroute2 encodes them."""
 
 from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pyroute2 import netlink as pyroute2_netlink
+from pyroute2.netlink.exceptions import NetlinkDecodeError as Pyroute2DecodeError
+from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError
+from pyroute2.netlink.nlsocket import Marshal
 
 from agent.config import HostRoots
 from agent.discover import rdma_netlink as nl
@@ -344,14 +352,14 @@ def test_parsers_accept_anything_decode_returns(attrs: dict[str, int | str]) -> 
 # --- the adapter and the snapshot on bad replies -------------------------------------------------
 
 
-def replaying(replies: Sequence[bytes]) -> Callable[[int, Any, int], Iterable[Any]]:
-    """An exchange that answers the n-th request with ``replies[n % len]``, parsed by the real marshal."""
+def replaying(replies: Sequence[bytes]) -> Callable[[int, Any, int], bytes]:
+    """An exchange that answers the n-th request with the bytes ``replies[n % len]``."""
     calls = [0]
 
-    def exchange(cmd: int, attrs: Any, flags: int) -> Iterable[Any]:
+    def exchange(cmd: int, attrs: Any, flags: int) -> bytes:
         raw = replies[calls[0] % len(replies)]
         calls[0] += 1
-        return list(nl.RdmaMarshal().parse(raw))
+        return raw
 
     return exchange
 
@@ -408,3 +416,229 @@ def test_snapshot_records_bad_replies_as_problems(empty_host: HostRoots, raw: li
         assert any(failure in message for message in recorded), (failure, recorded)
     if not recorded:  # every request answered: the devices are the ones the replies listed
         assert all(d.index is not None for d in snapshot.devices)
+
+
+# --- differential: the pyroute2-based decoder this one replaced ----------------------------------
+#
+# The oracle is the agent's previous decode path, verbatim in behaviour: pyroute2's Marshal with an
+# NLDEV message class, errors carried in NLMSG_DONE raised, malformed attributes rejected first.
+
+NLM_F_ACK_TLVS = 0x200
+_PYROUTE2_FORMAT = {"none": "none", "u8": "uint8", "u32": "uint32", "u64": "uint64", "str": "asciiz"}
+_DECODE_FAILURES = (Pyroute2DecodeError, struct.error, ValueError, IndexError, OverflowError)
+
+
+class OracleMessage(pyroute2_netlink.nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
+    fields = ()
+    nla_map = tuple((number, name, _PYROUTE2_FORMAT[fmt]) for number, name, fmt in nl.ATTRIBUTES)
+
+
+def oracle_validate(payload: bytes) -> str | None:
+    offset = 0
+    while offset < len(payload):
+        if len(payload) - offset < 4:
+            return "stray bytes"
+        length, raw_type = struct.unpack_from("=HH", payload, offset)
+        fmt = FORMAT_OF_NUMBER.get(raw_type & 0x3FFF)
+        if length < 4 or offset + length > len(payload):
+            return "attribute does not fit"
+        body = payload[offset + 4 : offset + length]
+        if fmt in SIZE and len(body) != SIZE[fmt]:
+            return "wrong size"
+        if fmt == "str" and b"\0" not in body:
+            return "no NUL"
+        offset += (length + 3) & ~3
+    return None
+
+
+class OracleMarshal(Marshal):  # type: ignore[misc]  # pyroute2 is untyped
+    msg_map = dict.fromkeys(NLDEV_TYPES, OracleMessage)
+
+    def parse_one_message(self, key: int, flags: int, seq: int, data: bytes, offset: int, length: int) -> Any:
+        try:
+            msg = super().parse_one_message(key, flags, seq, data, offset, length)
+        except _DECODE_FAILURES:
+            msg = pyroute2_netlink.nlmsg()
+            msg["header"].update(length=length, type=key, flags=flags, sequence_number=seq)
+            code = 0
+            if key == NLMSG_ERROR and length >= 20 and offset + 20 <= len(data):
+                (code,) = struct.unpack_from("=i", data, offset + 16)
+            msg["header"]["error"] = Pyroute2NetlinkError(-code, "x") if code < 0 else NetlinkDecodeError("x")
+            return msg
+        if msg["header"].get("error") is not None:
+            return msg
+        if offset + length > len(data):
+            msg["header"]["error"] = NetlinkDecodeError("truncated")
+        elif key == NLMSG_DONE and length >= 20:
+            (code,) = struct.unpack_from("=i", data, offset + 16)
+            if code < 0:
+                msg["header"]["error"] = Pyroute2NetlinkError(-code, "x")
+        elif key in NLDEV_TYPES and oracle_validate(bytes(data[offset + 16 : offset + length])) is not None:
+            msg["header"]["error"] = NetlinkDecodeError("malformed")
+        return msg
+
+
+def oracle_decode(raw: bytes) -> list[dict[str, int | str]]:
+    try:
+        messages = list(OracleMarshal().parse(raw))
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as err:
+        raise NetlinkDecodeError(str(err)) from err
+    consumed = sum(int(m["header"].get("length") or 0) for m in messages)
+    if (consumed < len(raw) and len(raw) - consumed >= 16) or (consumed == 0 and raw):
+        raise NetlinkDecodeError("stray bytes")
+    out: list[dict[str, int | str]] = []
+    for message in messages:
+        error = message["header"].get("error")
+        if isinstance(error, NetlinkDecodeError):
+            raise error
+        if isinstance(error, Pyroute2NetlinkError | OSError):
+            code = abs(int(getattr(error, "code", 0) or error.errno or errno.EIO))
+            raise NetlinkError("decode", code if code <= MAX_ERRNO else errno.EIO)
+        if message["header"].get("type") in (NLMSG_DONE, NLMSG_ERROR):
+            continue
+        attrs = message.get("attrs") or ()
+        out.append({k: v for k, v in attrs if k not in ("PAD", "UNKNOWN") and isinstance(v, int | str)})
+    return out
+
+
+Outcome = tuple[str, object]
+
+
+def outcome(decoder: Callable[[bytes], list[dict[str, int | str]]], raw: bytes) -> Outcome:
+    try:
+        return "ok", decoder(raw)
+    except NetlinkError as err:
+        return "errno", err.errno
+    except NetlinkDecodeError:
+        return "malformed", None
+
+
+def pyroute2_quirks(raw: bytes) -> set[str]:
+    """Where pyroute2's reading of ``raw`` was wrong, so the decoders may differ:
+
+    - ``short``: a message length below the 16-byte header (pyroute2 walks on into its own header);
+    - ``unaligned``: a message length that is no multiple of 4 (pyroute2 does not NLMSG_ALIGN);
+    - ``error-without-code``: an NLMSG_ERROR too short for its code (pyroute2 reads past its end);
+    - ``positive-error``: an NLMSG_ERROR with a positive code (pyroute2: an errno or a decode error,
+      depending on whether the echoed request decodes; libmnl and this decoder: the errno);
+    - ``done-tlvs``: NLMSG_DONE flagged ACK_TLVS (pyroute2 decodes the TLVs as an echoed request);
+    - ``string``: a string whose text up to its first NUL (kernel, iproute2, this decoder) differs
+      from pyroute2's (all NULs stripped from both ends), or which is no UTF-8 (pyroute2 dropped it).
+    """
+    found: set[str] = set()
+    offset = 0
+    while offset + 16 <= len(raw):
+        length, msg_type, flags = struct.unpack_from("=IHH", raw, offset)
+        if 0 < length < 16:
+            found.add("short")
+        if length % 4:
+            found.add("unaligned")
+        if length < 16 or offset + length > len(raw):
+            if (
+                msg_type == NLMSG_ERROR
+                and offset + 20 <= len(raw)
+                and struct.unpack_from("=i", raw, offset + 16)[0] > 0
+            ):
+                found.add("positive-error")
+            break
+        if msg_type == NLMSG_ERROR and length < 20:
+            found.add("error-without-code")
+        if msg_type == NLMSG_ERROR and length >= 20 and struct.unpack_from("=i", raw, offset + 16)[0] > 0:
+            found.add("positive-error")
+        if msg_type == NLMSG_DONE and flags & NLM_F_ACK_TLVS:
+            found.add("done-tlvs")
+        if msg_type in NLDEV_TYPES:
+            for attr in attributes(raw[offset + 16 : offset + length]):
+                (attr_length, number) = NLA.unpack_from(attr)
+                body = attr[4:attr_length]
+                if FORMAT_OF_NUMBER.get(number & 0x3FFF) == "str" and b"\0" in body:
+                    text = body[: body.index(b"\0")]
+                    try:
+                        text.decode()
+                    except UnicodeDecodeError:
+                        found.add("string")
+                    if text != body.strip(b"\0"):
+                        found.add("string")
+        offset += (length + 3) & ~3
+    return found
+
+
+# Each class once, as the unit tests describe them (tests/unit/test_rdma_netlink.py).
+QUIRKS = (
+    nlmsg(0x1401, nla(2, b"rxe0\0")) + HEADER.pack(8, 0x1401, 2, 1, 0) + b"\0" * 8,
+    HEADER.pack(21, 0x1401, 2, 1, 0) + NLA.pack(5, 12) + b"\4\0\0\0" + nlmsg(0x1401, nla(2, b"rxe1\0")),
+    HEADER.pack(16, NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -errno.EBUSY),
+    nlmsg(NLMSG_ERROR, struct.pack("=i", errno.EBUSY)),
+    nlmsg(NLMSG_DONE, struct.pack("=i", -errno.EINVAL) + nla(1, b"bad\0"), flags=2 | NLM_F_ACK_TLVS),
+    nlmsg(0x1401, nla(2, b"\0rxe0\0")),
+    nlmsg(0x1401, nla(2, b"rxe\xff0\0")),
+)
+
+
+def test_each_quirk_class_is_seen() -> None:
+    assert [sorted(pyroute2_quirks(raw)) for raw in QUIRKS] == [
+        ["short"],
+        ["unaligned"],
+        ["error-without-code"],
+        ["positive-error"],
+        ["done-tlvs"],
+        ["string"],
+        ["string"],
+    ]
+
+
+@pytest.mark.parametrize("raw", SEEDS)
+def test_decoder_agrees_with_pyroute2_on_the_recorded_replies(raw: bytes) -> None:
+    assert not pyroute2_quirks(raw)
+    assert outcome(nl.decode, raw) == outcome(oracle_decode, raw)
+
+
+@given(st.one_of(mutated_recordings(), attribute_streams(), well_formed().map(lambda case: case[0])))
+@example(CAPPED_ECHO)
+@example(INT_MIN_DONE)
+@example(INT_MIN_ERROR)
+def test_decoder_agrees_with_pyroute2(raw: bytes) -> None:
+    ours, theirs = outcome(nl.decode, raw), outcome(oracle_decode, raw)
+    quirks = pyroute2_quirks(raw)
+    if not quirks:
+        assert ours == theirs
+    elif quirks == {"string"}:  # same messages and errors; only string values (or their presence) differ
+        assert ours[0] == theirs[0]
+        if ours[0] == "ok":
+            assert isinstance(ours[1], list) and isinstance(theirs[1], list) and len(ours[1]) == len(theirs[1])
+            strings = {name for name, fmt in FORMAT.items() if fmt == "str"}
+            for mine, old in zip(ours[1], theirs[1], strict=True):
+                assert set(mine) - strings == set(old) - strings
+                assert {k: v for k, v in mine.items() if k not in strings} == {
+                    k: v for k, v in old.items() if k not in strings
+                }
+    decode_only_documented(raw)
+
+
+def _request_attrs() -> st.SearchStrategy[list[tuple[str, int | str]]]:
+    names = [name for name in FORMAT if name != "PAD"]
+    text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=20)
+    return st.lists(
+        st.sampled_from(names).flatmap(
+            lambda name: st.tuples(
+                st.just(name), text if FORMAT[name] == "str" else st.integers(0, 2 ** (8 * SIZE[FORMAT[name]]) - 1)
+            )
+        ),
+        max_size=6,
+    )
+
+
+@given(
+    st.sampled_from([nl.CMD_GET, nl.CMD_SET, nl.CMD_PORT_GET, nl.CMD_SYS_GET, nl.CMD_SYS_SET]),
+    _request_attrs(),
+    st.sampled_from([nl.FLAGS_DOIT, nl.FLAGS_DUMP, 0x1]),
+    st.integers(0, 2**32 - 1),
+)
+def test_requests_encode_as_pyroute2_encodes_them(
+    cmd: int, attrs: list[tuple[str, int | str]], flags: int, seq: int
+) -> None:
+    msg = OracleMessage()
+    msg["header"].update(type=nl.message_type(cmd), flags=flags, sequence_number=seq, pid=0)
+    msg["attrs"] = list(attrs)
+    msg.encode()
+    assert nl.encode_request(cmd, attrs, flags=flags, seq=seq) == bytes(msg.data)

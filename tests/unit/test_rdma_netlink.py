@@ -3,8 +3,11 @@ and iproute2's own output for the same exchanges; plus malformed and error repli
 
 from __future__ import annotations
 
+import collections
 import errno
+import socket
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -232,3 +235,319 @@ def test_socket_without_rdma_netlink_raises_eprotonosupport() -> None:
         return
     sock.close()
     pytest.skip("this kernel has NETLINK_RDMA; the no-RDMA path is covered where it has not")
+
+
+# --- decoding details (where the pyroute2 marshal this decoder replaced read differently) ----------
+
+
+def _raw(mtype: int, body: bytes, *, flags: int = 2, seq: int = 1, length: int | None = None) -> bytes:
+    return struct.pack("=IHHII", 16 + len(body) if length is None else length, mtype, flags, seq, 0) + body
+
+
+def _code(code: int) -> bytes:
+    return struct.pack("=i", code)
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b"rxe0\0", "rxe0"),
+        (b"rxe0\0\0\0\0", "rxe0"),  # more NULs inside the attribute: the text ends at the first
+        (b"ab\0cd\0", "ab"),  # the kernel and iproute2 read up to the first NUL (pyroute2: "ab\x00cd")
+        (b"\0rxe0\0", ""),  # (pyroute2 stripped NULs at both ends: "rxe0")
+        (b"mlx\xff5\0", "mlx\ufffd5"),  # no UTF-8: replaced (pyroute2 dropped the attribute altogether)
+        ("ümlaut_0".encode() + b"\0", "ümlaut_0"),
+    ],
+)
+def test_strings_end_at_the_first_nul(body: bytes, text: str) -> None:
+    (attrs,) = nl.decode(_message(_nla(2, body), _nla(1, struct.pack("=I", 3))))
+    assert attrs == {"DEV_NAME": text, "DEV_INDEX": 3}
+
+
+def test_invalid_utf8_name_keeps_the_device() -> None:
+    # Before, the undecodable name vanished and the whole GET dump failed with "reply lacks DEV_NAME".
+    device = nl.parse_device(nl.decode(_message(_nla(2, b"\xc3(\0"), _nla(1, struct.pack("=I", 0))))[0])
+    assert (device.name, device.index) == ("\ufffd(", 0)
+
+
+def test_repeated_attribute_last_one_counts() -> None:
+    (attrs,) = nl.decode(_message(_nla(1, struct.pack("=I", 1)), _nla(1, struct.pack("=I", 2))))
+    assert attrs == {"DEV_INDEX": 2}
+
+
+def test_messages_are_aligned_like_the_kernel_aligns_them() -> None:
+    # A length that is no multiple of 4 (a u8 without its padding): the next message starts at the
+    # next 4-byte boundary (NLMSG_ALIGN), as the kernel and libmnl walk them.
+    first = _raw(0x1401, struct.pack("=HHB", 5, 12, 4), length=21) + b"\0\0\0"
+    assert nl.decode(first + _raw(0x1401, _nla(2, b"rxe1\0"))) == [{"PORT_STATE": 4}, {"DEV_NAME": "rxe1"}]
+    assert nl.decode(first[:-3]) == [{"PORT_STATE": 4}]  # the last one needs no padding behind it
+
+
+@pytest.mark.parametrize("length", [1, 8, 15])
+def test_message_length_below_the_header_raises(length: int) -> None:
+    with pytest.raises(NetlinkDecodeError, match="shorter than its 16-byte header"):
+        nl.decode(_raw(0x1401, b"\0" * 16, length=length))
+
+
+def test_error_message_without_its_code_raises() -> None:
+    with pytest.raises(NetlinkDecodeError, match="no error code"):
+        nl.decode(_raw(2, b"", flags=0) + _code(-errno.EBUSY))  # length 16: the code lies outside
+
+
+def test_positive_error_code_is_that_errno() -> None:
+    # No kernel sends one; libmnl (iproute2) reports it as the errno, and so does this decoder.
+    with pytest.raises(NetlinkError) as info:
+        nl.decode(_raw(2, _code(errno.EPERM), flags=0))
+    assert info.value.errno == errno.EPERM
+
+
+@pytest.mark.parametrize("flags", [0x2, 0x2 | 0x200])  # NLM_F_MULTI, with or without NLM_F_ACK_TLVS
+def test_done_error_with_or_without_tlvs(flags: int) -> None:
+    tlv = _nla(1, b"bad dump\0") if flags & 0x200 else b""
+    with pytest.raises(NetlinkError) as info:
+        nl.decode(_raw(3, _code(-errno.EOPNOTSUPP) + tlv, flags=flags))
+    assert info.value.errno == errno.EOPNOTSUPP
+    assert nl.decode(_raw(3, _code(0) + tlv, flags=flags)) == []
+    assert nl.decode(_raw(3, b"", flags=flags)) == []  # a DONE without its int: the end, no error
+
+
+def test_other_message_types_are_empty_records() -> None:
+    assert nl.decode(_raw(0x10, _nla(2, b"x\0")) + _raw(1, b"")) == [{}, {}]
+
+
+def test_empty_reply_and_short_tails() -> None:
+    assert nl.decode(b"") == []
+    assert nl.decode(GOOD + b"\0" * 15) == [nl.decode(GOOD)[0]]  # too short to be a message: ignored
+    with pytest.raises(NetlinkDecodeError, match="no complete message"):
+        nl.decode(GOOD[:15])
+
+
+def test_first_failing_message_decides_unless_framing_breaks() -> None:
+    ebusy = _raw(2, _code(-errno.EBUSY) + GOOD[:16], flags=0)
+    bad = _message(_nla(1, b"\1"))
+    with pytest.raises(NetlinkError, match="EBUSY"):
+        nl.decode(ebusy + bad + GOOD)
+    with pytest.raises(NetlinkDecodeError, match="attribute 1 has 1 bytes"):
+        nl.decode(bad + ebusy)
+    with pytest.raises(NetlinkDecodeError, match="after the last complete message"):
+        nl.decode(ebusy + struct.pack("=IHHII", 4096, 0x1401, 2, 1, 1))  # a broken header ends it all
+
+
+def test_cut_error_keeps_its_errno_behind_a_message() -> None:
+    raw = reply_bytes(KERNELS[0], "sys_set_exclusive_ebusy")
+    with pytest.raises(NetlinkError) as info:
+        nl.decode(GOOD + raw[:24])  # code intact, echoed request cut
+    assert info.value.errno == errno.EBUSY
+    with pytest.raises(NetlinkDecodeError):  # alone, its length exceeds all there is: framing is broken
+        nl.decode(raw[:24])
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ([("DEV_NAME", "rxe0")], "090002007278653000000000"),  # NUL-terminated, padded to 4
+        ([("NDEV_NAME", "eth0"), ("DEV_INDEX", 7)], "09003300657468300000000008000100" + "07000000"),
+        ([("NODE_GUID", 0x0C42A10300AB12CD)], "0c000600cd12ab0003a1420c"),
+    ],
+)
+def test_request_attribute_encoding(attrs: list[tuple[str, int | str]], expected: str) -> None:
+    raw = nl.encode_request(nl.CMD_SET, attrs, flags=nl.FLAGS_DOIT, seq=9)
+    assert raw[16:].hex() == expected
+    assert struct.unpack_from("=IHHII", raw) == (len(raw), 0x1402, 0x5, 9, 0)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [[("LINK_TYPE", "rxe")], [("DEV_INDEX", "0")], [("DEV_NAME", 1)], [("NETNS_MODE", 256)], [("PAD", 0)]],
+)
+def test_request_encoding_refuses_what_the_kernel_would(attrs: list[tuple[str, int | str]]) -> None:
+    with pytest.raises((ValueError, struct.error)):
+        nl.encode_request(nl.CMD_SET, attrs, flags=nl.FLAGS_DOIT)
+
+
+# --- the socket path, against a fake kernel behind create_socket ------------------------------------
+
+Datagram = tuple[bytes, int] | BaseException  # (bytes, sender port id) or what recvfrom raises
+
+
+class FakeSocket:
+    """What ``pyroute2.netns.create_socket`` returns, with the kernel replaced by ``answer``: it gets
+    each request and returns the datagrams to queue; an empty queue times out (EAGAIN), as the socket
+    with SO_RCVTIMEO would."""
+
+    def __init__(self, answer: Callable[[bytes], list[Datagram]]) -> None:
+        self.answer = answer
+        self.queue: collections.deque[Datagram] = collections.deque()
+        self.sent: list[bytes] = []
+        self.timeout: float | None = None
+        self.closed = False
+
+    def setsockopt(self, level: int, option: int, value: bytes) -> None:
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVTIMEO)
+        seconds, microseconds = struct.unpack("@ll", value)
+        self.timeout = seconds + microseconds / 1e6
+
+    def sendto(self, data: bytes, address: tuple[int, int]) -> int:
+        assert address == (0, 0) and not self.closed
+        self.sent.append(data)
+        self.queue.extend(self.answer(data))
+        return len(data)
+
+    def recvfrom_into(self, buffer: bytearray, nbytes: int, flags: int) -> tuple[int, tuple[int, int]]:
+        assert nbytes == 0 and flags == socket.MSG_TRUNC and not self.closed
+        if not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")  # SO_RCVTIMEO passed
+        item = self.queue.popleft()
+        if isinstance(item, BaseException):
+            raise item
+        data, sender = item
+        size = min(len(data), len(buffer))
+        buffer[:size] = data[:size]
+        return len(data), (sender, 0)  # MSG_TRUNC: the datagram's real length
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]]:
+    """Install a fake kernel; returns the list of sockets the adapter opened."""
+
+    def install(answer: Callable[[bytes], list[Datagram]]) -> list[FakeSocket]:
+        opened: list[FakeSocket] = []
+
+        def create_socket(netns: object, family: int, kind: int, proto: int) -> FakeSocket:
+            assert (netns, family, kind, proto) == (None, socket.AF_NETLINK, socket.SOCK_DGRAM, nl.NETLINK_RDMA)
+            opened.append(FakeSocket(answer))
+            return opened[-1]
+
+        monkeypatch.setattr(nl, "create_socket", create_socket)
+        return opened
+
+    return install
+
+
+def _seq(request: bytes) -> int:
+    return int(struct.unpack_from("=I", request, 8)[0])
+
+
+def _with_seq(raw: bytes, seq: int) -> bytes:
+    """Recorded messages with their sequence number replaced."""
+    out = bytearray(raw)
+    offset = 0
+    while offset + 16 <= len(out):
+        struct.pack_into("=I", out, offset + 8, seq)
+        offset += (struct.unpack_from("=I", out, offset)[0] + 3) & ~3
+    return bytes(out)
+
+
+def test_socket_dump_across_datagrams_skips_strangers(
+    kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
+) -> None:
+    dump = reply_bytes(KERNELS[1], "dev_get_dump")
+    rxe0 = dump[: struct.unpack_from("=I", dump)[0]]
+    rest = dump[len(rxe0) :]
+
+    def answer(request: bytes) -> list[Datagram]:
+        seq = _seq(request)
+        return [
+            (_with_seq(GOOD, seq + 100), 0),  # left over from another exchange
+            (_with_seq(rxe0, seq), 0),
+            (_with_seq(GOOD, seq), 4242),  # not from the kernel
+            (_with_seq(GOOD, seq + 100) + _with_seq(rest, seq), 0),  # a stranger first in a datagram
+            (_with_seq(GOOD, seq), 0),  # after NLMSG_DONE: never read
+        ]
+
+    opened = kernel(answer)
+    with nl.RdmaNetlink() as rdma:
+        (sock,) = opened
+        assert [d.name for d in rdma.devices()] == ["rxe0", "rxe1"]
+        assert [d.name for d in rdma.devices()] == ["rxe0", "rxe1"]  # the unread datagram is skipped
+    assert sock.closed and len(opened) == 1 and sock.timeout == nl.REPLY_TIMEOUT
+    assert sock.sent == [nl.encode_request(nl.CMD_GET, flags=nl.FLAGS_DUMP, seq=seq) for seq in (1, 2)]
+
+
+def test_socket_doit_reads_through_the_ack(
+    kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
+) -> None:
+    reply = reply_bytes(KERNELS[0], "port_get_doit_rxe0_p1")  # the reply, then the ACK
+    ack_at = struct.unpack_from("=I", reply)[0]
+
+    def answer(request: bytes) -> list[Datagram]:
+        return [(_with_seq(reply[:ack_at], _seq(request)), 0), (_with_seq(reply[ack_at:], _seq(request)), 0)]
+
+    opened = kernel(answer)
+    with nl.RdmaNetlink() as rdma:
+        (sock,) = opened
+        port = rdma.port(0, 1)
+        assert (port.port, port.netdev) == (1, "d0")
+        assert not sock.queue  # the ACK was read with its reply, not left for the next request
+
+
+def test_socket_doit_without_ack_ends_at_its_reply(
+    kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
+) -> None:
+    single = reply_bytes(KERNELS[0], "sys_get_doit")
+    kernel(lambda request: [(_with_seq(single, _seq(request)), 0)])
+    with nl.RdmaNetlink() as rdma:
+        assert rdma.request(nl.CMD_SYS_GET, flags=0x1) == nl.decode(single)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (OSError(errno.ENOBUFS, "No buffer space available"), errno.ENOBUFS),
+        (InterruptedError(errno.EINTR, "Interrupted system call"), errno.EINTR),
+        (None, errno.ETIMEDOUT),  # nothing comes
+        (("big", 0), errno.EMSGSIZE),  # a datagram larger than the receive buffer
+    ],
+)
+def test_socket_failures_raise_the_errno_and_reopen(
+    kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]], failure: object, code: int
+) -> None:
+    answers = [0]
+    ok = reply_bytes(KERNELS[0], "sys_get_doit")
+
+    def answer(request: bytes) -> list[Datagram]:
+        answers[0] += 1
+        if answers[0] > 1:
+            return [(_with_seq(ok, _seq(request)), 0)]
+        if failure is None:
+            return []
+        if isinstance(failure, tuple):
+            return [(b"\0" * (nl.RECEIVE_BUFFER + 1), 0)]
+        assert isinstance(failure, BaseException)
+        return [failure]
+
+    opened = kernel(answer)
+    with nl.RdmaNetlink(timeout=0.25) as rdma:
+        assert opened[0].timeout == 0.25
+        with pytest.raises(NetlinkError) as info:
+            rdma.system()
+        assert info.value.errno == code and info.value.op == "SYS_GET"
+        assert opened[0].closed  # whatever is left of that exchange can't answer the next one
+        assert rdma.system().netns_mode is NetnsMode.SHARED
+    assert len(opened) == 2 and opened[1].closed
+
+
+def test_socket_broken_framing_is_a_decode_error(
+    kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
+) -> None:
+    kernel(lambda request: [(_with_seq(GOOD, _seq(request))[:40], 0)])  # the header claims more
+    with nl.RdmaNetlink() as rdma, pytest.raises(NetlinkDecodeError):
+        rdma.devices()
+
+
+def test_socket_path_against_this_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No NETLINK_RDMA here, but rtnetlink runs the same socket code for real (send, SO_RCVTIMEO,
+    # recvfrom_into with MSG_TRUNC, the sender check): it refuses NLDEV types with EOPNOTSUPP.
+    monkeypatch.setattr(nl, "NETLINK_RDMA", 0)  # NETLINK_ROUTE
+    try:
+        rdma = nl.RdmaNetlink(timeout=2)
+    except NetlinkError as err:
+        pytest.skip(f"no rtnetlink here: {err}")
+    with rdma:
+        for request in (rdma.devices, rdma.system, lambda: rdma.ports(0), rdma.devices):
+            with pytest.raises(NetlinkError) as info:
+                request()
+            assert info.value.errno == errno.EOPNOTSUPP
