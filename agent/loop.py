@@ -16,7 +16,7 @@ from typing import Protocol
 
 from agent.config import Config
 from agent.discover.rdma_netlink import RdmaNetlink
-from agent.discover.snapshot import take_snapshot
+from agent.discover.snapshot import SnapshotCache, take_snapshot
 from agent.model import ActionKind, AgentState, EnforcementState, NodeSnapshot, Problem, StageHealth
 from agent.reconcile.enforce import Enforcer
 from agent.reconcile.plan import EnforcerMemory, PlanInput, plan
@@ -54,6 +54,9 @@ class Agent:
         self.enforcer = Enforcer(config, netlink=netlink, write_hook=write_hook)
         self.memory: EnforcerMemory = self.enforcer.initial_memory()
         self._state = AgentState()
+        # What discovery keeps across cycles: sysfs facts that cannot change while their device
+        # lives, all read again every 10 minutes of cycles (SysfsCache says what is static and why).
+        self.discovery = SnapshotCache.for_interval(config.interval_seconds)
         self._health: dict[str, StageHealth] = {}
         self._last_cycle_end: float | None = None
         self.cycles = 0
@@ -87,7 +90,7 @@ class Agent:
         )
 
     def _snapshot(self) -> NodeSnapshot:
-        return take_snapshot(self.config.roots, netlink=self._netlink, clock=self._clock)
+        return take_snapshot(self.config.roots, netlink=self._netlink, clock=self._clock, cache=self.discovery)
 
     def _plan(self, snapshot: NodeSnapshot) -> EnforcementState:
         return plan(

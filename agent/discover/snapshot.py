@@ -4,6 +4,10 @@ Netlink is the authority for what ``rdma`` shows (indexes, port states, netdevs 
 live mode); sysfs adds what netlink lacks (link layer, rate, PCI function, char devices) and stands
 in when there is no RDMA netlink at all (ib_core not loaded: EPROTONOSUPPORT). Every reader isolates
 its own failures and returns them as problems, so one bad source never blanks the report.
+
+The agent's loop passes a :class:`SnapshotCache`, so that a cycle re-reads only what can change
+(:class:`~agent.discover.sysfs.SysfsCache` says what is static and why); a snapshot taken with it
+equals one taken without (tests/reliability/test_cache_equivalence.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import replace
 from agent.config import HostRoots
 from agent.discover import modprobe, procfs, sysfs
 from agent.discover.rdma_netlink import RdmaNetlink
+from agent.discover.sysfs import SysfsCache
 from agent.errors import DiscoveryError, NetlinkError
 from agent.model import (
     CharDevice,
@@ -31,11 +36,12 @@ from agent.model import (
 logger = logging.getLogger(__name__)
 
 NetlinkFactory = Callable[[], RdmaNetlink]
+NetlinkDevice = tuple[RdmaDevice, tuple[RdmaPort, ...]]  # a GET dump entry and its PORT_GET dump
 
 
 def _read_netlink(
     factory: NetlinkFactory,
-) -> tuple[bool, str | None, SystemInfo | None, list[RdmaDevice], list[Problem]]:
+) -> tuple[bool, str | None, SystemInfo | None, list[NetlinkDevice], list[Problem]]:
     """Devices with their ports, and SYS_GET. Per-device port errors are isolated."""
     problems: list[Problem] = []
     try:
@@ -45,7 +51,7 @@ def _read_netlink(
             logger.debug("no RDMA netlink: %s", err)
             return False, str(err), None, [], []
         return False, str(err), None, [], [Problem(code="netlink_error", message=f"RDMA netlink: {err}")]
-    devices: list[RdmaDevice] = []
+    devices: list[NetlinkDevice] = []
     system: SystemInfo | None = None
     with sock:
         try:
@@ -65,7 +71,7 @@ def _read_netlink(
                     )
                 )
                 ports = ()
-            devices.append(replace(device, ports=ports))
+            devices.append((device, ports))
         try:
             system = sock.system()
         except DiscoveryError as err:
@@ -89,39 +95,117 @@ def merge_port(nl: RdmaPort | None, fs: RdmaPort | None) -> RdmaPort:
     )
 
 
-def merge_device(nl: RdmaDevice | None, fs: RdmaDevice | None) -> RdmaDevice:
-    """One device seen by netlink and/or sysfs. Netlink wins where both speak."""
+def merge_device(
+    nl: NetlinkDevice | None,
+    fs: RdmaDevice | None,
+    char_devices: tuple[str, ...] = (),
+    *,
+    fs_ports_merged: bool = False,
+) -> RdmaDevice:
+    """One device seen by netlink (its GET entry and ports) and/or sysfs, with the names of its char
+    devices. Netlink wins where both speak. ``fs_ports_merged``: sysfs's ports were read with
+    netlink's as hints (``read_rdma_devices(netlink=…)``), so a port both have is merged already.
+    One object is built per device: snapshots of thousands of devices are taken every cycle."""
     if nl is None:
         assert fs is not None
-        return fs
+        return fs if fs.char_devices == char_devices else replace(fs, char_devices=char_devices)
+    device, nl_ports = nl
     if fs is None:
-        return nl
-    fs_ports = {p.port: p for p in fs.ports}
-    nl_ports = {p.port: p for p in nl.ports}
-    ports = tuple(merge_port(nl_ports.get(n), fs_ports.get(n)) for n in sorted(fs_ports.keys() | nl_ports.keys()))
+        return replace(device, ports=nl_ports, char_devices=char_devices)
+    by_nl = {p.port: p for p in nl_ports}
+    if fs_ports_merged and by_nl.keys() <= {p.port for p in fs.ports}:
+        ports = fs.ports
+    else:
+        by_fs = {p.port: p for p in fs.ports}
+        ports = tuple(
+            by_fs[n] if fs_ports_merged and n in by_fs and n in by_nl else merge_port(by_nl.get(n), by_fs.get(n))
+            for n in sorted(by_fs.keys() | by_nl.keys())
+        )
     return replace(
-        nl,
-        fw_version=nl.fw_version or fs.fw_version,
-        node_type=nl.node_type or fs.node_type,
+        device,
+        fw_version=device.fw_version or fs.fw_version,
+        node_type=device.node_type or fs.node_type,
         pci_address=fs.pci_address,
-        port_count=max(nl.port_count, fs.port_count),
+        port_count=max(device.port_count, fs.port_count),
         ports=ports,
+        char_devices=char_devices,
     )
 
 
-def merge_devices(netlink: Iterable[RdmaDevice], sysfs_devices: Iterable[RdmaDevice]) -> tuple[RdmaDevice, ...]:
-    by_nl = {d.name: d for d in netlink}
+# The inputs of one merged device and the result: (netlink's, sysfs's, char device names, merged).
+Merged = tuple[NetlinkDevice | None, RdmaDevice | None, tuple[str, ...], RdmaDevice]
+
+
+class MergeMemo:
+    """What :func:`merge_devices` did last time: each device's inputs and merge, the char devices'
+    owners, and the answer."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, Merged] = {}
+        self.chars: tuple[CharDevice, ...] | None = None
+        self.owned: dict[str, tuple[str, ...]] = {}
+        self.answer: tuple[RdmaDevice, ...] = ()
+
+
+def merge_devices(
+    netlink: Iterable[NetlinkDevice],
+    sysfs_devices: Iterable[RdmaDevice],
+    chars: Iterable[CharDevice] = (),
+    *,
+    fs_ports_merged: bool = False,
+    memo: MergeMemo | None = None,
+) -> tuple[RdmaDevice, ...]:
+    """Every device either source has, with its char devices, by netlink index then name.
+
+    ``memo``: what the last call did, updated. A device whose netlink view is equal to last time's,
+    whose sysfs view is the very same object (the sysfs reader gives unchanged devices again) and
+    whose char devices are the same is not merged again; when no device changed, neither does the
+    answer."""
+    by_nl = {d.name: (d, ports) for d, ports in netlink}
     by_fs = {d.name: d for d in sysfs_devices}
-    merged = [merge_device(by_nl.get(n), by_fs.get(n)) for n in by_nl.keys() | by_fs.keys()]
-    return tuple(sorted(merged, key=lambda d: (d.index is None, d.index or 0, d.name)))
+    chars = chars if isinstance(chars, tuple) else tuple(chars)
+    if memo is not None and memo.chars is chars:  # the char reader gives an unchanged answer again
+        owned = memo.owned
+    else:
+        names: dict[str, list[str]] = {}
+        for char in chars:
+            if char.rdma_device is not None:
+                names.setdefault(char.rdma_device, []).append(char.name)
+        owned = {device: tuple(sorted(found)) for device, found in names.items()}
+    last = memo.devices if memo is not None else {}
+    done: dict[str, Merged] = {}
+    unchanged = True
+    for name in by_nl.keys() | by_fs.keys():
+        nl, fs, mine = by_nl.get(name), by_fs.get(name), owned.get(name, ())
+        was = last.get(name)
+        if was is not None and was[1] is fs and was[2] == mine and was[0] == nl:
+            done[name] = was
+        else:
+            done[name] = (nl, fs, mine, merge_device(nl, fs, mine, fs_ports_merged=fs_ports_merged))
+            unchanged = False
+    if memo is not None and unchanged and len(done) == len(last):
+        answer = memo.answer
+    else:
+        answer = tuple(sorted((m[3] for m in done.values()), key=lambda d: (d.index is None, d.index or 0, d.name)))
+    if memo is not None:
+        memo.devices, memo.chars, memo.owned, memo.answer = done, chars, owned, answer
+    return answer
 
 
-def attach_char_devices(devices: Iterable[RdmaDevice], chars: Iterable[CharDevice]) -> tuple[RdmaDevice, ...]:
-    owned: dict[str, list[str]] = {}
-    for char in chars:
-        if char.rdma_device is not None:
-            owned.setdefault(char.rdma_device, []).append(char.name)
-    return tuple(replace(d, char_devices=tuple(sorted(owned.get(d.name, ())))) for d in devices)
+class SnapshotCache:
+    """What :func:`take_snapshot` keeps from one snapshot to the next; the agent's loop holds one.
+    ``sysfs``: the facts sysfs cannot change while a device lives (:class:`SysfsCache` says which,
+    and why); ``merged``: last snapshot's merged devices, given again while netlink, sysfs and the
+    char devices say the same. A snapshot taken with it equals one taken without."""
+
+    def __init__(self, sysfs_cache: SysfsCache | None = None) -> None:
+        self.sysfs = sysfs_cache if sysfs_cache is not None else SysfsCache()
+        self.merged = MergeMemo()
+
+    @classmethod
+    def for_interval(cls, interval_seconds: float) -> SnapshotCache:
+        """For a loop that snapshots every ``interval_seconds`` (see :meth:`SysfsCache.for_interval`)."""
+        return cls(SysfsCache.for_interval(interval_seconds))
 
 
 def derive_problems(
@@ -187,21 +271,30 @@ def take_snapshot(
     *,
     netlink: NetlinkFactory = RdmaNetlink,
     clock: Callable[[], float] = time.time,
+    cache: SnapshotCache | None = None,
 ) -> NodeSnapshot:
-    """Read everything once and freeze it."""
+    """Read everything once and freeze it.
+
+    ``cache``: what earlier snapshots learnt that cannot have changed (:class:`SnapshotCache`; the
+    agent's loop passes its own); None reads everything. Either way the snapshot is the same.
+    Netlink's ports are handed to the sysfs reader, which then skips what netlink already said."""
     taken_at = clock()
+    fs_cache = cache.sysfs if cache is not None else None
+    if fs_cache is not None:
+        fs_cache.begin_snapshot()
     available, nl_error, system, nl_devices, problems = _read_netlink(netlink)
 
-    fs_devices, fs_problems = sysfs.read_rdma_devices(roots)
+    nl_ports = {(device.name, port.port): port for device, ports in nl_devices for port in ports}
+    fs_devices, fs_problems = sysfs.read_rdma_devices(roots, cache=fs_cache, netlink=nl_ports)
     problems.extend(fs_problems)
-    devices = merge_devices(nl_devices, fs_devices)
+    char_devices = sysfs.read_char_devices(roots, cache=fs_cache)
+    devices = merge_devices(nl_devices, fs_devices, char_devices, fs_ports_merged=True,
+                            memo=cache.merged if cache is not None else None)  # fmt: skip
 
     pci_functions, pci_problems = sysfs.read_pci_functions(
-        roots, extra=[d.pci_address for d in devices if d.pci_address]
+        roots, extra=[d.pci_address for d in devices if d.pci_address], cache=fs_cache
     )
     problems.extend(pci_problems)
-    char_devices = sysfs.read_char_devices(roots)
-    devices = attach_char_devices(devices, char_devices)
 
     modules = procfs.read_modules(roots)
     kernel = procfs.read_kernel(roots)

@@ -8,7 +8,19 @@ file and return a value, or raise ``ValueError`` on text the kernel never prints
 tree. A missing optional file is None, not an error. One odd device never blanks the rest: errors are
 kept per device (or PCI function) and returned as :class:`~agent.model.Problem` with code
 ``sysfs_read_error``, while every other device is still reported. A device that vanishes between
-listing and reading (``rdma link delete``, a VF being removed) is left out quietly.
+listing and reading (``rdma link delete``, a VF being removed) is left out quietly. A class directory
+that exists but cannot be listed is one problem about that directory.
+
+The readers run every cycle (30 s by default) on nodes with thousands of PCI functions, so they use
+plain ``os`` calls on str paths (``os.scandir``, ``os.open``/``os.read``, ``os.readlink``) and read
+less: what cannot change while a sysfs object lives is kept across cycles in a :class:`SysfsCache`
+(the agent's loop holds one; ``cache=None`` reads everything, as a first cycle does). See
+:class:`SysfsCache` for what is static, what is read every cycle, and why. The netdevs and RDMA
+devices of a PCI function come from one listing of ``class/net`` and of ``class/infiniband`` (each
+entry's ``device`` link) rather than from listing every function's ``net/`` and ``infiniband/``:
+the kernel keeps both views alike, including for a netdev moved into another network namespace,
+which leaves both. ``device`` links are resolved with one ``readlink`` (sysfs links are relative and
+point straight at the device directory), not with ``realpath``.
 
 Kernel ABI documents: Documentation/ABI/stable/sysfs-class-infiniband (class/infiniband,
 infiniband_verbs, infiniband_mad), Documentation/ABI/testing/sysfs-bus-pci (bus/pci/devices, SR-IOV),
@@ -19,14 +31,18 @@ drivers/pci/iov.c.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
+import math
 import os
+import posixpath
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import replace
-from pathlib import Path
-from typing import Final, TypeVar
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Final, Generic, TypeVar
 
 from agent.config import HostRoots
 from agent.model import (
@@ -158,14 +174,191 @@ def natural_key(name: str) -> tuple[tuple[int, str], ...]:
     return tuple((int(p), "") if p.isascii() and p.isdecimal() else (-1, p) for p in re.split(r"([0-9]+)", name) if p)
 
 
+# --- the cross-cycle cache --------------------------------------------------------------------------
+
+Key = tuple[str, int]  # a sysfs object's identity: (entry name, inode number of the entry)
+STATIC_MAX_AGE_SECONDS: Final = 600.0  # the longest a fact treated as static goes unread
+
+
+class _Miss(enum.Enum):
+    MISS = 0
+
+
+MISS: Final = _Miss.MISS
+
+
+class _Facts(Generic[T]):
+    """Facts by identity. What is read at an identity's first sighting is not kept (the kernel may
+    still be filling the entry in); from the next snapshot on, a clean read is kept until the identity
+    leaves its listing (:meth:`retain`) or the cache is refreshed."""
+
+    __slots__ = ("facts", "first_seen")
+
+    def __init__(self) -> None:
+        self.facts: dict[Key, T] = {}
+        self.first_seen: dict[Key, int] = {}
+
+    def get(self, key: Key) -> T | _Miss:
+        return self.facts.get(key, MISS)
+
+    def put(self, key: Key, value: T, snapshot: int) -> None:
+        if self.first_seen.setdefault(key, snapshot) < snapshot:
+            self.facts[key] = value
+
+    def retain(self, keys: set[Key]) -> None:
+        """Forget identities that are no longer listed (gone, or re-created with a new inode)."""
+        if len(self.facts) > len(keys) or not keys.issuperset(self.facts):
+            self.facts = {k: v for k, v in self.facts.items() if k in keys}
+        if len(self.first_seen) > len(keys) or not keys.issuperset(self.first_seen):
+            self.first_seen = {k: v for k, v in self.first_seen.items() if k in keys}
+
+
+@dataclass(frozen=True, slots=True)
+class _RdmaStatic:
+    node_type: str | None
+    node_guid: str | None
+    sys_image_guid: str | None
+    fw_version: str | None
+    ports: tuple[tuple[int, str | None], ...]  # (port number, link_layer)
+    real: str  # the device's directory (devices/…/infiniband/<dev>): dynamic reads skip the class link
+    port_dirs: tuple[str, ...]  # real + "/ports/<n>", for each port
+
+
+@dataclass(frozen=True, slots=True)
+class _PciStatic:
+    vendor: str | None
+    device: str | None
+    subsystem_vendor: str | None
+    subsystem_device: str | None
+    pci_class: str | None
+    numa_node: int | None
+    physfn: str | None
+    sriov: bool  # an SR-IOV PF: sriov_totalvfs/sriov_numvfs exist
+    real: str  # the function's directory (devices/pci…/<address>): dynamic reads skip the bus link
+
+
+VirtfnMemo = tuple[tuple[int, tuple[str, ...]], tuple[str, ...]]  # ((numvfs, virtfnN names), VF addresses)
+
+
+class SysfsCache:
+    """What the sysfs readers keep from one snapshot to the next, so that a warm cycle reads only what
+    can change. The agent's loop holds one and passes it to ``take_snapshot(cache=…)``.
+
+    **Identity.** A sysfs object is known by its directory entry: (name, inode number), the inode
+    number coming free with the listing (``os.scandir``'s ``DirEntry.inode()``, getdents' d_ino; no
+    stat). kernfs numbers its nodes from a cyclic allocator, so a device removed and created again
+    under the same name (hot-unplug and re-plug, ``rdma link delete``/``add``, ``sriov_numvfs`` 0 → N,
+    a driver reload re-registering its RDMA devices) is a new identity, and so is a renamed netdev or
+    RDMA device (new name). Facts about identities that leave their listing are dropped.
+
+    **Static while the identity lives** (read once, then kept): an RDMA device's node_type,
+    node_guid, sys_image_guid, fw_ver, port numbers and each port's link_layer (set when ib_core
+    registers the device; changing them — new firmware, an mlx4 port type change — re-registers it;
+    a live firmware patch that keeps the device shows at the next refresh, and netlink's
+    FW_VERSION, read every cycle, wins anyway); the PCI function behind each ``class/infiniband``
+    and ``class/net`` entry (its ``device`` link, made by device_add()); where an RDMA device's and a
+    PCI function's directories are (dynamic reads skip the class and bus links); a PCI function's
+    vendor, device, subsystem ids, class, numa_node, ``physfn`` and whether it is an SR-IOV PF
+    (pci_dev fields set at enumeration); a char device's port, and its ibdev while the
+    ``class/infiniband`` listing is unchanged (ibdev prints the RDMA device's current name, and
+    ``rdma dev set … name`` or udev's persistent naming renames devices after they appear).
+
+    **Read every cycle:** port state, phys_state, lid and sm_lid, and the port's netdev with its
+    ifindex — each only when netlink did not give it (netlink wins in the merge anyway), with the
+    ``parent`` fallback (rxe and siw print their netdev's current name there); port rate (follows the
+    link speed); a PCI function's driver link (rebinding a VF to vfio-pci is common); sriov_totalvfs
+    and sriov_numvfs, and a PF's ``virtfnN`` names (their targets are read again when those or
+    sriov_numvfs changed, or did not agree); which netdevs and RDMA devices sit on which function
+    (from that cycle's listings of class/net and class/infiniband); which char device nodes exist
+    (one listing of /dev/infiniband); ib_core's netns mode.
+
+    **Never kept:** a read that failed (its error is reported again next cycle, as without a cache)
+    and a read at an identity's first sighting: the kernel makes an entry visible before it is
+    complete (device_add() links the class entry before it adds attribute groups,
+    ib_register_device() adds ``ports/`` after device_add(), a VF's ``physfn`` link comes after its
+    bus entry), so facts are kept from the second snapshot that sees the identity.
+
+    **Refresh:** every ``refresh_every`` snapshots all kept facts are dropped and read again, which
+    bounds how stale a fact treated as static can be (:meth:`for_interval`: 10 minutes of cycles).
+
+    Not thread-safe: one cache per loop. ``take_snapshot`` calls :meth:`begin_snapshot`.
+    """
+
+    def __init__(self, refresh_every: int = 20) -> None:
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be at least 1, got {refresh_every}")
+        self.refresh_every = refresh_every
+        self.snapshots = 0
+        self.refreshes = 0
+        self._rdma: _Facts[_RdmaStatic] = _Facts()
+        self._ib_links: _Facts[str | None] = _Facts()  # class/infiniband/<dev>/device → PCI function
+        self._net_links: _Facts[str | None] = _Facts()  # class/net/<netdev>/device → PCI function
+        self._pci: _Facts[_PciStatic] = _Facts()
+        self._chars: _Facts[tuple[str | None, int | None]] = _Facts()  # (ibdev, port)
+        self._virtfns: dict[Key, VirtfnMemo] = {}
+        self._order: dict[str, tuple[tuple[str, ...], list[str]]] = {}  # listing → natural order
+        # Last cycle's answers, given again while what they were made of is unchanged: fewer objects
+        # to build, and objects the snapshot's merge can tell unchanged by identity.
+        self._rdma_prev: dict[Key, tuple[_RdmaStatic, RdmaDevice]] = {}
+        self._pci_prev: dict[Key, tuple[_PciStatic, PciFunction]] = {}
+        self._links_memo: dict[str, tuple[dict[str, int], dict[str, str | None]]] = {}
+        self._on_functions_memo: (
+            tuple[dict[str, str | None], dict[str, str | None], dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]
+            | None
+        ) = None
+        self._chars_memo: tuple[tuple[object, ...], tuple[CharDevice, ...]] | None = None
+        self._chars_rdma_devices: dict[str, int] | None = None  # the class/infiniband the ibdevs were read with
+
+    @classmethod
+    def for_interval(cls, interval_seconds: float, max_age_seconds: float = STATIC_MAX_AGE_SECONDS) -> SysfsCache:
+        """A cache whose static facts are at most ``max_age_seconds`` old at one snapshot every
+        ``interval_seconds`` (30 s → a refresh every 20 snapshots)."""
+        if not interval_seconds > 0 or not math.isfinite(interval_seconds):
+            return cls(refresh_every=1)
+        return cls(refresh_every=max(1, math.floor(max_age_seconds / interval_seconds)))
+
+    def begin_snapshot(self) -> None:
+        """A new snapshot starts; every ``refresh_every``-th one reads everything again."""
+        self.snapshots += 1
+        if self.snapshots % self.refresh_every == 0:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Drop every kept fact. Identities already seen stay seen: what is read next is kept."""
+        self.refreshes += 1
+        for facts in (self._rdma, self._ib_links, self._net_links, self._pci, self._chars):
+            facts.facts = {}
+        self._virtfns = {}
+        self._links_memo = {}
+        self._on_functions_memo = None
+        self._chars_memo = None
+
+    def _ordered(self, where: str, names: Iterable[str]) -> list[str]:
+        """``names`` in natural order, sorted again only when the listing changed."""
+        listing = tuple(names)
+        memo = self._order.get(where)
+        if memo is not None and memo[0] == listing:
+            return memo[1]
+        order = sorted(listing, key=natural_key)
+        self._order[where] = (listing, order)
+        return order
+
+
 # --- reading helpers --------------------------------------------------------------------------------
+
+_O_READ: Final = os.O_RDONLY | os.O_CLOEXEC
+_CHUNK: Final = 8192  # a sysfs attribute is at most a page, and one read() returns all of it
 
 
 class _Errors:
-    """Read errors of one device, gathered into one Problem so one bad file costs one line."""
+    """Read errors of one device, gathered into one Problem so one bad file costs one line.
+    ``missing``: some read found no file (optional, or the device is going away)."""
+
+    __slots__ = ("items", "missing")
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.missing = False
 
     def add(self, what: str, err: Exception) -> None:
         if isinstance(err, OSError):
@@ -184,20 +377,54 @@ class _Errors:
         )
 
 
-def _read(path: Path, errors: _Errors, what: str, *, einval_is_empty: bool = False) -> str | None:
+# pathlib costs a Path object and several calls per step; these readers take thousands of steps
+# per cycle, so they use str paths and os calls (the "noqa: PTH" below), each in one place.
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)  # noqa: PTH110 - str paths in the hot path, see above
+
+
+def _mode(path: str) -> int:
+    return os.stat(path).st_mode  # noqa: PTH116 - str paths in the hot path, see above
+
+
+def _readlink(path: str) -> str:
+    return os.readlink(path)  # noqa: PTH115 - str paths in the hot path, see above
+
+
+def _read_bytes(path: str) -> bytes:
+    """The content of one file: open, one read (more only for a file larger than a page), close."""
+    fd = os.open(path, _O_READ)
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) < _CHUNK:
+            return data
+        parts = [data]
+        while chunk := os.read(fd, _CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _read(path: str, errors: _Errors, what: str, *, einval_is_empty: bool = False) -> str | None:
     """Text of one attribute file; None when it does not exist. Other failures are recorded."""
     try:
-        return path.read_text(errors="replace")
+        data = _read_bytes(path)
     except FileNotFoundError:
+        errors.missing = True
         return None
     except OSError as err:
         if einval_is_empty and err.errno == errno.EINVAL:
             return None
         errors.add(what, err)
         return None
+    text = data.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode reads
 
 
-def _parsed(path: Path, parse: Callable[[str], T], errors: _Errors, what: str) -> T | None:
+def _parsed(path: str, parse: Callable[[str], T], errors: _Errors, what: str) -> T | None:
     text = _read(path, errors, what)
     if text is None:
         return None
@@ -208,275 +435,622 @@ def _parsed(path: Path, parse: Callable[[str], T], errors: _Errors, what: str) -
         return None
 
 
-def _list(path: Path) -> list[str]:
+def _scan(path: str) -> dict[str, int]:
+    """Entry names → inode numbers, in listing order; {} when the directory does not exist. The
+    inode numbers are getdents' (no stat per entry)."""
+    try:
+        with os.scandir(path) as entries:
+            return {entry.name: entry.inode() for entry in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+
+
+def _list(path: str) -> list[str]:
     """Entry names, naturally sorted; [] when the directory does not exist (not an error)."""
     try:
-        return sorted((p.name for p in path.iterdir()), key=natural_key)
+        with os.scandir(path) as entries:
+            return sorted((entry.name for entry in entries), key=natural_key)
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _list_class(roots: HostRoots, path: Path, problems: list[Problem]) -> list[str]:
+def _scan_class(roots: HostRoots, path: str, problems: list[Problem]) -> dict[str, int]:
     """A top-level directory's entries (``class/infiniband``, ``class/net``); a directory that exists
     but cannot be listed is a problem about the whole class, not a crash."""
     try:
-        return _list(path)
+        return _scan(path)
     except OSError as err:
-        shown = roots.display(path)
+        shown = roots.display(Path(path))
         problems.append(Problem(code=READ_ERROR, message=f"cannot list {shown}: {err.strerror}", subject=shown))
-        return []
+        return {}
 
 
-def _link_name(path: Path) -> str | None:
-    """Basename of a symlink's target (``driver``, ``physfn``), or None when there is no link."""
+def _link_name(path: str, errors: _Errors | None = None) -> str | None:
+    """Basename of a symlink's target (``driver``, ``physfn``), or None when there is no link. A link
+    that does not exist marks ``errors`` missing (an unbound driver, or a device going away)."""
     try:
-        return path.readlink().name
+        target = _readlink(path)
+    except OSError as err:  # no such file, or not a symlink (EINVAL)
+        if errors is not None and isinstance(err, FileNotFoundError):
+            errors.missing = True
+        return None
+    name = target.rstrip("/").rpartition("/")[2]
+    return name if name not in ("", ".") else PurePosixPath(target).name
+
+
+def _pci_of(device_link: str) -> str | None:
+    """The PCI function behind a ``device`` link: itself when it points at one, or its parent when it
+    points at a virtio device (virtio-net: netdev → virtioN → PCI function). Other buses (USB,
+    auxiliary) give None: their nearest PCI ancestor is a controller, not the NIC.
+
+    No realpath: sysfs links are relative and end in the name of the device they point at
+    (kernfs_get_target_path() writes ``../../../0000:3b:00.0``), so one readlink answers. A virtio
+    target (whose parent is wanted) or a link that does not end in a name (``../..``, as
+    tools/capture_sysfs.py shortens them) is worked out with path arithmetic from the real directory
+    of the link (:func:`_real_dir`). At most two links are read, so a loop or garbage costs nothing
+    and names no PCI function."""
+    try:
+        target = _readlink(device_link)
     except OSError:  # no such file, or not a symlink (EINVAL)
         return None
-
-
-def _pci_of(device_link: Path) -> str | None:
-    """The PCI function behind a ``device`` link: itself when it resolves to one, or its parent when
-    it resolves to a virtio device (virtio-net: netdev → virtioN → PCI function). Other buses (USB,
-    auxiliary) give None: their nearest PCI ancestor is a controller, not the NIC."""
-    if not device_link.is_symlink():
+    name = posixpath.basename(posixpath.normpath(target))
+    if parse_pci_address(name):
+        return name
+    if name not in ("", ".", "..") and not _VIRTIO.match(name):
         return None
-    try:
-        target = device_link.resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        return None
-    if parse_pci_address(target.name):
-        return target.name
-    if _VIRTIO.match(target.name) and parse_pci_address(target.parent.name):
-        return target.parent.name
+    resolved = posixpath.normpath(posixpath.join(_real_dir(posixpath.dirname(device_link)), target))
+    name = posixpath.basename(resolved)
+    if parse_pci_address(name):
+        return name
+    if _VIRTIO.match(name):
+        parent = posixpath.basename(posixpath.dirname(resolved))
+        return parent if parse_pci_address(parent) else None
     return None
 
 
-def _gone(path: Path) -> bool:
-    return not path.exists()
+def _real_dir(path: str) -> str:
+    """Where a sysfs directory entry really is: ``class/net/eth0`` is a link (one hop, relative) to
+    ``devices/…/net/eth0``; a directory that is no link is where it is."""
+    try:
+        target = _readlink(path)
+    except OSError:
+        return path
+    return posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+
+
+def _gone(path: str) -> bool:
+    return not _exists(path)
+
+
+def _each(
+    kind: str,
+    subjects: Iterable[str],
+    path_of: Callable[[str], str],
+    read: Callable[[str, _Errors], T | None],
+    problems: list[Problem],
+) -> Iterator[T]:
+    """Read each item on its own: its errors become one Problem about it and never stop the others.
+    An item that vanished while it was read (``rdma link delete``, VFs removed) is left out quietly;
+    whether it vanished is asked only when one of its reads failed or found a file missing."""
+    for subject in subjects:
+        errors = _Errors()
+        try:
+            value = read(subject, errors)
+        except OSError as err:
+            errors.add(subject, err)
+            value = None
+        if (errors.items or errors.missing) and _gone(path_of(subject)):
+            logger.debug("%s %s vanished while it was read", kind, subject)
+            continue
+        problem = errors.problem(subject, kind)
+        if problem is not None:
+            problems.append(problem)
+        if value is not None:
+            yield value
+
+
+def _class_links(
+    cache: SysfsCache, roots: HostRoots, base: str, facts: _Facts[str | None], problems: list[Problem]
+) -> dict[str, str | None]:
+    """Entry name → the PCI function behind it, for every entry of a class directory (``device``
+    links, static per identity). An unchanged listing whose facts are all kept gives last answer."""
+    entries = _scan_class(roots, base, problems)
+    memo = cache._links_memo.get(base)
+    if memo is not None and memo[0] == entries:
+        return memo[1]
+    out: dict[str, str | None] = {}
+    for name, ino in entries.items():
+        key = (name, ino)
+        pci = facts.get(key)
+        if pci is MISS:
+            pci = _pci_of(f"{base}/{name}/device")
+            facts.put(key, pci, cache.snapshots)
+        out[name] = pci
+    keys = set(entries.items())
+    facts.retain(keys)
+    if facts.facts.keys() >= keys:
+        cache._links_memo[base] = (entries, out)
+    return out
 
 
 # --- RDMA devices -----------------------------------------------------------------------------------
 
 
-def read_rdma_devices(roots: HostRoots) -> tuple[tuple[RdmaDevice, ...], tuple[Problem, ...]]:
+def read_rdma_devices(
+    roots: HostRoots,
+    *,
+    cache: SysfsCache | None = None,
+    netlink: Mapping[tuple[str, int], RdmaPort] | None = None,
+) -> tuple[tuple[RdmaDevice, ...], tuple[Problem, ...]]:
     """Every RDMA device in ``class/infiniband/<dev>`` (Documentation/ABI/stable/
     sysfs-class-infiniband): node type and GUIDs, firmware, ports, and the PCI function behind it.
 
     ``index`` is left None (only netlink knows it) and ``char_devices`` empty (the snapshot joins
     :func:`read_char_devices`). No class/infiniband at all (ib_core not loaded) gives no devices
-    and no problem."""
-    base = roots.sysfs / "class" / "infiniband"
-    if not base.is_dir():
-        logger.debug("%s: no such directory, no RDMA devices", base)
-        return (), ()
-    devices: list[RdmaDevice] = []
+    and no problem.
+
+    ``netlink``: the ports netlink reported, by (device name, port number). Such a port is returned
+    as the snapshot merges it: netlink's port with sysfs's link_layer and rate, and with sysfs's
+    netdev and ifindex only when netlink named no netdev; what netlink gave is not read."""
+    cache = cache if cache is not None else SysfsCache()
+    sys_ = str(roots.sysfs)
+    base = sys_ + "/class/infiniband"
     problems: list[Problem] = []
-    for name in _list_class(roots, base, problems):
-        path = base / name
-        errors = _Errors()
-        try:
-            device = _read_rdma_device(roots, path, name, errors)
-        except OSError as err:
-            errors.add(name, err)
-            device = None
-        if _gone(path):  # deleted after the listing (rdma link delete): not a problem
-            logger.debug("RDMA device %s vanished while it was read", name)
-            continue
-        problem = errors.problem(name, "RDMA device")
-        if problem is not None:
-            problems.append(problem)
-        if device is not None:
-            devices.append(device)
-    return tuple(devices), tuple(problems)
+    entries = _scan_class(roots, base, problems)
+    if not entries:
+        logger.debug("%s: no RDMA devices", base)
+    hints = netlink if netlink is not None else {}
+    previous, cache._rdma_prev = cache._rdma_prev, {}
+
+    def read(name: str, errors: _Errors) -> RdmaDevice | None:
+        return _read_rdma_device(cache, sys_, base, (name, entries[name]), hints, previous, errors)
+
+    devices = tuple(_each("RDMA device", cache._ordered(base, entries), lambda n: f"{base}/{n}", read, problems))
+    keys = set(entries.items())
+    cache._rdma.retain(keys)
+    cache._ib_links.retain(keys)
+    return devices, tuple(problems)
 
 
-def _read_rdma_device(roots: HostRoots, path: Path, name: str, errors: _Errors) -> RdmaDevice | None:
-    """One ``class/infiniband/<dev>``; None when the directory is gone."""
-    if not path.is_dir():
-        if path.exists():  # a file where the device directory should be
-            errors.add(name, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
-        return None
-    parent = _parsed(path / "parent", parse_text, errors, "parent")  # rxe/siw on 6.x: the netdev
-    port_names = [p for p in _list(path / "ports") if p.isdigit()]
-    ports = tuple(
-        _read_port(roots, path / "ports" / p, int(p), parent if len(port_names) == 1 else None, errors)
-        for p in port_names
-    )
-    pci = _pci_of(path / "device")
+def _read_rdma_device(
+    cache: SysfsCache,
+    sys_: str,
+    base: str,
+    key: Key,
+    hints: Mapping[tuple[str, int], RdmaPort],
+    previous: dict[Key, tuple[_RdmaStatic, RdmaDevice]],
+    errors: _Errors,
+) -> RdmaDevice | None:
+    """One ``class/infiniband/<dev>``; None when the directory is gone. Last cycle's objects are
+    given again when nothing in them changed."""
+    name = key[0]
+    path = f"{base}/{name}"
+    cached = cache._rdma.get(key)
+    if isinstance(cached, _RdmaStatic):
+        static = cached
+    else:
+        before = len(errors.items)
+        read = _read_rdma_static(path, name, errors)
+        if read is None:
+            return None
+        static = read
+        if len(errors.items) == before and not (errors.missing and _gone(path)):
+            cache._rdma.put(key, static, cache.snapshots)
+    pci = cache._ib_links.get(key)
+    if pci is MISS:
+        pci = _pci_of(path + "/device")
+        cache._ib_links.put(key, pci, cache.snapshots)
+    last = previous.get(key)
+    old = last[1] if last is not None and last[0] is static else None
+    parent = static.real + "/parent" if len(static.ports) == 1 else None  # rxe/siw on 6.x: the netdev
+    old_ports = old.ports if old is not None else (None,) * len(static.ports)
+    ports = tuple([
+        _read_port(sys_, port_dir, number, link_layer, parent, hints.get((name, number)), errors, was)
+        for (number, link_layer), port_dir, was in zip(static.ports, static.port_dirs, old_ports, strict=True)
+    ])  # fmt: skip
     if pci is None:
-        pci = next((a for a in (_netdev_pci(roots, p.netdev) for p in ports) if a), None)
-    return RdmaDevice(
-        name=name,
-        node_type=_parsed(path / "node_type", parse_node_type, errors, "node_type"),
-        node_guid=_parsed(path / "node_guid", parse_guid, errors, "node_guid"),
-        sys_image_guid=_parsed(path / "sys_image_guid", parse_guid, errors, "sys_image_guid"),
-        fw_version=_parsed(path / "fw_ver", parse_text, errors, "fw_ver"),
-        port_count=len(ports),
+        pci = next((a for a in (_netdev_pci(cache, sys_, p.netdev) for p in ports) if a), None)
+    if old is not None and old.pci_address == pci and ports == old.ports:  # the same port objects, mostly
+        device = old
+    else:
+        device = RdmaDevice(
+            name=name,
+            node_type=static.node_type,
+            node_guid=static.node_guid,
+            sys_image_guid=static.sys_image_guid,
+            fw_version=static.fw_version,
+            port_count=len(ports),
+            ports=ports,
+            pci_address=pci,
+        )
+    cache._rdma_prev[key] = (static, device)
+    return device
+
+
+def _read_rdma_static(path: str, name: str, errors: _Errors) -> _RdmaStatic | None:
+    """What does not change while an RDMA device lives: node_type, GUIDs, fw_ver,
+    ``ports/<n>/link_layer``, and where its directory is. None when it is gone or no directory."""
+    try:
+        mode = _mode(path)
+    except FileNotFoundError:
+        errors.missing = True
+        return None
+    if not stat.S_ISDIR(mode):  # a file where the device directory should be
+        errors.add(name, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+        return None
+    real = _real_dir(path)
+    ports = tuple(
+        (int(p), _parsed(f"{real}/ports/{p}/link_layer", parse_text, errors, f"ports/{p}/link_layer"))
+        for p in _list(real + "/ports")
+        if p.isascii() and p.isdigit()
+    )
+    return _RdmaStatic(
+        node_type=_parsed(real + "/node_type", parse_node_type, errors, "node_type"),
+        node_guid=_parsed(real + "/node_guid", parse_guid, errors, "node_guid"),
+        sys_image_guid=_parsed(real + "/sys_image_guid", parse_guid, errors, "sys_image_guid"),
+        fw_version=_parsed(real + "/fw_ver", parse_text, errors, "fw_ver"),
         ports=ports,
-        pci_address=pci,
+        real=real,
+        port_dirs=tuple(f"{real}/ports/{number}" for number, _ in ports),
     )
 
 
-def _read_port(roots: HostRoots, path: Path, number: int, parent: str | None, errors: _Errors) -> RdmaPort:
-    """``class/infiniband/<dev>/ports/<n>/``: state, phys_state, link_layer, rate, lid and sm_lid
-    (InfiniBand only), and the netdev of GID 0 (``gid_attrs/ndevs/0``, which fails with EINVAL
-    while the entry is unused; then the device's ``parent`` for single-port soft devices)."""
+def _read_port(
+    sys_: str,
+    path: str,
+    number: int,
+    link_layer: str | None,
+    parent: str | None,
+    netlink: RdmaPort | None,
+    errors: _Errors,
+    old: RdmaPort | None = None,
+) -> RdmaPort:
+    """``class/infiniband/<dev>/ports/<n>/``: state, phys_state, rate, lid and sm_lid (InfiniBand
+    only), and the netdev of GID 0 (``gid_attrs/ndevs/0``, which fails with EINVAL while the entry is
+    unused; then the device's ``parent`` file, given for single-port devices: rxe/siw on 6.x print
+    their netdev's current name there) — what netlink already gave is not read again.
+    ``link_layer`` is the device's static fact; ``old`` is last cycle's port, given back when nothing
+    changed."""
     where = f"ports/{number}"
-    state = _parsed(path / "state", parse_port_state, errors, f"{where}/state")
-    phys = _parsed(path / "phys_state", parse_phys_state, errors, f"{where}/phys_state")
-    link_layer = _parsed(path / "link_layer", parse_text, errors, f"{where}/link_layer")
-    infiniband = link_layer == "InfiniBand"
-    ndev_text = _read(path / "gid_attrs" / "ndevs" / "0", errors, f"{where}/gid_attrs/ndevs/0",
-                      einval_is_empty=True)  # fmt: skip
-    netdev = (parse_text(ndev_text) if ndev_text is not None else None) or parent
+    if netlink is None:
+        state = _parsed(path + "/state", parse_port_state, errors, f"{where}/state")
+        phys = _parsed(path + "/phys_state", parse_phys_state, errors, f"{where}/phys_state")
+        state_code, state_name = state if state else (None, None)
+        phys_code, phys_name = phys if phys else (None, None)
+    else:
+        state_code, state_name = netlink.state_code, netlink.state
+        phys_code, phys_name = netlink.physical_state_code, netlink.physical_state
+    if netlink is None or netlink.netdev is None:
+        ndev_text = _read(path + "/gid_attrs/ndevs/0", errors, f"{where}/gid_attrs/ndevs/0", einval_is_empty=True)
+        netdev = parse_text(ndev_text) if ndev_text is not None else None
+        if not netdev and parent is not None:
+            netdev = _parsed(parent, parse_text, errors, "parent")
+        netdev_index = None  # read below, after the port's own files
+    else:
+        netdev, netdev_index = netlink.netdev, netlink.netdev_index
+    rate = _parsed(path + "/rate", parse_text, errors, f"{where}/rate")
+    if netlink is None:
+        infiniband = link_layer == "InfiniBand"
+        lid = _parsed(path + "/lid", parse_lid, errors, f"{where}/lid") if infiniband else None
+        sm_lid = _parsed(path + "/sm_lid", parse_lid, errors, f"{where}/sm_lid") if infiniband else None
+    else:
+        lid, sm_lid = netlink.lid, netlink.sm_lid
+    if (netlink is None or netlink.netdev is None) and netdev:
+        netdev_index = _netdev_index(sys_, netdev, errors, where)
+    if old is not None and (
+        old.port, old.state, old.state_code, old.physical_state, old.physical_state_code, old.link_layer,
+        old.rate, old.lid, old.sm_lid, old.netdev, old.netdev_index,
+    ) == (number, state_name, state_code, phys_name, phys_code, link_layer, rate, lid, sm_lid, netdev,
+          netdev_index):  # fmt: skip
+        return old
     return RdmaPort(
         port=number,
-        state=state[1] if state else None,
-        state_code=state[0] if state else None,
-        physical_state=phys[1] if phys else None,
-        physical_state_code=phys[0] if phys else None,
+        state=state_name,
+        state_code=state_code,
+        physical_state=phys_name,
+        physical_state_code=phys_code,
         link_layer=link_layer,
-        rate=_parsed(path / "rate", parse_text, errors, f"{where}/rate"),
-        lid=_parsed(path / "lid", parse_lid, errors, f"{where}/lid") if infiniband else None,
-        sm_lid=_parsed(path / "sm_lid", parse_lid, errors, f"{where}/sm_lid") if infiniband else None,
+        rate=rate,
+        lid=lid,
+        sm_lid=sm_lid,
         netdev=netdev,
-        netdev_index=_netdev_index(roots, netdev, errors, where) if netdev else None,
+        netdev_index=netdev_index,
     )
 
 
-def _netdev_index(roots: HostRoots, netdev: str, errors: _Errors, where: str) -> int | None:
+def _netdev_index(sys_: str, netdev: str, errors: _Errors, where: str) -> int | None:
     """``class/net/<netdev>/ifindex`` (Documentation/ABI/testing/sysfs-class-net); None when the
     netdev is not in this network namespace (moved into a pod in exclusive mode)."""
-    return _parsed(roots.sysfs / "class" / "net" / netdev / "ifindex", parse_int, errors,
-                   f"{where}: class/net/{netdev}/ifindex")  # fmt: skip
+    return _parsed(f"{sys_}/class/net/{netdev}/ifindex", parse_int, errors, f"{where}: class/net/{netdev}/ifindex")
 
 
-def _netdev_pci(roots: HostRoots, netdev: str | None) -> str | None:
+def _netdev_pci(cache: SysfsCache, sys_: str, netdev: str | None) -> str | None:
     """The PCI function of a netdev: ``class/net/<netdev>/device`` (through virtioN)."""
     if not netdev or "/" in netdev or netdev in (".", ".."):
         return None
-    return _pci_of(roots.sysfs / "class" / "net" / netdev / "device")
+    entry = f"{sys_}/class/net/{netdev}"
+    try:
+        key = (netdev, os.lstat(entry).st_ino)
+    except OSError:  # not in this network namespace
+        return None
+    pci = cache._net_links.get(key)
+    if pci is MISS:
+        pci = _pci_of(entry + "/device")
+        cache._net_links.put(key, pci, cache.snapshots)
+    return pci
 
 
 # --- PCI functions ----------------------------------------------------------------------------------
 
 
 def read_pci_functions(
-    roots: HostRoots, extra: Iterable[str] = ()
+    roots: HostRoots, extra: Iterable[str] = (), *, cache: SysfsCache | None = None
 ) -> tuple[tuple[PciFunction, ...], tuple[Problem, ...]]:
     """PCI functions in ``bus/pci/devices/<address>`` (Documentation/ABI/testing/sysfs-bus-pci) that
     back a netdev (``class/net/*/device``, through virtio) or an RDMA device
     (``class/infiniband/*/device``), plus ``extra``; then the PF of every VF found and all VFs of
     every PF (``virtfn*``), so VFs whose netdev moved into a pod's namespace are still listed.
-    Sorted by address. Addresses that do not exist are skipped."""
-    devices = roots.sysfs / "bus" / "pci" / "devices"
+    Sorted by address. Addresses that do not exist are skipped. A function's netdevs and RDMA
+    devices are the class/net and class/infiniband entries whose ``device`` link names it."""
+    cache = cache if cache is not None else SysfsCache()
+    sys_ = str(roots.sysfs)
     problems: list[Problem] = []
-    wanted: set[str] = {a for a in extra if parse_pci_address(a)}
-    for cls in ("net", "infiniband"):
-        for name in _list_class(roots, roots.sysfs / "class" / cls, problems):
-            address = _pci_of(roots.sysfs / "class" / cls / name / "device")
-            if address:
-                wanted.add(address)
-    # One round is a closure: a VF adds its PF, and every PF adds all of its VFs.
-    wanted |= {pf for a in wanted if (pf := _link_name(devices / a / "physfn")) and parse_pci_address(pf)}
-    for address in sorted(wanted):
-        wanted.update(_virtfns(devices / address))
-    functions: list[PciFunction] = []
-    for address in sorted(wanted):
-        path = devices / address
-        if not path.exists():
+    by_netdev = _class_links(cache, roots, sys_ + "/class/net", cache._net_links, problems)
+    by_rdma = _class_links(cache, roots, sys_ + "/class/infiniband", cache._ib_links, problems)
+    netdevs_of, rdma_of = _on_functions(cache, sys_ + "/class/infiniband", by_netdev, by_rdma)
+    base = sys_ + "/bus/pci/devices"
+    present: dict[str, int] | None
+    try:
+        present = _scan(base)
+    except OSError:
+        present = None  # cannot list: look each address up
+    keys: set[Key] = set()
+    previous, cache._pci_prev = cache._pci_prev, {}
+    virtfns, cache._virtfns = cache._virtfns, {}
+
+    def read(address: str, errors: _Errors) -> PciFunction | None:
+        path = f"{base}/{address}"
+        ino = present.get(address) if present is not None else _inode(path)
+        if ino is None:
             logger.debug("PCI function %s: no %s", address, path)
-            continue
-        errors = _Errors()
-        try:
-            function = _read_pci_function(path, address, errors)
-        except OSError as err:
-            errors.add(address, err)
-            function = None
-        if _gone(path):  # a VF removed (sriov_numvfs=0) while it was read
-            continue
-        problem = errors.problem(address, "PCI function")
-        if problem is not None:
-            problems.append(problem)
-        if function is not None:
-            functions.append(function)
+            return None
+        key = (address, ino)
+        keys.add(key)
+        return _read_pci_function(cache, path, key, errors, netdevs_of, rdma_of, previous, virtfns)
+
+    queue = sorted({a for a in extra if parse_pci_address(a)} | netdevs_of.keys() | rdma_of.keys())
+    seen = set(queue)
+    functions: list[PciFunction] = []
+    function_problems: list[Problem] = []
+    # `queue` grows while it is walked: a VF brings its PF, and a PF all of its VFs (one closure).
+    for function in _each("PCI function", queue, lambda a: f"{base}/{a}", read, function_problems):
+        functions.append(function)
+        for found in (function.physfn, *function.virtfns) if function.physfn or function.virtfns else ():
+            if found and found not in seen and parse_pci_address(found):
+                seen.add(found)
+                queue.append(found)
+    cache._pci.retain(keys)
+    problems.extend(sorted(function_problems, key=lambda p: p.subject or ""))
+    functions.sort(key=lambda f: f.address)
     return tuple(functions), tuple(problems)
 
 
-def _read_pci_function(path: Path, address: str, errors: _Errors) -> PciFunction | None:
-    """One ``bus/pci/devices/<address>``: ids (``"0x%04x\\n"``), class, driver, NUMA node, netdevs
-    (``net/*`` and, for virtio-net, ``virtioN/net/*``), RDMA devices (``infiniband/*``), SR-IOV
-    (``sriov_totalvfs``/``sriov_numvfs`` exist on capable PFs only; ``physfn``; ``virtfnN``)."""
-    if not path.is_dir():
+def _on_functions(
+    cache: SysfsCache, ib_base: str, by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """PCI address → its netdevs (sorted) and its RDMA devices (natural order), from the class
+    listings' ``device`` links; the last answer when both listings are the same objects as then."""
+    memo = cache._on_functions_memo
+    if memo is not None and memo[0] is by_netdev and memo[1] is by_rdma:
+        return memo[2], memo[3]
+    netdevs: dict[str, list[str]] = {}
+    for name, pci in by_netdev.items():
+        if pci:
+            netdevs.setdefault(pci, []).append(name)
+    rdma: dict[str, list[str]] = {}
+    for name in cache._ordered(ib_base, by_rdma):
+        if pci := by_rdma[name]:
+            rdma.setdefault(pci, []).append(name)
+    netdevs_of = {pci: tuple(sorted(names)) for pci, names in netdevs.items()}
+    rdma_of = {pci: tuple(names) for pci, names in rdma.items()}
+    cache._on_functions_memo = (by_netdev, by_rdma, netdevs_of, rdma_of)
+    return netdevs_of, rdma_of
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
         return None
-    names = _list(path)
-    netdevs = list(_list(path / "net"))
-    for child in names:
-        if _VIRTIO.match(child):
-            netdevs.extend(_list(path / child / "net"))
-    return PciFunction(
+
+
+def _read_pci_function(
+    cache: SysfsCache,
+    path: str,
+    key: Key,
+    errors: _Errors,
+    netdevs_of: dict[str, tuple[str, ...]],
+    rdma_of: dict[str, tuple[str, ...]],
+    previous: dict[Key, tuple[_PciStatic, PciFunction]],
+    virtfns: dict[Key, VirtfnMemo],
+) -> PciFunction | None:
+    """One ``bus/pci/devices/<address>``: ids (``"0x%04x\\n"``), class, driver, NUMA node, SR-IOV
+    (``sriov_totalvfs``/``sriov_numvfs`` exist on capable PFs only; ``physfn``; ``virtfnN``). Last
+    cycle's object is given again when nothing in it changed."""
+    address = key[0]
+    cached = cache._pci.get(key)
+    if isinstance(cached, _PciStatic):
+        static = cached
+    else:
+        before = len(errors.items)
+        read = _read_pci_static(path, errors)
+        if read is None:
+            return None
+        static = read
+        if len(errors.items) == before and not (errors.missing and _gone(path)):
+            cache._pci.put(key, static, cache.snapshots)
+    driver = _link_name(static.real + "/driver", errors)
+    totalvfs = numvfs = None
+    vfs: tuple[str, ...] = ()
+    if static.sriov:
+        totalvfs = _parsed(static.real + "/sriov_totalvfs", parse_int, errors, "sriov_totalvfs")
+        numvfs = _parsed(static.real + "/sriov_numvfs", parse_int, errors, "sriov_numvfs")
+        vfs = _virtfns(static.real, key, numvfs, virtfns, cache._virtfns)
+    netdevs = netdevs_of.get(address, ())
+    rdma_devices = rdma_of.get(address, ())
+    last = previous.get(key)
+    if last is not None and last[0] is static:
+        old = last[1]
+        if (old.driver, old.sriov_totalvfs, old.sriov_numvfs, old.virtfns, old.netdevs, old.rdma_devices) == (
+            driver, totalvfs, numvfs, vfs, netdevs, rdma_devices,
+        ):  # fmt: skip
+            cache._pci_prev[key] = last
+            return old
+    function = PciFunction(
         address=address,
-        vendor=_parsed(path / "vendor", parse_hex_id, errors, "vendor"),
-        device=_parsed(path / "device", parse_hex_id, errors, "device"),
-        subsystem_vendor=_parsed(path / "subsystem_vendor", parse_hex_id, errors, "subsystem_vendor"),
-        subsystem_device=_parsed(path / "subsystem_device", parse_hex_id, errors, "subsystem_device"),
-        pci_class=_parsed(path / "class", parse_hex_id, errors, "class"),
-        driver=_link_name(path / "driver"),
-        numa_node=_parsed(path / "numa_node", parse_numa_node, errors, "numa_node"),
-        netdevs=tuple(sorted(netdevs)),
-        rdma_devices=tuple(_list(path / "infiniband")),
-        sriov_totalvfs=_parsed(path / "sriov_totalvfs", parse_int, errors, "sriov_totalvfs"),
-        sriov_numvfs=_parsed(path / "sriov_numvfs", parse_int, errors, "sriov_numvfs"),
-        physfn=_link_name(path / "physfn"),
-        virtfns=_virtfns(path),
+        vendor=static.vendor,
+        device=static.device,
+        subsystem_vendor=static.subsystem_vendor,
+        subsystem_device=static.subsystem_device,
+        pci_class=static.pci_class,
+        driver=driver,
+        numa_node=static.numa_node,
+        netdevs=netdevs,
+        rdma_devices=rdma_devices,
+        sriov_totalvfs=totalvfs,
+        sriov_numvfs=numvfs,
+        physfn=static.physfn,
+        virtfns=vfs,
+    )
+    cache._pci_prev[key] = (static, function)
+    return function
+
+
+def _read_pci_static(path: str, errors: _Errors) -> _PciStatic | None:
+    """What does not change while a PCI function lives, and where its directory is; None when it
+    is gone or not a directory."""
+    try:
+        mode = _mode(path)
+    except FileNotFoundError:
+        errors.missing = True
+        return None
+    if not stat.S_ISDIR(mode):
+        return None
+    real = _real_dir(path)
+    return _PciStatic(
+        vendor=_parsed(real + "/vendor", parse_hex_id, errors, "vendor"),
+        device=_parsed(real + "/device", parse_hex_id, errors, "device"),
+        subsystem_vendor=_parsed(real + "/subsystem_vendor", parse_hex_id, errors, "subsystem_vendor"),
+        subsystem_device=_parsed(real + "/subsystem_device", parse_hex_id, errors, "subsystem_device"),
+        pci_class=_parsed(real + "/class", parse_hex_id, errors, "class"),
+        numa_node=_parsed(real + "/numa_node", parse_numa_node, errors, "numa_node"),
+        physfn=_link_name(real + "/physfn"),
+        sriov=_exists(real + "/sriov_totalvfs") or _exists(real + "/sriov_numvfs"),
+        real=real,
     )
 
 
-def _virtfns(path: Path) -> tuple[str, ...]:
-    """A PF's VF addresses from its ``virtfnN`` links, by N (virtfn10 after virtfn9)."""
+def _virtfns(
+    path: str, key: Key, numvfs: int | None, memo: dict[Key, VirtfnMemo], kept: dict[Key, VirtfnMemo]
+) -> tuple[str, ...]:
+    """A PF's VF addresses from its ``virtfnN`` links, by N (virtfn10 after virtfn9). The links are
+    read again only when their names or sriov_numvfs changed; a listing that does not agree with
+    sriov_numvfs (VFs being added or removed right now) is not kept."""
     try:
-        names = _list(path)
+        with os.scandir(path) as entries:
+            names = tuple(e.name for e in entries if e.name.startswith("virtfn") and _VIRTFN.match(e.name))
     except OSError:
         return ()
-    return tuple(vf for link in names if _VIRTFN.match(link) and (vf := _link_name(path / link)))
+    seen = memo.get(key)
+    if seen is not None and numvfs is not None and seen[0] == (numvfs, names):
+        vfs = seen[1]
+    else:
+        vfs = tuple(vf for link in sorted(names, key=natural_key) if (vf := _link_name(f"{path}/{link}")))
+    if numvfs is not None and len(vfs) == numvfs:
+        kept[key] = ((numvfs, names), vfs)
+    return vfs
 
 
 # --- character devices ------------------------------------------------------------------------------
 
 
-def read_char_devices(roots: HostRoots) -> tuple[CharDevice, ...]:
+def read_char_devices(roots: HostRoots, *, cache: SysfsCache | None = None) -> tuple[CharDevice, ...]:
     """The /dev/infiniband nodes sysfs knows of: ``class/infiniband_verbs/uverbsN/ibdev`` and
     ``class/infiniband_mad/{umadN,issmN}/{ibdev,port}`` (Documentation/ABI/stable/
     sysfs-class-infiniband), and ``rdma_cm`` when ``class/misc/rdma_cm`` or the node exists.
-    ``present``: the node exists under the host's /dev. Unreadable attributes are None (logged)."""
-    found: list[CharDevice] = []
+    ``present``: the node exists under the host's /dev (one listing of /dev/infiniband). Unreadable
+    attributes are None (logged). When neither the listings nor the nodes changed and every fact is
+    kept, last cycle's answer is given again."""
+    cache = cache if cache is not None else SysfsCache()
+    sys_ = str(roots.sysfs)
+    dev_dir = str(roots.devfs / "infiniband")
+    nodes = _nodes(dev_dir)
+    listings: list[tuple[str, str, dict[str, int]]] = []
     for cls in ("infiniband_verbs", "infiniband_mad"):
-        base = roots.sysfs / "class" / cls
+        base = f"{sys_}/class/{cls}"
         problems: list[Problem] = []
-        names = _list_class(roots, base, problems)
+        listings.append((cls, base, _scan_class(roots, base, problems)))
         for problem in problems:
             logger.warning("%s", problem.message)
-        for name in names:
+    rdma_cm = _exists(f"{sys_}/class/misc/rdma_cm")
+    try:
+        rdma_devices: dict[str, int] | None = _scan(f"{sys_}/class/infiniband")
+    except OSError:
+        rdma_devices = None
+    if rdma_devices is None or rdma_devices != cache._chars_rdma_devices:
+        cache._chars.facts = {}  # an RDMA device came, went or was renamed: ibdev may name another
+        cache._chars_rdma_devices = rdma_devices
+    state = (listings[0][2], listings[1][2], nodes, rdma_cm, rdma_devices)
+    memo = cache._chars_memo
+    if memo is not None and memo[0] == state:
+        return memo[1]
+
+    def present(name: str) -> bool:
+        return name in nodes if nodes is not None else _exists(f"{dev_dir}/{name}")
+
+    shown_dir = roots.display(roots.devfs / "infiniband")
+    found: dict[str, CharDevice] = {}
+    keys: set[Key] = set()
+    clean = True
+    for cls, base, entries in listings:
+        for name in cache._ordered(base, entries):
             match = _CHAR_NAME.match(name)
             if match is None or _CHAR_KINDS[match.group(1)] != cls:
                 continue  # abi_version
-            errors = _Errors()
-            port = None
-            if cls == "infiniband_mad":
-                port = _parsed(base / name / "port", parse_int, errors, "port")
-            rdma_device = _parsed(base / name / "ibdev", parse_text, errors, "ibdev")
-            found.append(replace(_char_device(roots, name, match.group(1)), rdma_device=rdma_device, port=port))
-            if errors.items:
-                logger.warning("%s: %s", name, "; ".join(errors.items))
-    if (roots.sysfs / "class" / "misc" / "rdma_cm").exists() or (roots.devfs / "infiniband" / "rdma_cm").exists():
-        found.append(_char_device(roots, "rdma_cm", "rdma_cm"))
-    return tuple(sorted(found, key=lambda d: natural_key(d.name)))
+            key = (f"{cls}/{name}", entries[name])
+            keys.add(key)
+            facts = cache._chars.get(key)
+            if facts is MISS:
+                errors = _Errors()
+                port = _parsed(f"{base}/{name}/port", parse_int, errors, "port") if cls == "infiniband_mad" else None
+                facts = (_parsed(f"{base}/{name}/ibdev", parse_text, errors, "ibdev"), port)
+                if errors.items:
+                    clean = False
+                    logger.warning("%s: %s", name, "; ".join(errors.items))
+                else:
+                    cache._chars.put(key, facts, cache.snapshots)
+            found[name] = CharDevice(name=name, kind=match.group(1), path=f"{shown_dir}/{name}", present=present(name),
+                                     rdma_device=facts[0], port=facts[1])  # fmt: skip
+    cache._chars.retain(keys)
+    if rdma_cm or present("rdma_cm"):
+        found["rdma_cm"] = CharDevice(name="rdma_cm", kind="rdma_cm", path=f"{shown_dir}/rdma_cm",
+                                      present=present("rdma_cm"))  # fmt: skip
+    result = tuple(found[name] for name in cache._ordered("char devices", found))
+    if clean and nodes is not None and rdma_devices is not None and cache._chars.facts.keys() >= keys:
+        cache._chars_memo = (state, result)
+    return result
 
 
-def _char_device(roots: HostRoots, name: str, kind: str) -> CharDevice:
-    node = roots.devfs / "infiniband" / name
-    return CharDevice(name=name, kind=kind, path=roots.display(node), present=node.exists())
+def _nodes(path: str) -> set[str] | None:
+    """The names under /dev/infiniband that exist (a dangling symlink does not); None when the
+    directory exists but cannot be listed."""
+    try:
+        with os.scandir(path) as entries:
+            return {e.name for e in entries if not e.is_symlink() or _exists(e.path)}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    except OSError:
+        return None
 
 
 # --- ib_core ----------------------------------------------------------------------------------------
@@ -488,8 +1062,8 @@ def read_ib_core_netns_mode(roots: HostRoots) -> NetnsMode | None:
     the very variable ``rdma system set netns`` changes, so this follows runtime changes too. None
     when ib_core is not loaded or the file is unreadable."""
     errors = _Errors()
-    mode = _parsed(roots.sysfs / "module" / "ib_core" / "parameters" / "netns_mode", parse_netns_mode,
-                   errors, "module/ib_core/parameters/netns_mode")  # fmt: skip
+    mode = _parsed(f"{roots.sysfs}/module/ib_core/parameters/netns_mode", parse_netns_mode, errors,
+                   "module/ib_core/parameters/netns_mode")  # fmt: skip
     if errors.items:
         logger.warning("ib_core netns_mode: %s", "; ".join(errors.items))
     return mode

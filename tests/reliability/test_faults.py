@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from agent.discover import rdma_netlink as nl
+from agent.discover import sysfs
 from agent.errors import NetlinkError
 from agent.hostfiles import TEMP_MARK, WRITE_STEPS
 from agent.model import AgentState, DesiredMode, NetnsMode, NodeSnapshot
@@ -270,11 +271,12 @@ def test_netlink_faults(
 # --- sysfs: a device removed while it is being read (hot-unplug) ------------------------------------
 
 UNPLUGS = [
-    # (what, the file whose first read removes the NIC)
-    ("RDMA device while its port state is read", "sys/class/infiniband/mlx5_1/ports/1/state"),
+    # (what, the file or link whose first read removes the NIC)
+    ("RDMA device while its port rate is read", "sys/class/infiniband/mlx5_1/ports/1/rate"),
     ("RDMA device while its firmware version is read", "sys/class/infiniband/mlx5_1/fw_ver"),
     ("PCI function while its vendor id is read", "sys/bus/pci/devices/0000:3b:00.1/vendor"),
-    ("netdev while its ifindex is read", "sys/class/net/ens1f1np1/ifindex"),
+    ("PCI function while its driver link is read", "sys/bus/pci/devices/0000:3b:00.1/driver"),
+    ("netdev while its device link is read", "sys/class/net/ens1f1np1/device"),
     ("uverbs node while its owner is read", "sys/class/infiniband_verbs/uverbs1/ibdev"),
 ]
 
@@ -292,17 +294,27 @@ def test_hot_unplug_mid_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tr
         baseline = b.cycle()
         assert baseline.snapshot is not None and not baseline.snapshot.problems
 
-        real_read_text = Path.read_text
-        fired: list[Path] = []
+        # sysfs reads files and links through these two (str paths, os calls).
+        real_read_bytes, real_readlink = sysfs._read_bytes, sysfs._readlink
+        fired: list[str] = []
 
-        def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
-            if self == tmp_path / trigger and not fired:
-                fired.append(self)  # the NIC goes away now, after the netlink dump listed it
+        def unplug_on_first(path: str) -> None:
+            if path == str(tmp_path / trigger) and not fired:
+                fired.append(path)  # the NIC goes away now, after the netlink dump listed it
                 unplug(tmp_path, nic)
                 kernel.nics.remove(nic)
-            return real_read_text(self, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_text", read_text)
+        def read_bytes(path: str) -> bytes:
+            unplug_on_first(path)
+            return real_read_bytes(path)
+
+        def readlink(path: str) -> str:
+            unplug_on_first(path)
+            return real_readlink(path)
+
+        monkeypatch.setattr(sysfs, "_read_bytes", read_bytes)
+        monkeypatch.setattr(sysfs, "_readlink", readlink)
+        b.agent.discovery.sysfs.refresh()  # this cycle reads the static facts (fw_ver, vendor, ibdev) too
         state = b.cycle()
         monkeypatch.undo()
         assert fired, f"{trigger} was never read"

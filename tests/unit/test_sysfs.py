@@ -346,15 +346,14 @@ def test_missing_optional_files_are_none_not_problems(tmp_path: Path) -> None:
 
 def test_unused_gid_entry_falls_back_to_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
-    ndev = rxe_port(roots, "rxe0") / "gid_attrs/ndevs/0"
-    real_read_text = Path.read_text
+    real_read_bytes = sysfs._read_bytes
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
-        if self == ndev:  # what the kernel does for an unused GID entry
-            raise OSError(22, "Invalid argument", str(self))
-        return real_read_text(self, *args, **kwargs)
+    def read_bytes(path: str) -> bytes:
+        if path.endswith("/rxe0/ports/1/gid_attrs/ndevs/0"):  # what the kernel does for an unused GID entry
+            raise OSError(22, "Invalid argument", path)
+        return real_read_bytes(path)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(sysfs, "_read_bytes", read_bytes)
     devices, problems = sysfs.read_rdma_devices(roots)
     assert problems == ()
     assert (devices[0].ports[0].netdev, devices[0].ports[0].netdev_index) == ("d0", 2)  # from rxe0/parent
@@ -450,10 +449,10 @@ def test_device_deleted_while_its_ports_are_read(tmp_path: Path, monkeypatch: py
     roots = load("rxe-dummy-veth", tmp_path)
     real_read_port = sysfs._read_port
 
-    def read_port_then_vanish(roots: HostRoots, path: Path, *args: Any) -> Any:
-        if "rxe0" in path.parts:  # `rdma link delete rxe0` lands right now
-            shutil.rmtree(roots.sysfs / "devices/virtual/infiniband/rxe0")
-        return real_read_port(roots, path, *args)
+    def read_port_then_vanish(sys_: str, path: str, *args: Any) -> Any:
+        if "rxe0" in path.split("/"):  # `rdma link delete rxe0` lands right now
+            shutil.rmtree(roots.sysfs / "devices/virtual/infiniband/rxe0", ignore_errors=True)
+        return real_read_port(sys_, path, *args)
 
     monkeypatch.setattr(sysfs, "_read_port", read_port_then_vanish)
     devices, problems = sysfs.read_rdma_devices(roots)
@@ -464,13 +463,12 @@ def test_vf_removed_while_functions_are_read(tmp_path: Path, monkeypatch: pytest
     roots = load("igb-sriov", tmp_path)
     real = sysfs._link_name
 
-    def link_name_then_vanish(path: Path) -> str | None:
-        name = real(path)
-        if path.name == "driver" and path.parent.name == VF1:  # sriov_numvfs=0 lands mid-read
-            shutil.rmtree(path.parent.resolve())
-        return name
+    def vanish_then_link_name(path: str, *args: Any) -> str | None:
+        if path.endswith(f"/{VF1}/driver"):  # sriov_numvfs=0 lands mid-read
+            shutil.rmtree(Path(path).parent.resolve(), ignore_errors=True)
+        return real(path, *args)
 
-    monkeypatch.setattr(sysfs, "_link_name", link_name_then_vanish)
+    monkeypatch.setattr(sysfs, "_link_name", vanish_then_link_name)
     functions, problems = sysfs.read_pci_functions(roots)
     assert ([f.address for f in functions], problems) == ([PF, VF0], ())
 
