@@ -177,11 +177,13 @@ def render_markdown(results: Results, *, command: str, date: str, machine_info: 
     ]
     if results.curve:
         out += ["", "Snapshot cost by size (no kernel; synthesized netlink, generated sysfs on tmpfs):", "",
-                "| functions | take_snapshot | per function | read-loop baseline | per function | ratio |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+                "| functions | steady state | per function | cold | per function | mean over a refresh period "
+                "| read-loop baseline | per function | steady / baseline |",
+                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for p in results.curve:
             out.append(
-                f"| {p['n']:,.0f} | {fmt(p['ms'], 'ms')} | {p['ms'] / p['n'] * 1000:.0f} µs | "
+                f"| {p['n']:,.0f} | {fmt(p['ms'], 'ms')} | {p['ms'] / p['n'] * 1000:.1f} µs | "
+                f"{fmt(p['cold_ms'], 'ms')} | {p['cold_ms'] / p['n'] * 1000:.0f} µs | {fmt(p['period_ms'], 'ms')} | "
                 f"{fmt(p['baseline_ms'], 'ms')} | {p['baseline_ms'] / p['n'] * 1000:.0f} µs | "
                 f"{p['ms'] / p['baseline_ms']:.3g}× |"
             )

@@ -253,7 +253,7 @@ def test_quick_run_has_the_right_rows(quick_run: tuple[int, str, dict[str, Any]]
     ]
     assert by_benchmark["Snapshot in QEMU (vs `rdma -j link show`)"] == [f"{n} rxe" for n in plan.vm_sizes]
     scale_sizes = by_benchmark["Snapshot, no kernel (vs bare read loop)"]
-    assert scale_sizes[:3] == ["1 function", "8 functions", "16 functions"]
+    assert scale_sizes[:3] == ["1 function, steady state", "8 functions, steady state", "16 functions, steady state"]
     assert scale_sizes[3].startswith("per function: slope over 3 sizes") and scale_sizes[4] == "t(16) / t(8)"
     assert len(by_benchmark["Memory (vs node_exporter)"]) == 5
     assert [s.split(", ", 1)[1] for s in by_benchmark["CPU (vs node_exporter)"]] == [
