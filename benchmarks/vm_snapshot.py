@@ -58,17 +58,24 @@ def run_vm(sizes: Sequence[int], repeats: int, results: Results, *, timeout: flo
     data = json.loads(outcome.stdout)
     for p in data["points"]:
         ours, theirs = p["ours_median_s"] * 1000, p["rdma_median_s"] * 1000
-        ratio = ours / theirs
         results.rows.append(Row(benchmark=NAME, size=f"{p['size']} rxe", unit="ms", ours=ours, baseline=theirs,
-                                target=TARGET, met=ratio <= TARGET_RATIO))  # fmt: skip
+                                target=TARGET, met=ours / theirs <= TARGET_RATIO))  # fmt: skip
+        if not p.get("warm_equals_cold", True):
+            results.notes.append(f"VM {p['size']}: the warm snapshot differed from the cold one")
+    for p in data["points"]:
+        cold, theirs = p["cold_median_s"] * 1000, p["rdma_median_s"] * 1000
+        results.rows.append(Row(benchmark=NAME, size=f"{p['size']} rxe, cold (first cycle, each refresh)",
+                                unit="ms", ours=cold, baseline=theirs, target=TARGET,
+                                met=cold / theirs <= TARGET_RATIO))  # fmt: skip
         if p["devices_seen"] != p["size"] or p["links_listed"] != p["size"] or not p["netlink_available"]:
             results.notes.append(f"VM {p['size']}: snapshot saw {p['devices_seen']} devices, rdma listed "
                                  f"{p['links_listed']} links, netlink {p['netlink_available']}")  # fmt: skip
     results.notes.append(
         f"QEMU guest (TCG, 1 vCPU): kernel {data['kernel']}, {data['iproute2']}, Python {data['python']}; "
         f"medians of {repeats} alternating runs each after a warm-up; boot+run {outcome.seconds:.0f} s. The "
-        "snapshot is everything the agent reads (netlink devices/ports/system, sysfs, procfs incl. every "
-        "process's netns link, modprobe.d); `rdma -j link show` is one process doing one dump."
+        "first rows are the steady state (the loop's cache warm, as every cycle but the first and each "
+        "10-minute refresh runs), the cold rows read everything. The snapshot is everything the agent "
+        "reads (netlink devices/ports/system, sysfs, procfs incl. every process's netns link, modprobe.d); `rdma -j link show` is one process doing one dump."
     )
     for p in (data["points"][0], data["points"][-1]):
         results.notes.append(f"VM, {p['size']} rxe, where the snapshot's time goes: {describe(p['breakdown_s'])}.")

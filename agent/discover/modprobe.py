@@ -49,6 +49,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -154,6 +155,18 @@ def netns_mode_options(args: str, source: str) -> list[ModprobeOption]:
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """``(first physical line number, logical line)`` as kmod's ``freadline_wrapped`` joins them."""
+    if "\\" not in text:  # no escapes, no continuations: the physical lines (most files, e.g. aliases.conf)
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the text ended with a newline: no partial last line
+        yield from enumerate(lines, 1)
+        return
+    yield from _wrapped_lines(text)
+
+
+def _wrapped_lines(text: str) -> Iterator[tuple[int, str]]:
+    """:func:`logical_lines` character by character: ``\\`` escapes the next character, and a
+    backslash-newline continues the logical line on the next physical one."""
     buf: list[str] = []
     line_no = 1
     start = 1
@@ -208,46 +221,92 @@ def parse_conf(text: str, source_path: str) -> tuple[ModprobeOption, ...]:
     return tuple(found)
 
 
-def _host_realpath(roots: HostRoots, path: Path) -> Path:
-    """``path`` (under ``roots.root``) with every symlink followed as the host would follow it: an
-    absolute target is taken from the host's ``/``, not this process's. Missing parts are kept as they
-    are. Raises OSError(ELOOP) on a link loop."""
-    root = roots.root
-    try:
-        pending = list(path.relative_to(root).parts)
-    except ValueError:
-        return path
-    current = root
+def _resolve(root: str, current: str, pending: list[str]) -> str:
+    """Walk ``pending`` path parts from ``current`` (a resolved path at or under ``root``), following
+    symlinks as the host would: an absolute target restarts from ``root`` (the host's ``/``), ``..``
+    never climbs above it. Missing parts are kept as they are. Raises OSError(ELOOP) on a link loop.
+    On str paths with os calls: this runs for every modprobe.d file every cycle, and pathlib's per-part
+    objects made it the largest part of a snapshot on a node with few devices."""
     hops = 0
+    pending.reverse()  # pop() from the end: the next part is last
     while pending:
-        part = pending.pop(0)
+        part = pending.pop()
         if part in ("", "."):
             continue
         if part == "..":
-            current = current if current == root else current.parent
+            if current != root:
+                current = os.path.dirname(current) or root  # noqa: PTH120 - str paths, see _resolve
             continue
-        candidate = current / part
+        candidate = current + part if current.endswith("/") else current + "/" + part
         try:
-            target = candidate.readlink()
+            target = os.readlink(candidate)  # noqa: PTH115 - str paths, see _resolve
         except OSError:  # not a link, or not there: keep it literally
             current = candidate
             continue
         hops += 1
         if hops > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
-        if target.is_absolute():
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), candidate)
+        parts = target.split("/")
+        if target.startswith("/"):
             current = root
-            pending = list(target.parts[1:]) + pending
-        else:
-            pending = list(target.parts) + pending
+        pending.extend(reversed(parts))
     return current
 
 
-def _stat_on_host(roots: HostRoots, path: Path) -> os.stat_result | None:
+def _host_realpath(roots: HostRoots, path: Path) -> Path:
+    """``path`` (under ``roots.root``) with every symlink followed as the host would follow it: an
+    absolute target is taken from the host's ``/``, not this process's. Missing parts are kept as they
+    are. Raises OSError(ELOOP) on a link loop."""
+    root = str(roots.root)
     try:
-        return _host_realpath(roots, path).stat()
-    except OSError:
-        return None
+        parts = list(path.relative_to(roots.root).parts)
+    except ValueError:
+        return path
+    return Path(_resolve(root, root, parts))
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfFile:
+    path: Path  # under roots, unresolved: what roots.display() shows
+    real: str  # resolved on the host's terms
+    mtime: float
+
+
+def _conf_files(roots: HostRoots) -> list[_ConfFile]:
+    """:func:`effective_order`, with each file's resolved path and mtime (one stat per file; each
+    directory is resolved once)."""
+    root = str(roots.root)
+    chosen: dict[str, _ConfFile] = {}
+    for directory in roots.modprobe_dirs():
+        try:
+            real_dir = str(_host_realpath(roots, directory))
+            st = os.stat(real_dir)  # noqa: PTH116 - str paths, see _resolve
+        except OSError:
+            logger.debug("modprobe directory %s is absent", directory)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            chosen.setdefault(directory.name, _ConfFile(directory, real_dir, st.st_mtime))
+            continue
+        try:
+            with os.scandir(real_dir) as listing:
+                entries = [(entry.name, entry.is_symlink()) for entry in listing]
+        except OSError as err:
+            logger.debug("cannot list %s: %s", directory, err)
+            continue
+        for name, is_link in entries:
+            if name.startswith(".") or len(name) < len(CONF_SUFFIX) + 1 or not name.endswith(CONF_SUFFIX):
+                continue
+            if name in chosen:
+                continue  # hidden by the same name in an earlier directory
+            try:
+                real = _resolve(root, real_dir, [name]) if is_link else real_dir + "/" + name
+                entry_stat = os.stat(real)  # noqa: PTH116 - str paths, see _resolve
+            except OSError:
+                continue
+            if stat.S_ISDIR(entry_stat.st_mode):
+                continue
+            chosen[name] = _ConfFile(directory / name, real, entry_stat.st_mtime)
+    return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
 
 
 def effective_order(roots: HostRoots) -> list[Path]:
@@ -257,30 +316,7 @@ def effective_order(roots: HostRoots) -> list[Path]:
     A directory that is missing or unreadable is skipped, as kmod does. A configuration path that is a
     regular file rather than a directory is read itself, under its base name (``conf_files_list``).
     """
-    chosen: dict[str, Path] = {}
-    for directory in roots.modprobe_dirs():
-        st = _stat_on_host(roots, directory)
-        if st is None:
-            logger.debug("modprobe directory %s is absent", directory)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            chosen.setdefault(directory.name, directory)
-            continue
-        try:
-            names = [entry.name for entry in _host_realpath(roots, directory).iterdir()]
-        except OSError as err:
-            logger.debug("cannot list %s: %s", directory, err)
-            continue
-        for name in names:
-            if name.startswith(".") or len(name) < len(CONF_SUFFIX) + 1 or not name.endswith(CONF_SUFFIX):
-                continue
-            if name in chosen:
-                continue  # hidden by the same name in an earlier directory
-            entry = _stat_on_host(roots, directory / name)
-            if entry is None or stat.S_ISDIR(entry.st_mode):
-                continue
-            chosen[name] = directory / name
-    return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
+    return [conf.path for conf in _conf_files(roots)]
 
 
 # --- the verdict ------------------------------------------------------------------------------------
@@ -368,12 +404,12 @@ def read_persisted_netns_mode(
     options: list[ModprobeOption] = []
     mtimes: list[float | None] = []  # per option: its file's mtime
     problems: list[Problem] = []
-    for path in effective_order(roots):
-        shown = roots.display(path)
+    for conf in _conf_files(roots):
+        shown = roots.display(conf.path)
+        mtime = conf.mtime
         try:
-            real = _host_realpath(roots, path)
-            data = real.read_bytes()
-            mtime = real.stat().st_mtime
+            with open(conf.real, "rb") as file:  # noqa: PTH123 - a str path on purpose: no pathlib per cycle
+                data = file.read()
         except OSError as err:
             problems.append(
                 Problem(

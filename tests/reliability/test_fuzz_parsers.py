@@ -164,6 +164,12 @@ def test_modules_are_found(names: list[str]) -> None:
     assert procfs.parse_modules(text) == frozenset(names)
 
 
+@given(file_text | st.text(alphabet=" \t\n\\ab#", max_size=80) | st.text(max_size=200))
+def test_logical_lines_fast_path_equals_kmods_character_walk(text: str) -> None:
+    # Text without a backslash takes the split() path; kmod's character walk is the reference.
+    assert list(modprobe.logical_lines(text)) == list(modprobe._wrapped_lines(text))
+
+
 @given(file_text | st.text(max_size=200))
 def test_modprobe_parsers_never_raise(text: str) -> None:
     options = modprobe.parse_conf(text, "/etc/modprobe.d/x.conf")
