@@ -75,7 +75,8 @@ def run_vm(sizes: Sequence[int], repeats: int, results: Results, *, timeout: flo
         f"medians of {repeats} alternating runs each after a warm-up; boot+run {outcome.seconds:.0f} s. The "
         "first rows are the steady state (the loop's cache warm, as every cycle but the first and each "
         "10-minute refresh runs), the cold rows read everything. The snapshot is everything the agent "
-        "reads (netlink devices/ports/system, sysfs, procfs incl. every process's netns link, modprobe.d); `rdma -j link show` is one process doing one dump."
+        "reads (netlink devices/ports/system, sysfs, procfs incl. every process's netns link, modprobe.d); "
+        "`rdma -j link show` is one process doing one dump."
     )
     for p in (data["points"][0], data["points"][-1]):
         results.notes.append(f"VM, {p['size']} rxe, where the snapshot's time goes: {describe(p['breakdown_s'])}.")

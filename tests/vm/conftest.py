@@ -6,10 +6,13 @@ Where QEMU or the prepared kernel is missing, a VM test is skipped with the reas
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +37,28 @@ def unavailable(reason: str) -> None:
     if require_vm():
         pytest.fail(f"{message} (RNA_REQUIRE_VM is set)", pytrace=False)
     pytest.skip(message)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+GuestJson = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def guest_json(vm: VmRun) -> GuestJson:
+    """A callable ``run(script, igb=False, timeout=900) -> dict``: one boot that runs
+    ``tests/vm/<script>`` with this interpreter and returns the JSON document it prints; a failing
+    guest fails the test with the end of its stderr."""
+
+    def run(script: str, *, igb: bool = False, timeout: float = 900) -> dict[str, Any]:
+        command = f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} tests/vm/{script}"
+        rc, out, err = vm(command, igb=igb, timeout=timeout)
+        assert rc == 0, f"guest failed ({rc}):\n{err[-4000:]}"
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,6 @@ and warm snapshots equal cold ones after every change. One boot runs tests/vm/gu
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def guest(vm: Callable[..., tuple[int, str, str]]) -> dict[str, Any]:
-    command = f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} tests/vm/guest_cache.py"
-    rc, out, err = vm(command, igb=True, timeout=900)
-    assert rc == 0, f"guest failed ({rc}):\n{err[-4000:]}"
-    result: dict[str, Any] = json.loads(out)
-    return result
+def guest(guest_json: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return guest_json("guest_cache.py", igb=True)
 
 
 def test_warm_snapshots_equal_cold_ones_after_every_change(guest: dict[str, Any]) -> None:

@@ -6,9 +6,6 @@ goes; the same back to shared."""
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run(vm: Callable[..., tuple[int, str, str]]) -> dict[str, Any]:
-    command = f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} tests/vm/guest_enforce.py"
-    rc, out, err = vm(command, timeout=900)
-    assert rc == 0, f"guest failed ({rc}):\n{err[-4000:]}"
-    result: dict[str, Any] = json.loads(out)
-    return result
+def run(guest_json: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return guest_json("guest_enforce.py")
 
 
 def entries(run: dict[str, Any], prefix: str) -> list[dict[str, Any]]:

@@ -5,9 +5,6 @@ devices, in shared and exclusive mode. One boot runs tests/vm/guest_parity.py; e
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +18,8 @@ Scenario = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def guest(vm: Callable[..., tuple[int, str, str]]) -> dict[str, Any]:
-    command = f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} tests/vm/guest_parity.py"
-    rc, out, err = vm(command, igb=True, timeout=900)
-    assert rc == 0, f"guest failed ({rc}):\n{err[-4000:]}"
-    result: dict[str, Any] = json.loads(out)
-    return result
+def guest(guest_json: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return guest_json("guest_parity.py", igb=True)
 
 
 @pytest.fixture(scope="module")
