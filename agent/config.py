@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.labelsyntax import label_prefix_error
+from agent.labelsyntax import DEFAULT_LABEL_PREFIX, label_prefix_error
 from agent.model import DesiredMode
 
 # modprobe(8)/modprobe.d(5) configuration directories, in kmod's precedence order: a file name in an
@@ -101,7 +101,7 @@ class Config:
     kubeconfig: Path | None = None
     node_name: str | None = None  # NODE_NAME from the downward API
     label_publisher: str = "node"  # node | nfd | none
-    label_prefix: str = "rdma.spidernet.io/"
+    label_prefix: str = DEFAULT_LABEL_PREFIX
     label_hysteresis_seconds: float = 60.0
     nfd_features_file: Path | None = (
         None  # default: <host root>/etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent

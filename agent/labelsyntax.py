@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-DEFAULT_PREFIX_EXAMPLE = "rdma.spidernet.io/"
+DEFAULT_LABEL_PREFIX = "rdma.spidernet.io/"  # --label-prefix's default
 
 # k8s.io/apimachinery pkg/api/validate/content: kube.go, dns.go
 # Go's regexp anchors "^…$" match the whole string, as re.fullmatch does; lengths are in bytes.
@@ -90,7 +90,7 @@ def label_prefix_error(prefix: str) -> str | None:
     NFD's ``feature.node.kubernetes.io`` and ``profile.node.kubernetes.io`` (and their subdomains),
     which node-feature-discovery accepts."""
     if not prefix.endswith("/") or prefix.count("/") != 1:
-        return f"must be a DNS subdomain followed by '/', like {DEFAULT_PREFIX_EXAMPLE}, got {prefix!r}"
+        return f"must be a DNS subdomain followed by '/', like {DEFAULT_LABEL_PREFIX}, got {prefix!r}"
     domain = prefix[:-1]
     error = qualified_name_error(f"{domain}/x")
     if error is not None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.labelsyntax import qualified_name_error
 from agent.model import (
     EnforcementState,
     NetnsMode,
@@ -51,7 +52,6 @@ from agent.model import (
     ResourceAmount,
     SelectorMatch,
 )
-from agent.publish.labels import qualified_name_error
 
 DEFAULT_RESOURCE_PREFIX = "rdma"  # resources_manager.go rdmaHcaResourcePrefix
 REQUIRED_CHAR_DEVICES = ("rdma_cm", "umad", "uverbs")  # rdma_device_spec.go requiredRdmaDevices

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agent.errors import PublishError
 from agent.hostfiles import atomic_write, remove_file
-from agent.publish.labels import validate_label
+from agent.labelsyntax import validate_label
 
 logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from kubernetes.config.incluster_config import (
 from agent import __version__
 from agent.config import Config
 from agent.errors import ConfigError, PublishError
+from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
 
 logger = logging.getLogger(__name__)
@@ -702,7 +703,7 @@ def _publishable(
     valid: dict[str, str] = {}
     skipped: list[tuple[str, str]] = []
     for key, value in sorted(desired.items()):
-        problem = label_rules.validate_label(key, value)
+        problem = validate_label(key, value)
         if problem is None and not key.startswith(prefix):
             problem = f"not under the agent's prefix {prefix}"
         if problem is None:

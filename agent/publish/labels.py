@@ -2,7 +2,7 @@
 
 Like node-feature-discovery, labels are computed from the discovered features only
 (:func:`desired_labels`), every key and value is checked against Kubernetes' own label syntax
-(:func:`validate_label`, the rules of k8s.io/apimachinery ``IsQualifiedName``/``IsValidLabelValue``)
+(:func:`agent.labelsyntax.validate_label`, the rules of k8s.io/apimachinery ``IsQualifiedName``/``IsValidLabelValue``)
 and an invalid one is dropped with a log line, and the diff against the Node is pure
 (:func:`plan_label_patch`, NFD's ``createPatches``): it touches only keys under the agent's prefix,
 removes only stale keys the agent recorded as its own, and returns ``None`` when nothing differs,
@@ -24,15 +24,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from agent.errors import ConfigError
-from agent.labelsyntax import label_prefix_error, label_value_error, qualified_name_error, validate_label
+from agent.labelsyntax import qualified_name_error, validate_label
 from agent.model import EnforcementState, NodeSnapshot, PciFunction, Problem, RdmaDevice
 from agent.publish.readiness import node_ready
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "rdma.spidernet.io/"
-__all__ = ["label_value_error", "qualified_name_error", "validate_label"]  # re-exported: the label syntax
 
 # Label names relative to the prefix. The PCI and link-layer families are templates.
 CAPABLE = "capable"
@@ -52,15 +49,6 @@ HYSTERESIS_LABELS = (READY,)
 # vendors (Intel, Broadcom, …) also make plain NICs, so their functions are labelled only when they
 # carry an RDMA device; labelling every Intel management NIC would be noise.
 RDMA_VENDORS = frozenset({"15b3"})
-
-def validate_prefix(prefix: str) -> str:
-    """Check a label prefix (``rdma.spidernet.io/``); returns it, or raises ConfigError(--label-prefix).
-    The rule is :func:`agent.labelsyntax.label_prefix_error`, the one start-up configuration applies."""
-    error = label_prefix_error(prefix)
-    if error is not None:
-        raise ConfigError("--label-prefix", error)
-    return prefix
-
 
 def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Problem]]:
     """Split labels into the valid ones and one ``invalid_label`` Problem per invalid one (pure)."""

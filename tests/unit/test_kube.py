@@ -20,6 +20,7 @@ from kubernetes import client
 
 from agent.config import Config
 from agent.errors import ConfigError
+from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
 from agent.publish.kube import (
     FIELD_MANAGER,
@@ -238,7 +239,7 @@ LABEL_SYNTAX = [
 def test_label_validation_agrees_with_the_server(key: str, value: str, valid: bool) -> None:
     server_ok = not is_qualified_name(key) and not is_valid_label_value(value)
     assert server_ok == valid
-    assert (label_rules.validate_label(key, value) is None) == valid  # what the agent checks before sending
+    assert (validate_label(key, value) is None) == valid  # what the agent checks before sending
 
 
 # --- the agent's requests are CoreV1Api's ----------------------------------------------------------

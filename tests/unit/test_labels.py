@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from agent.config import load_config
 from agent.errors import ConfigError
+from agent.labelsyntax import validate_label
 from agent.model import (
     CharDevice,
     DesiredMode,
@@ -31,8 +33,6 @@ from agent.publish.labels import (
     ownership_patch,
     plan_label_patch,
     plan_node_patch,
-    validate_label,
-    validate_prefix,
 )
 from agent.publish.readiness import node_ready
 
@@ -245,11 +245,12 @@ def test_validate_label_names_key_and_reason() -> None:
     ],
 )
 def test_validate_prefix(prefix: str, error: str | None) -> None:
+    # The one rule (agent.labelsyntax.label_prefix_error), as start-up configuration applies it.
     if error is None:
-        assert validate_prefix(prefix) == prefix
+        assert load_config({"label-prefix": prefix}, env={}).label_prefix == prefix
         return
     with pytest.raises(ConfigError) as info:
-        validate_prefix(prefix)
+        load_config({"label-prefix": prefix}, env={})
     assert info.value.setting == "--label-prefix"
     assert error in str(info.value)
 
