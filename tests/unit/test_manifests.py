@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from agent.cli import build_parser, config_from
 from agent.config import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, Config, parse_bind_address
 from agent.discover.procfs import OFED_INFO_SCRIPT
 from agent.errors import ConfigError
+from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -47,12 +47,7 @@ Obj = dict[str, Any]
 
 
 def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if os.environ.get("CI") == "true" or os.environ.get("RNA_REQUIRE_KUBECTL") == "1":
-            pytest.fail("kubectl is not on PATH (CI needs it to render manifests/)")
-        pytest.skip("kubectl not on PATH; set RNA_REQUIRE_KUBECTL=1 to fail instead")
-    return kubectl
+    return required_tool("kubectl", env="RNA_REQUIRE_KUBECTL", install="CI needs it to render manifests/")
 
 
 def kustomize(directory: Path) -> list[Obj]:

@@ -6,7 +6,7 @@ Regenerate the golden files after an intended change with ONE command, then revi
     RNA_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_metrics.py
 
 promtool (Debian package ``prometheus``) lints every golden file when it is on PATH; without it that
-test skips with a reason, unless RNA_REQUIRE_PROMTOOL=1 (CI), which makes it fail.
+test skips with a reason, unless CI=true or RNA_REQUIRE_PROMTOOL=1, which make it fail.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,6 +48,7 @@ from agent.publish.metrics import (
     render,
 )
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
+from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "fixtures" / "metrics"
@@ -356,11 +356,7 @@ def test_every_golden_file_has_a_scenario() -> None:
 
 
 def test_promtool_check_metrics_is_silent_on_golden_files() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("RNA_REQUIRE_PROMTOOL") == "1":
-            pytest.fail("promtool is not on PATH and RNA_REQUIRE_PROMTOOL=1 (apt-get install prometheus)")
-        pytest.skip("promtool not on PATH (Debian package 'prometheus'); set RNA_REQUIRE_PROMTOOL=1 to fail")
+    promtool = required_tool("promtool", env="RNA_REQUIRE_PROMTOOL", install="apt-get install prometheus")
     files = sorted(GOLDEN_DIR.glob("*.prom"))
     assert files
     for path in files:
