@@ -19,7 +19,6 @@ from agent.model import (
     NodeSnapshot,
     PciFunction,
     RdmaDevice,
-    RdmaPort,
 )
 from agent.publish.labels import (
     Hysteresis,
@@ -35,22 +34,10 @@ from agent.publish.labels import (
     plan_node_patch,
 )
 from agent.publish.readiness import node_ready
+from tests.builders import rdma_port
 
 P = "rdma.spidernet.io/"
 T0 = 1_753_000_000.0
-
-
-def _port(netdev: str | None, *, up: bool = True, layer: str = "Ethernet") -> RdmaPort:
-    return RdmaPort(
-        port=1,
-        state="ACTIVE" if up else "DOWN",
-        state_code=4 if up else 1,
-        physical_state="LINK_UP" if up else "DISABLED",
-        physical_state_code=5 if up else 3,
-        netdev=netdev,
-        link_layer=layer,
-        rate="100 Gb/sec (4X EDR)",
-    )
 
 
 def _chars(device: str, n: int) -> tuple[CharDevice, ...]:
@@ -84,7 +71,7 @@ def mlx5_snapshot(*, up: bool = True, mode: NetnsMode | None = NetnsMode.SHARED)
             protocol="roce",
             port_count=1,
             pci_address=address,
-            ports=(_port(netdev, up=up),),
+            ports=(rdma_port(netdev, up=up),),
             char_devices=(f"issm{index}", f"umad{index}", f"uverbs{index}"),
         )
 
@@ -95,7 +82,7 @@ def mlx5_snapshot(*, up: bool = True, mode: NetnsMode | None = NetnsMode.SHARED)
         protocol="roce",
         port_count=1,
         pci_address="0000:02:00.0",  # sysfs derives it from the netdev
-        ports=(_port("eno1"),),
+        ports=(rdma_port("eno1"),),
         char_devices=("uverbs3",),
     )
     vfs = ("0000:3b:00.2", "0000:3b:00.3", "0000:3b:00.4", "0000:3b:00.5")

@@ -48,6 +48,7 @@ from agent.publish.metrics import (
     render,
 )
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
+from tests.builders import rdma_port
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,20 +70,6 @@ MODULES = tuple(
 
 def _char(name: str, kind: str, device: str | None = None, port: int | None = None) -> CharDevice:
     return CharDevice(name=name, kind=kind, path=f"/dev/infiniband/{name}", present=True, rdma_device=device, port=port)
-
-
-def _port(netdev: str, *, up: bool = True, index: int = 4) -> RdmaPort:
-    return RdmaPort(
-        port=1,
-        state="ACTIVE" if up else "DOWN",
-        state_code=4 if up else 1,
-        physical_state="LINK_UP" if up else "DISABLED",
-        physical_state_code=5 if up else 3,
-        netdev=netdev,
-        netdev_index=index,
-        link_layer="Ethernet",
-        rate="100 Gb/sec (4X EDR)" if up else "10 Gb/sec (4X SDR)",
-    )
 
 
 def _mlx5(name: str, index: int, pci: str, port: RdmaPort, chars: tuple[str, ...]) -> RdmaDevice:
@@ -129,9 +116,10 @@ def _stages(**failed: bool) -> tuple[StageHealth, ...]:
 
 def mlx5_snapshot() -> NodeSnapshot:
     devices = (
-        _mlx5("mlx5_0", 0, "0000:3b:00.0", _port("ens1f0np0"), ("issm0", "umad0", "uverbs0")),
-        _mlx5("mlx5_1", 1, "0000:3b:00.1", _port("ens1f1np1", up=False, index=5), ("issm1", "umad1", "uverbs1")),
-        _mlx5("mlx5_2", 2, "0000:3b:00.2", _port("ens1f0v0", index=9), ("issm2", "umad2", "uverbs2")),
+        _mlx5("mlx5_0", 0, "0000:3b:00.0", rdma_port("ens1f0np0", netdev_index=4), ("issm0", "umad0", "uverbs0")),
+        _mlx5("mlx5_1", 1, "0000:3b:00.1", rdma_port("ens1f1np1", up=False, netdev_index=5, rate="10 Gb/sec (4X SDR)"),
+              ("issm1", "umad1", "uverbs1")),
+        _mlx5("mlx5_2", 2, "0000:3b:00.2", rdma_port("ens1f0v0", netdev_index=9), ("issm2", "umad2", "uverbs2")),
     )
     pci = (
         _pci(

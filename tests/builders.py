@@ -1,0 +1,27 @@
+"""Hand-built model values shared by unit tests (realistic ConnectX figures)."""
+
+from __future__ import annotations
+
+from agent.model import RdmaPort
+
+
+def rdma_port(
+    netdev: str | None,
+    *,
+    up: bool = True,
+    netdev_index: int | None = None,
+    link_layer: str = "Ethernet",
+    rate: str = "100 Gb/sec (4X EDR)",
+) -> RdmaPort:
+    """Port 1: ACTIVE/LINK_UP when ``up``, else DOWN/DISABLED, with the state codes the kernel gives."""
+    return RdmaPort(
+        port=1,
+        state="ACTIVE" if up else "DOWN",
+        state_code=4 if up else 1,
+        physical_state="LINK_UP" if up else "DISABLED",
+        physical_state_code=5 if up else 3,
+        netdev=netdev,
+        netdev_index=netdev_index,
+        link_layer=link_layer,
+        rate=rate,
+    )
