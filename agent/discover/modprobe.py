@@ -253,7 +253,7 @@ def _resolve(root: str, current: str, pending: list[str]) -> str:
     return current
 
 
-def _host_realpath(roots: HostRoots, path: Path) -> Path:
+def _host_realpath(roots: HostRoots, path: Path) -> str:
     """``path`` (under ``roots.root``) with every symlink followed as the host would follow it: an
     absolute target is taken from the host's ``/``, not this process's. Missing parts are kept as they
     are. Raises OSError(ELOOP) on a link loop."""
@@ -261,8 +261,8 @@ def _host_realpath(roots: HostRoots, path: Path) -> Path:
     try:
         parts = list(path.relative_to(roots.root).parts)
     except ValueError:
-        return path
-    return Path(_resolve(root, root, parts))
+        return str(path)
+    return _resolve(root, root, parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +279,7 @@ def _conf_files(roots: HostRoots) -> list[_ConfFile]:
     chosen: dict[str, _ConfFile] = {}
     for directory in roots.modprobe_dirs():
         try:
-            real_dir = str(_host_realpath(roots, directory))
+            real_dir = _host_realpath(roots, directory)
             st = os.stat(real_dir)  # noqa: PTH116 - str paths, see _resolve
         except OSError:
             logger.debug("modprobe directory %s is absent", directory)
