@@ -48,3 +48,12 @@ class EnforceError(AgentError):
 
 class PublishError(AgentError):
     """Publishing (labels, metrics, files) failed."""
+
+
+class StageError(PublishError):
+    """A loop stage could not do its job; ``state`` is the state it got to, with the problems it
+    found, so they are published although the stage is recorded as failed."""
+
+    def __init__(self, message: str, state: object) -> None:
+        super().__init__(message)
+        self.state = state

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Final
 
 from agent.config import HostRoots
+from agent.hostio import Refused, read_host_file
 from agent.model import ModprobeOption, NetnsMode, PersistedNetnsMode, Problem
 
 logger = logging.getLogger(__name__)
@@ -408,8 +409,19 @@ def read_persisted_netns_mode(
         shown = roots.display(conf.path)
         mtime = conf.mtime
         try:
-            with open(conf.real, "rb") as file:  # noqa: PTH123 - a str path on purpose: no pathlib per cycle
-                data = file.read()
+            data = read_host_file(conf.real, follow=False)  # resolved already: a link left is a race
+        except Refused as err:
+            problems.append(
+                Problem(
+                    code="modprobe_unreadable",
+                    message=(
+                        f"{shown} {err.strerror}; any ib_core option in it is unknown to the agent "
+                        "(modprobe itself may read it)."
+                    ),
+                    subject=shown,
+                )
+            )
+            continue
         except OSError as err:
             problems.append(
                 Problem(

@@ -16,7 +16,8 @@ from typing import Final
 
 from agent.config import HostRoots
 from agent.discover.modprobe import MODULE, netns_mode_options, normalize_name
-from agent.model import KernelInfo, KernelModule, ModprobeOption
+from agent.hostio import MAX_FILE_BYTES, Refused, read_host_file, read_kernel_file
+from agent.model import KernelInfo, KernelModule, ModprobeOption, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,32 @@ _OFED_NAMED: Final = re.compile(r"-(?P<version>\d+\.\d+-[\w.]+)$")
 _KERNEL_THREAD_PID: Final = "2"  # kthreadd: every kernel thread lives in the initial namespaces
 
 
-def _read_text(path: Path) -> str | None:
+MOUNTINFO_MAX_BYTES: Final = 16 << 20  # a node with hundreds of pods has thousands of mounts
+
+
+def _read_text(
+    roots: HostRoots,
+    path: Path,
+    problems: list[Problem] | None = None,
+    *,
+    host: bool = False,
+    limit: int = MAX_FILE_BYTES,
+) -> str | None:
+    """A procfs (or, ``host``, a host) file's text; None when it cannot be read. A refusal (not a
+    regular file, larger than ``limit``) is a ``host_file_refused`` Problem naming the file."""
     try:
-        return path.read_text(errors="replace")
+        data = read_host_file(str(path), limit=limit) if host else read_kernel_file(str(path), limit=limit)
+    except Refused as err:
+        shown = roots.display(path)
+        logger.warning("not reading %s: it %s", shown, err.strerror)
+        if problems is not None:
+            problems.append(Problem(code="host_file_refused", message=f"{shown} {err.strerror}", subject=shown))
+        return None
     except OSError as err:
         logger.debug("cannot read %s: %s", path, err)
         return None
+    text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode reads
 
 
 # --- modules -----------------------------------------------------------------------------------------
@@ -57,7 +78,7 @@ def parse_modules(text: str) -> frozenset[str]:
     return frozenset(line.split(maxsplit=1)[0] for line in text.splitlines() if line.strip())
 
 
-def read_modules(roots: HostRoots) -> tuple[KernelModule, ...]:
+def read_modules(roots: HostRoots, problems: list[Problem] | None = None) -> tuple[KernelModule, ...]:
     """Whether each of :data:`WATCHED_MODULES` is in the kernel: listed in /proc/modules, or present as
     /sys/module/<name> — built-in modules with parameters (or a version) have that directory but no
     /proc/modules line, and a kernel without module support has no /proc/modules at all.
@@ -65,7 +86,7 @@ def read_modules(roots: HostRoots) -> tuple[KernelModule, ...]:
     Limitation: a built-in module with neither parameters nor a version shows up in neither place
     and is reported as not loaded.
     """
-    text = _read_text(roots.procfs / "modules")
+    text = _read_text(roots, roots.procfs / "modules", problems)
     listed = parse_modules(text) if text is not None else frozenset()
     return tuple(
         KernelModule(name=name, loaded=name in listed or (roots.sysfs / "module" / name).is_dir())
@@ -108,7 +129,7 @@ def parse_ofed_info(script: str) -> str | None:
     return None
 
 
-def read_mofed_version(roots: HostRoots) -> str | None:
+def read_mofed_version(roots: HostRoots, problems: list[Problem] | None = None) -> str | None:
     """Mellanox/NVIDIA OFED's version, without running anything:
 
     1. /usr/bin/ofed_info — the script ``ofed_info -s`` runs; the version is written inside it.
@@ -118,28 +139,28 @@ def read_mofed_version(roots: HostRoots) -> str | None:
        ("25.10-1.7.1"; mlnx-ofa_kernel drivers/net/ethernet/mellanox/mlx5/core/main.c).
     3. Else None: inbox drivers.
     """
-    script = _read_text(roots.host(OFED_INFO_SCRIPT))
+    script = _read_text(roots, roots.host(OFED_INFO_SCRIPT), problems, host=True)
     if script is not None:
         version = parse_ofed_info(script)
         if version:
             return version
     if (roots.sysfs / "module" / "mlx_compat").is_dir():
-        text = _read_text(roots.sysfs / "module" / "mlx5_core" / "version")
+        text = _read_text(roots, roots.sysfs / "module" / "mlx5_core" / "version", problems)
         if text and text.strip():
             return text.strip()
     return None
 
 
-def read_kernel(roots: HostRoots) -> KernelInfo:
+def read_kernel(roots: HostRoots, problems: list[Problem] | None = None) -> KernelInfo:
     """Kernel facts: /proc/sys/kernel/osrelease, /proc/cmdline, /proc/stat ``btime``, and the OFED
     version (:func:`read_mofed_version`). Each is None when its file is missing."""
-    release = _read_text(roots.procfs / "sys" / "kernel" / "osrelease")
-    cmdline = _read_text(roots.procfs / "cmdline")
-    stat_text = _read_text(roots.procfs / "stat")
+    release = _read_text(roots, roots.procfs / "sys" / "kernel" / "osrelease", problems)
+    cmdline = _read_text(roots, roots.procfs / "cmdline", problems)
+    stat_text = _read_text(roots, roots.procfs / "stat", problems)
     return KernelInfo(
         release=release.strip() or None if release is not None else None,
         cmdline=cmdline.rstrip("\n\0") if cmdline is not None else None,
-        mofed_version=read_mofed_version(roots),
+        mofed_version=read_mofed_version(roots, problems),
         boot_time=parse_btime(stat_text) if stat_text is not None else None,
     )
 
@@ -241,17 +262,17 @@ def _netns_of(procfs: Path | str, pid: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _init_netns(procfs: Path) -> int | None:
+def _init_netns(roots: HostRoots, procfs: Path) -> int | None:
     """The initial network namespace: pid 1's, else kthreadd's (pid 2) when pid 1 hides its ns links
     (a non-dumpable init) — kernel threads all live in the initial namespaces."""
     found = _netns_of(procfs, "1")
     if found is not None:
         return found
-    comm = _read_text(procfs / _KERNEL_THREAD_PID / "comm")
+    comm = _read_text(roots, procfs / _KERNEL_THREAD_PID / "comm")
     return _netns_of(procfs, _KERNEL_THREAD_PID) if comm is not None and comm.strip() == "kthreadd" else None
 
 
-def count_network_namespaces(roots: HostRoots) -> int | None:
+def count_network_namespaces(roots: HostRoots, problems: list[Problem] | None = None) -> int | None:
     """How many network namespaces other than the initial one exist on the host — while any does, the
     kernel refuses ``rdma system set netns`` with EBUSY.
 
@@ -272,7 +293,7 @@ def count_network_namespaces(roots: HostRoots) -> int | None:
     except OSError as err:
         logger.debug("cannot list %s: %s", procfs, err)
         return None
-    init = _init_netns(procfs)
+    init = _init_netns(roots, procfs)
     if init is None:
         # Without CAP_SYS_PTRACE (the DaemonSet does not grant it) other processes' ns links are
         # hidden. The agent runs with hostNetwork, so its own namespace is the initial one; pods'
@@ -283,7 +304,7 @@ def count_network_namespaces(roots: HostRoots) -> int | None:
         return None
     base = str(procfs)
     seen = {ns for ns in (_netns_of(base, pid) for pid in pids) if ns is not None}
-    mountinfo = _read_text(procfs / "1" / "mountinfo")
+    mountinfo = _read_text(roots, procfs / "1" / "mountinfo", problems, limit=MOUNTINFO_MAX_BYTES)
     if mountinfo is not None:
         seen |= parse_nsfs_mounts(mountinfo)
     seen.discard(init)

@@ -296,8 +296,8 @@ def take_snapshot(
     )
     problems.extend(pci_problems)
 
-    modules = procfs.read_modules(roots)
-    kernel = procfs.read_kernel(roots)
+    modules = procfs.read_modules(roots, problems)
+    kernel = procfs.read_kernel(roots, problems)
     cmdline_option = procfs.parse_cmdline_netns_mode(kernel.cmdline or "")
     persisted, modprobe_problems = modprobe.read_persisted_netns_mode(roots, cmdline_option)
     problems.extend(modprobe_problems)
@@ -310,6 +310,7 @@ def take_snapshot(
         mode = sysfs.read_ib_core_netns_mode(roots)
         mode_source = "sysfs" if mode is not None else None
 
+    namespaces = procfs.count_network_namespaces(roots, problems)
     ib_core_loaded = any(m.name == "ib_core" and m.loaded for m in modules)
     problems.extend(
         derive_problems(
@@ -332,6 +333,6 @@ def take_snapshot(
         modules=modules,
         kernel=kernel,
         persisted=persisted,
-        network_namespaces=procfs.count_network_namespaces(roots),
+        network_namespaces=namespaces,
         problems=tuple(problems),
     )

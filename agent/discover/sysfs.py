@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final, Generic, TypeVar
 
 from agent.config import HostRoots
+from agent.hostio import read_kernel_file
 from agent.model import (
     CharDevice,
     NetnsMode,
@@ -346,9 +347,6 @@ class SysfsCache:
 
 # --- reading helpers --------------------------------------------------------------------------------
 
-_O_READ: Final = os.O_RDONLY | os.O_CLOEXEC
-_CHUNK: Final = 8192  # a sysfs attribute is at most a page, and one read() returns all of it
-
 
 class _Errors:
     """Read errors of one device, gathered into one Problem so one bad file costs one line.
@@ -394,18 +392,8 @@ def _readlink(path: str) -> str:
 
 
 def _read_bytes(path: str) -> bytes:
-    """The content of one file: open, one read (more only for a file larger than a page), close."""
-    fd = os.open(path, _O_READ)
-    try:
-        data = os.read(fd, _CHUNK)
-        if len(data) < _CHUNK:
-            return data
-        parts = [data]
-        while chunk := os.read(fd, _CHUNK):
-            parts.append(chunk)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
+    """One attribute file: O_NONBLOCK, regular files only, capped (:func:`agent.hostio.read_kernel_file`)."""
+    return read_kernel_file(path, one_read=True)
 
 
 def _read(path: str, errors: _Errors, what: str, *, einval_is_empty: bool = False) -> str | None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.hostio import Refused, decode_text, read_host_file
 from agent.labelsyntax import qualified_name_error
 from agent.model import (
     EnforcementState,
@@ -281,11 +282,11 @@ def resource_name_error(full_name: str) -> str | None:
 def read_device_plugin_config(path: Path) -> DevicePluginConfig:
     """Read and parse the config file (the plugin's ConfigMap, mounted into the agent's pod)."""
     try:
-        text = path.read_text()
+        text = decode_text(read_host_file(str(path)), str(path))
+    except Refused as err:
+        raise ConfigError("--device-plugin-config", f"{path} {err.strerror}") from err
     except OSError as err:
         raise ConfigError("--device-plugin-config", f"cannot read {path}: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError("--device-plugin-config", f"{path} is not UTF-8 text: {err.reason}") from err
     return parse_device_plugin_config(text, str(path))
 
 

@@ -16,13 +16,15 @@ directory. When the content would not change, nothing is written and the mtime s
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from agent.errors import PublishError
-from agent.hostfiles import atomic_write, remove_file
+from agent.hostfiles import atomic_write, read_file, remove_file
+from agent.hostio import Refused
 from agent.labelsyntax import validate_label
 
 logger = logging.getLogger(__name__)
@@ -97,44 +99,48 @@ def write_features(
     path: Path,
     labels: Mapping[str, str],
     *,
+    root: Path = Path("/"),
     ttl_seconds: float | None = None,
     now: float | None = None,
 ) -> bool:
-    """Make ``path`` hold ``labels``; True when the file was written, False when it already did.
+    """Make ``path`` (under the host ``root``) hold ``labels``; True when the file was written, False
+    when it already did.
 
     With ``ttl_seconds`` the file carries ``# +expiry-time=`` now + ttl, so NFD drops the labels if
     the agent stops refreshing them (e.g. it was uninstalled); the lease is renewed once less than
     half of it is left. ``now`` is epoch seconds (default: the clock). The directory is created if
     missing. Raises PublishError (errno kept in ``__cause__``) and leaves the old file intact when
-    the write fails."""
+    the write fails or is refused (a symlink, a FIFO, a path leaving the host root)."""
     if ttl_seconds is not None and not ttl_seconds > 0:
         raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
     now = time.time() if now is None else now
     try:
-        current: str | None = path.read_text()
-    except FileNotFoundError:
+        data = read_file(root, path, limit=MAX_FILE_SIZE + 1)
+        current = data.decode() if data is not None else None
+    except Refused as err:
+        if err.errno != errno.EFBIG:
+            raise PublishError(f"will not write {path}: it {err.strerror}") from err
+        current = None  # larger than NFD reads: rewrite it
+    except UnicodeDecodeError:
+        logger.warning("%s is not UTF-8 text, rewriting it", path)
         current = None
-    except (OSError, UnicodeDecodeError) as err:
-        logger.warning("cannot read %s, rewriting it: %s", path, err)
-        current = None
+    except OSError as err:
+        raise PublishError(f"cannot read {path}: {err.strerror or err}") from err
     if not _needs_write(current, labels, ttl_seconds, now):
         return False
     text = render_features(labels, expires_at=None if ttl_seconds is None else now + ttl_seconds)
-    _atomic_write(path, text.encode())
+    try:
+        atomic_write(root, path, text.encode())
+    except OSError as err:
+        verb = "will not write" if isinstance(err, Refused) else "cannot write"
+        raise PublishError(f"{verb} {path}: {err.strerror or err}; the old file is intact") from err
     logger.info("wrote %d labels to %s", len(labels), path)
     return True
 
 
-def remove_features(path: Path) -> bool:
+def remove_features(path: Path, *, root: Path = Path("/")) -> bool:
     """Remove the file (NFD then drops the labels); True if it existed."""
     try:
-        return remove_file(path)
+        return remove_file(root, path)
     except OSError as err:
         raise PublishError(f"cannot remove {path}: {err.strerror}") from err
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        atomic_write(path, data)
-    except OSError as err:
-        raise PublishError(f"cannot write {path}: {err.strerror or err}; the old file is intact") from err

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from agent.errors import ConfigError, PublishError
+from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
 from agent.publish.consumers import (
     DevicePluginConfig,
@@ -45,11 +45,13 @@ class LabelsStage:
         node: NodeLabelPublisher | None = None,
         watcher: NodeWatcher | None = None,
         features_file: Path | None = None,
+        host_root: Path = Path("/"),
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.prefix = prefix
         self.hysteresis = Hysteresis(hold_seconds, hysteresis_keys(prefix))
         self.node, self.watcher, self.features_file = node, watcher, features_file
+        self.host_root = host_root
         self.timer = timer
 
     def __call__(self, state: AgentState) -> AgentState:
@@ -60,7 +62,11 @@ class LabelsStage:
         labels = self.hysteresis.update(self.timer(), wanted)
         state = replace(state, problems=state.problems + problems)
         if self.features_file is not None:
-            write_features(self.features_file, labels)
+            try:
+                write_features(self.features_file, labels, root=self.host_root)
+            except PublishError as err:
+                problem = Problem(code="nfd_features_failed", message=str(err), subject=str(self.features_file))
+                raise StageError(str(err), replace(state, problems=(*state.problems, problem))) from err
         if self.node is not None:
             result = self.node.sync(labels)
             if not result.ok:

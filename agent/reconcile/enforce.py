@@ -15,13 +15,28 @@ from dataclasses import replace
 from agent.config import Config
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
-from agent.hostfiles import atomic_write, read_text, remove_file
+from agent.hostfiles import atomic_write, read_file, remove_file
+from agent.hostio import Refused, decode_text
 from agent.model import Action, ActionKind, Problem
 from agent.reconcile.plan import EnforcerMemory, managed_file_content
 
 logger = logging.getLogger(__name__)
 
+# The reboot sentinel's first line. The agent removes a sentinel only when it starts with this: the
+# same path may be another tool's (kured's default /var/run/reboot-required is unattended-upgrades').
+SENTINEL_MARK = b"# rdma-node-agent: reboot required for the RDMA netns mode\n"
+
+
+def is_our_sentinel(data: bytes) -> bool:
+    return data.startswith(SENTINEL_MARK)
+
+
+def sentinel_content(reason: str) -> bytes:
+    return SENTINEL_MARK + f"# {' '.join(reason.split())}\n".encode()
+
 def _os_problem(code: str, what: str, path: str, err: OSError) -> Problem:
+    if isinstance(err, Refused):
+        return Problem(code=code, message=f"will not {what} {path}: it {err.strerror}", subject=path)
     reason = os.strerror(err.errno) if err.errno else str(err)
     return Problem(code=code, message=f"could not {what} {path}: {reason}; the old file is intact", subject=path)
 
@@ -42,12 +57,30 @@ class Enforcer:
         self.managed_file = config.managed_modprobe_file
         self.managed_display = config.roots.display(self.managed_file)
 
-    def read_managed_file(self) -> str | None:
-        return read_text(self.managed_file)
+    def read_managed_file(self) -> tuple[str | None, str | None]:
+        """(the managed file's text or None when absent, why it cannot be used or None). The file
+        is read as it would be written (inside the host root, never through a symlink, regular
+        files only, at most 1 MiB, UTF-8): one the agent cannot read is one it must not rewrite."""
+        try:
+            data = read_file(self.config.roots.root, self.managed_file)
+            return (decode_text(data, self.managed_display) if data is not None else None), None
+        except Refused as err:
+            return None, f"{self.managed_display} {err.strerror}"
+        except OSError as err:
+            return None, f"cannot read {self.managed_display}: {err.strerror or err}"
+
+    def _sentinel(self) -> bytes | None:
+        sentinel = self.config.reboot_sentinel
+        return read_file(self.config.roots.root, sentinel) if sentinel is not None else None
 
     def initial_memory(self) -> EnforcerMemory:
-        sentinel = self.config.reboot_sentinel
-        return EnforcerMemory(reboot_signalled=sentinel is not None and sentinel.exists())
+        """A reboot was signalled when the agent's own sentinel is there (a restart keeps it)."""
+        try:
+            data = self._sentinel()
+        except OSError as err:
+            logger.warning("cannot read the reboot sentinel: %s", err)
+            data = None
+        return EnforcerMemory(reboot_signalled=data is not None and is_our_sentinel(data))
 
     def apply(
         self, actions: Iterable[Action], memory: EnforcerMemory, now: float
@@ -56,9 +89,13 @@ class Enforcer:
         for action in actions:
             logger.info("enforce: %s (%s)", action.kind.value, action.reason)
             if action.kind is ActionKind.WRITE_PERSISTED and action.mode is not None:
+                current, error = self.read_managed_file()
+                if error is not None:  # changed since it was planned: the next plan reports it
+                    problems.append(Problem(code="persist_failed", message=error, subject=self.managed_display))
+                    continue
                 try:
-                    content = managed_file_content(self.read_managed_file(), action.mode)
-                    atomic_write(self.managed_file, content.encode(), hook=self._write_hook)
+                    content = managed_file_content(current, action.mode)
+                    atomic_write(self.config.roots.root, self.managed_file, content.encode(), hook=self._write_hook)
                 except OSError as err:
                     problems.append(_os_problem("persist_failed", "write", self.managed_display, err))
             elif action.kind is ActionKind.SET_RUNTIME_MODE and action.mode is not None:
@@ -72,26 +109,45 @@ class Enforcer:
                 else:
                     memory = replace(memory, last_errno=None, next_attempt=None)
             elif action.kind is ActionKind.SIGNAL_REBOOT:
-                sentinel = self.config.reboot_sentinel
-                if sentinel is not None:
-                    try:
-                        atomic_write(sentinel, f"rdma-node-agent: {action.reason}\n".encode())
-                    except OSError as err:
-                        problems.append(
-                            _os_problem("sentinel_failed", "write", self.config.roots.display(sentinel), err)
-                        )
-                        continue
+                problem = self._signal(action.reason)
+                if problem is not None:
+                    problems.append(problem)
+                    continue
                 memory = replace(memory, reboot_signalled=True)
             elif action.kind is ActionKind.CLEAR_REBOOT:
-                sentinel = self.config.reboot_sentinel
-                if sentinel is not None:
-                    try:
-                        remove_file(sentinel)
-                    except OSError as err:
-                        if err.errno != errno.ENOENT:
-                            problems.append(
-                                _os_problem("sentinel_failed", "remove", self.config.roots.display(sentinel), err)
-                            )
-                            continue
+                problem = self._clear()
+                if problem is not None:
+                    problems.append(problem)
+                    continue
                 memory = replace(memory, reboot_signalled=False)
         return memory, problems
+
+    def _signal(self, reason: str) -> Problem | None:
+        """Write the sentinel, unless another tool's reboot request is already at that path (then a
+        reboot is asked for already, and that file is not the agent's to rewrite or remove)."""
+        sentinel = self.config.reboot_sentinel
+        if sentinel is None:
+            return None
+        shown = self.config.roots.display(sentinel)
+        try:
+            current = self._sentinel()
+            if current is not None and not is_our_sentinel(current):
+                logger.info("%s exists and is not the agent's: a reboot is already requested; leaving it", shown)
+                return None
+            atomic_write(self.config.roots.root, sentinel, sentinel_content(reason))
+        except OSError as err:
+            return _os_problem("sentinel_failed", "write", shown, err)
+        return None
+
+    def _clear(self) -> Problem | None:
+        """Remove the sentinel if it is the agent's own; another tool's file is left alone."""
+        sentinel = self.config.reboot_sentinel
+        if sentinel is None:
+            return None
+        try:
+            if not remove_file(self.config.roots.root, sentinel, ours=is_our_sentinel):
+                logger.debug("no reboot sentinel of the agent's at %s", sentinel)
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                return _os_problem("sentinel_failed", "remove", self.config.roots.display(sentinel), err)
+        return None

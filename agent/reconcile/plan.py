@@ -54,6 +54,7 @@ class PlanInput:
     memory: EnforcerMemory
     now: float
     dry_run: bool = False
+    managed_file_error: str | None = None  # why the managed file cannot be used: then it is never written
 
 
 def _version(text: str | None, pattern: str) -> tuple[int, int] | None:
@@ -191,7 +192,16 @@ def plan(given: PlanInput) -> EnforcementState:
 
     actions: list[Action] = []
     wanted_file = managed_file_content(given.managed_file_text, target)
-    if wanted_file != given.managed_file_text:
+    if given.managed_file_error is not None:
+        problems.append(
+            Problem(
+                code="persist_failed",
+                message=f"{given.managed_file_error}; the agent does not rewrite a file it cannot read: fix or "
+                "remove it",
+                subject=given.managed_file_display,
+            )
+        )
+    elif wanted_file != given.managed_file_text:
         actions.append(
             Action(
                 kind=ActionKind.WRITE_PERSISTED,

@@ -37,7 +37,8 @@ CHILD = textwrap.dedent(
         if step == sys.argv[2]:
             print(step, flush=True)
             sys.stdin.read()  # block until killed
-    atomic_write(Path(sys.argv[1]), Path(sys.argv[3]).read_bytes(), hook=hook)
+    target = Path(sys.argv[1])
+    atomic_write(target.parent, target, Path(sys.argv[3]).read_bytes(), hook=hook)
     print("done", flush=True)
     """
 )
@@ -60,7 +61,7 @@ def test_sigkill_at_each_step_leaves_old_or_new_file(tmp_path: Path, step: str) 
     content = target.read_bytes()
     assert content == (OLD if step in ("temp_written", "temp_fsynced") else NEW)
     # the next write cleans up the temp file a killed writer left behind, and then succeeds
-    assert atomic_write(target, NEW) is (content != NEW)
+    assert atomic_write(target.parent, target, NEW) is (content != NEW)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ib_core.conf", "payload"]
 
 
@@ -74,16 +75,16 @@ def test_exception_at_each_step_before_rename_keeps_old_file(tmp_path: Path) -> 
                 raise OSError(errno.EIO, "injected")
 
         with pytest.raises(OSError):
-            atomic_write(target, NEW, hook=boom)
+            atomic_write(target.parent, target, NEW, hook=boom)
         assert target.read_bytes() == OLD
         assert [p.name for p in tmp_path.iterdir()] == ["f"]
 
 
 def test_unchanged_content_is_not_written(tmp_path: Path) -> None:
     target = tmp_path / "f"
-    assert atomic_write(target, NEW) is True
+    assert atomic_write(target.parent, target, NEW) is True
     os.utime(target, (1_000_000, 1_000_000))
-    assert atomic_write(target, NEW) is False
+    assert atomic_write(target.parent, target, NEW) is False
     assert target.stat().st_mtime == 1_000_000
 
 
@@ -91,7 +92,7 @@ def test_mode_of_existing_file_is_kept(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(OLD)
     target.chmod(0o600)
-    atomic_write(target, NEW)
+    atomic_write(target.parent, target, NEW)
     assert target.stat().st_mode & 0o777 == 0o600
 
 
@@ -177,7 +178,8 @@ def test_thousand_reconciles_one_write_one_line_and_sys_set_once_per_window(tmp_
             kernel.namespaces = 0  # the last pod went away
         snapshot = NodeSnapshot(taken_at=now, netlink_available=True, netns_mode=kernel.mode,
                                 kernel=KernelInfo(release="6.1.0"), network_namespaces=kernel.namespaces)  # fmt: skip
-        given = PlanInput(snapshot=snapshot, desired=config.netns_mode, managed_file_text=enforcer.read_managed_file(),
+        text = enforcer.read_managed_file()[0]
+        given = PlanInput(snapshot=snapshot, desired=config.netns_mode, managed_file_text=text,
                           managed_file_display="/etc/modprobe.d/ib_core.conf", memory=memory, now=now)  # fmt: skip
         state = plan(given)
         memory, problems = enforcer.apply(state.plan, memory, now)

@@ -107,10 +107,10 @@ def test_failed_rename_leaves_old_file(tmp_path: Path, monkeypatch: pytest.Monke
     write_features(path, LABELS)
     old = path.read_text()
 
-    def fail(src: object, dst: object) -> None:
+    def fail(src: object, dst: object, **_dir_fds: object) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(os, "replace", fail)  # Path.replace calls os.replace
+    monkeypatch.setattr(os, "rename", fail)  # renameat, inside the directory's descriptor
     with pytest.raises(PublishError, match="Read-only file system; the old file is intact") as info:
         write_features(path, {P + "ready": "false"})
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.EROFS
