@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.hostio import Refused, decode_text, read_host_file
 from agent.labelsyntax import DEFAULT_LABEL_PREFIX, label_prefix_error
 from agent.model import DesiredMode
 
@@ -82,6 +83,14 @@ class HostRoots:
 
 
 LABEL_PUBLISHERS = ("node", "nfd", "none")
+# Loopback by default: metrics reach the network through kube-rbac-proxy (docs/security.md), or
+# through an explicit ':9435'.
+DEFAULT_METRICS_BIND_ADDRESS = "127.0.0.1:9435"
+DAY = 86400.0
+INTERVAL_BOUNDS = (1.0, DAY)
+RETRY_BOUNDS = (1.0, 7 * DAY)  # and at least the interval: load_config checks
+DEFAULT_RETRY_SECONDS = 600.0
+HYSTERESIS_BOUNDS = (0.0, DAY)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,10 +102,11 @@ class Config:
     netns_mode: DesiredMode = DesiredMode.UNMANAGED
     dry_run: bool = False
     interval_seconds: float = 30.0
-    runtime_retry_seconds: float = 600.0  # backoff between SYS_SET retries after EBUSY
+    runtime_retry_seconds: float = DEFAULT_RETRY_SECONDS  # backoff between SYS_SET retries after EBUSY
     modprobe_file: Path | None = None  # default: <host root>/etc/modprobe.d/ib_core.conf
     reboot_sentinel: Path | None = None  # off by default; a path for kured's --reboot-sentinel
-    metrics_bind_address: str = ":9435"
+    metrics_bind_address: str = DEFAULT_METRICS_BIND_ADDRESS
+    health_bind_address: str = ""  # a second listener for probes only; "" = none
     kubernetes: bool = True
     kubeconfig: Path | None = None
     node_name: str | None = None  # NODE_NAME from the downward API
@@ -124,19 +134,55 @@ class Config:
 # Loading: one table of settings, each with its flag, environment variable and config-file key.
 
 ENV_PREFIX = "RDMA_NODE_AGENT_"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# Go's time.ParseDuration units (what Kubernetes users type: 1m30s, 500ms); a bare number is seconds.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_BARE_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,9})?")
+MAX_DURATION_TEXT = 64  # "1h2m3s500ms" is 11; nothing legitimate is longer
 
 
 def parse_duration(text: str) -> float:
-    """``30``, ``30s``, ``10m``, ``1h``, ``500ms`` → seconds (> 0)."""
-    match = _DURATION.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a positive duration like 30s, 10m or 1h, got {text!r}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if not math.isfinite(seconds):  # enough digits overflow to inf
-        raise ValueError(f"expected a finite duration like 30s, 10m or 1h, got {len(text)} characters")
+    """A positive duration in Go's form (``1m30s``, ``90s``, ``500ms``, ``1.5h``) or a bare number of
+    seconds (``30``) → seconds. Raises ValueError on anything else, zero included."""
+    value = text.strip()
+    if len(value) > MAX_DURATION_TEXT:
+        raise ValueError(f"expected a duration like 30s, 1m30s or 1h, got {len(value)} characters")
+    if _BARE_SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise ValueError(f"expected a duration like 30s, 1m30s or 1h, got {text!r}")
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"expected a positive duration like 30s, 1m30s or 1h, got {text!r}")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as Go prints a duration, for messages: 90 → ``1m30s``, 86400 → ``24h0m0s``, 0.5 → ``500ms``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    hours, rest = divmod(round(seconds, 3), 3600)
+    minutes, secs = divmod(rest, 60)
+    out = f"{int(hours)}h" if hours else ""
+    if hours or minutes:
+        out += f"{int(minutes)}m"
+    return out + f"{secs:g}s"
+
+
+def _bounded_duration(low: float, high: float) -> Callable[[str], float]:
+    """A duration parser that also refuses values outside [low, high] seconds."""
+
+    def parse(text: str) -> float:
+        seconds = parse_duration(text)
+        if not low <= seconds <= high:
+            raise ValueError(
+                f"must be between {format_duration(low)} and {format_duration(high)}, got {text.strip()!r}"
+            )
+        return seconds
+
+    return parse
 
 
 def parse_bool(text: str) -> bool:
@@ -218,6 +264,8 @@ def _absolute_path(text: str) -> Path:
         raise ValueError(f"expected an absolute path, got {text!r}")
     if "\0" in text:  # the kernel cannot open it; every later use would fail with a bare ValueError
         raise ValueError(f"a path cannot contain a NUL byte, got {text!r}")
+    if ".." in text.split("/"):  # a host path must not climb out of the host root; no path needs it
+        raise ValueError(f"a path cannot contain '..', got {text!r}")
     return Path(text)
 
 
@@ -250,6 +298,10 @@ def _bind(text: str) -> str:
     return text
 
 
+def _optional_bind(text: str) -> str:
+    return "" if text.strip() == "" else _bind(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configuration key: ``key`` is the flag name (``--key``) and the config-file key; the
@@ -277,21 +329,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dev-root", "roots.dev", _absolute_path, "host /dev (default: HOST_ROOT/dev)"),
     Setting("netns-mode", "netns_mode", _desired_mode, "desired RDMA netns mode: shared, exclusive or unmanaged"),
     Setting("dry-run", "dry_run", parse_bool, "plan and report, never change the host"),
-    Setting("interval", "interval_seconds", parse_duration, "time between reconciles (default 30s)"),
-    Setting("runtime-retry-interval", "runtime_retry_seconds", parse_duration,
-            "backoff between runtime mode changes the kernel refused with EBUSY (default 10m)"),
+    Setting("interval", "interval_seconds", _bounded_duration(*INTERVAL_BOUNDS),
+            "time between reconciles, 1s to 24h (default 30s; Go form: 90s, 1m30s)"),
+    Setting("runtime-retry-interval", "runtime_retry_seconds", _bounded_duration(*RETRY_BOUNDS),
+            "backoff between runtime mode changes the kernel refused with EBUSY, at least the interval (default 10m)"),
     Setting("modprobe-file", "modprobe_file", _absolute_path,
             "host path of the managed modprobe.d file (default /etc/modprobe.d/ib_core.conf)", host_path=True),
     Setting("reboot-sentinel", "reboot_sentinel", _optional_path,
             "host path of a file created while a reboot is required (for kured); empty: off", host_path=True),
-    Setting("metrics-bind-address", "metrics_bind_address", _bind, "HOST:PORT for /metrics, /healthz, /readyz"),
+    Setting("metrics-bind-address", "metrics_bind_address", _bind,
+            "HOST:PORT for /metrics, /healthz, /readyz (default 127.0.0.1:9435; ':9435' serves every address)"),
+    Setting("health-bind-address", "health_bind_address", _optional_bind,
+            "HOST:PORT of a second listener serving only /healthz and /readyz (for kubelet probes); empty: none"),
     Setting("kubernetes", "kubernetes", parse_bool, "publish to Kubernetes (false: --no-kubernetes)"),
     Setting("kubeconfig", "kubeconfig", _absolute_path, "kubeconfig file (default: in-cluster config)"),
     Setting("node-name", "node_name", _node_name, "this node's name (the NODE_NAME downward-API variable)"),
     Setting("label-publisher", "label_publisher", _choice(*LABEL_PUBLISHERS),
             "where labels go: node (patch the Node), nfd (a features.d file) or none"),
     Setting("label-prefix", "label_prefix", _label_prefix, "prefix of every label the agent owns"),
-    Setting("label-hysteresis", "label_hysteresis_seconds", parse_duration,
+    Setting("label-hysteresis", "label_hysteresis_seconds", _bounded_duration(*HYSTERESIS_BOUNDS),
             "how long a link-driven label value must hold before it is published (default 60s)"),
     Setting("nfd-features-file", "nfd_features_file", _absolute_path,
             "host path of the NFD features.d file (label-publisher nfd)", host_path=True),
@@ -303,19 +359,37 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 
 
-def _read_config_file(path: Path) -> dict[str, str]:
+CONFIG_FILE_MAX_BYTES = 64 * 1024  # two dozen settings fit in 2 KiB
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` without anchors and aliases: a configuration never needs them, and a few
+    hundred bytes of nested aliases expand to gigabytes (the "billion laughs")."""
     import yaml  # PyYAML: a dependency of the kubernetes client, declared in pyproject too
 
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise ConfigError("--config", f"{path} uses a YAML anchor or alias (&/*): a configuration may not")
+            return super().compose_node(parent, index)
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError("--config", f"cannot read {path}: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError("--config", f"{path} is not UTF-8 text: {err.reason} at byte {err.start}") from err
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError("--config", f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
     except RecursionError as err:
         raise ConfigError("--config", f"{path} is nested too deeply to be a configuration") from err
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    try:
+        text = decode_text(read_host_file(str(path), limit=CONFIG_FILE_MAX_BYTES), str(path))
+    except Refused as err:
+        raise ConfigError("--config", f"{path} {err.strerror}") from err
+    except OSError as err:
+        raise ConfigError("--config", f"cannot read {path}: {err.strerror}") from err
+    data = _load_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -357,6 +431,7 @@ def load_config(
     if downward_api:
         env = {**env, node_env: env["NODE_NAME"]}
     parsed: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for setting in SETTINGS:
         if setting.key in flags:
             raw, origin = flags[setting.key], setting.flag
@@ -372,6 +447,7 @@ def load_config(
             parsed[setting.target] = setting.parse(raw)
         except ValueError as err:
             raise ConfigError(origin, str(err)) from None
+        origins[setting.target] = origin
     roots = HostRoots(**{k.split(".", 1)[1]: v for k, v in parsed.items() if k.startswith("roots.")})
     kwargs = {k: v for k, v in parsed.items() if not k.startswith("roots.")}
     for setting in SETTINGS:
@@ -379,7 +455,13 @@ def load_config(
             kwargs[setting.target] = roots.host(str(kwargs[setting.target]))
     known = {f.name for f in fields(Config)}
     assert set(kwargs) <= known, set(kwargs) - known
+    if "runtime_retry_seconds" not in kwargs and "interval_seconds" in kwargs:  # the default follows a long interval
+        kwargs["runtime_retry_seconds"] = max(DEFAULT_RETRY_SECONDS, kwargs["interval_seconds"])
     config = Config(roots=roots, **kwargs)
-    if not math.isfinite(config.interval_seconds):
-        raise ConfigError("--interval", "must be finite")
+    if config.runtime_retry_seconds < config.interval_seconds:
+        raise ConfigError(
+            origins.get("runtime_retry_seconds", "--runtime-retry-interval"),
+            f"must be at least the interval ({format_duration(config.interval_seconds)}), "
+            f"got {format_duration(config.runtime_retry_seconds)}",
+        )
     return config

@@ -68,6 +68,7 @@ BAD = {
     "modprobe-file": "ib_core.conf",
     "reboot-sentinel": "reboot",
     "metrics-bind-address": "9435",
+    "health-bind-address": "9436",
     "kubernetes": "perhaps",
     "kubeconfig": "~/.kube/config",
     "node-name": "Bad_Node!",
