@@ -1,71 +1,80 @@
-"""The agent's one HTTP listener: ``/metrics``, ``/healthz`` and ``/readyz``.
+"""The agent's HTTP listeners: ``/metrics``, ``/healthz`` and ``/readyz`` — transport only.
 
-Built on the standard library's ``ThreadingHTTPServer`` (one daemon thread per connection) so a slow
-scrape never delays a probe. It is meant to face a cluster network, so it is defensive in the boring
-ways: the request line and headers must arrive whole within ``connection_timeout`` seconds and fit
-in :data:`MAX_REQUEST_HEAD_BYTES` (an idle or slowloris client loses its thread after that, however
-it trickles bytes); only GET and HEAD are served; one request per connection (HTTP/1.0 semantics,
-which Prometheus and kubelet handle); at most ``max_parallel_scrapes`` renders of ``/metrics`` run at
-once and the rest get 503 at once, as node_exporter's ``--web.max-requests`` does. ``/metrics`` honours
-``Accept`` (text 0.0.4 or OpenMetrics, via prometheus_client) and ``Accept-Encoding: gzip``.
+It faces a network where anyone may connect, so every resource a peer can make it hold is bounded:
 
-What ``/metrics`` answers is an :class:`Exposition`: the node's metrics change once per reconcile cycle,
-so they are rendered (and gzipped) once per published state and every scrape until the next cycle
-copies those bytes; only a small live part (the process collector) is rendered per scrape. At 2,000
-devices a render takes ~170 ms, so rendering per scrape let 50 concurrent scrapers queue for seconds.
+* **One thread does all socket I/O** (a ``selectors`` loop): an idle or half-sent connection costs
+  a socket and at most :data:`MAX_REQUEST_HEAD_BYTES` of buffer, never a thread.
+* **At most** ``max_connections`` **connections are open.** When a new one arrives at the cap, the
+  oldest connection still sending its request head is closed to make room (a probe that sends its
+  request at once always gets in, whatever a flood of idle connections does); when every open
+  connection is busy being answered, the new one is closed at once.
+* **Deadlines, not per-read timeouts:** the request line and headers must arrive whole within
+  ``connection_timeout`` seconds however the client trickles them, and an answer that stops moving
+  for that long is abandoned.
+* **Bounded work:** only GET and HEAD, one request per connection (HTTP/1.0 semantics, which
+  Prometheus and kubelet handle), HTTP/0.9 refused, a request head larger than
+  :data:`MAX_REQUEST_HEAD_BYTES` refused with 431. At most ``max_parallel_scrapes`` ``/metrics``
+  answers are in progress; the rest get 503 at once, as node_exporter's ``--web.max-requests`` does.
+  Renders run on a small pool of worker threads; probes are answered on the I/O thread itself, so
+  they answer while scrapes are slow.
+
+What ``/metrics`` answers comes from an :class:`~agent.publish.exposition.Exposition` (negotiation
+and the render cache). A second listener (``health_bind``) can serve the probes alone, so that the
+metrics listener can stay on 127.0.0.1 behind kube-rbac-proxy while kubelet probes the node's port.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import email.utils
 import errno
-import gzip
-import io
 import logging
 import selectors
 import socket
-import socketserver
-import sys
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Final
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from agent.config import parse_bind_address as config_parse_bind_address
 from agent.errors import ConfigError, PublishError
+from agent.publish.exposition import Exposition, Representation, negotiate
 
 logger = logging.getLogger(__name__)
 
-SETTING = "--metrics-bind-address"
-DEFAULT_BIND_ADDRESS = ":9435"
-CONNECTION_TIMEOUT_SECONDS = 5.0
-MAX_REQUEST_HEAD_BYTES = 8192  # request line + headers; Prometheus and kubelet send a few hundred
-MAX_PARALLEL_SCRAPES = 40  # node_exporter's --web.max-requests default
-STOP_TIMEOUT_SECONDS = 2.0
-ACCEPT_BACKOFF_SECONDS = 0.1
-_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-TEXT = "text/plain; charset=utf-8"
-GZIP_LEVEL = 6
-OPENMETRICS_EOF = b"# EOF\n"
+SETTING: Final = "--metrics-bind-address"
+CONNECTION_TIMEOUT_SECONDS: Final = 5.0
+MAX_ANSWER_SECONDS: Final = 60.0  # however slowly a client reads, an answer is dropped after this
+MAX_REQUEST_HEAD_BYTES: Final = 8192  # request line + headers; Prometheus and kubelet send a few hundred
+MAX_CONNECTIONS: Final = 256
+MAX_PARALLEL_SCRAPES: Final = 40  # node_exporter's --web.max-requests default
+STOP_TIMEOUT_SECONDS: Final = 1.0
+ACCEPT_BACKOFF_SECONDS: Final = 0.1
+_ACCEPTS_PER_WAKEUP: Final = 64
+_ACCEPT_EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_RECV: Final = 4096
+TEXT: Final = "text/plain; charset=utf-8"
+SERVER: Final = "rdma-node-agent"  # the Server header: no Python version advertised
+NOT_FOUND: Final = b"not found: try /metrics, /healthz or /readyz\n"
+_PROBES: Final = ("/healthz", "/readyz")
 
 
-def parse_bind_address(text: str) -> tuple[str, int]:
+def parse_bind_address(text: str, setting: str = SETTING) -> tuple[str, int]:
     """``HOST:PORT`` → ``(host, port)`` (see :func:`agent.config.parse_bind_address`), raising
-    :class:`ConfigError` naming ``--metrics-bind-address``."""
+    :class:`ConfigError` naming ``setting``."""
     try:
         return config_parse_bind_address(text)
     except ValueError as err:
-        raise ConfigError(SETTING, str(err)) from None
+        raise ConfigError(setting, str(err)) from None
 
 
-def _listen_address(host: str, port: int) -> tuple[socket.AddressFamily, str, bool]:
+def _listen_address(host: str, port: int, setting: str) -> tuple[socket.AddressFamily, str, bool]:
     """(family, host to bind, dual-stack?) for a parsed bind address."""
     if host == "":
         if socket.has_dualstack_ipv6():
@@ -74,302 +83,429 @@ def _listen_address(host: str, port: int) -> tuple[socket.AddressFamily, str, bo
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
-        raise ConfigError(SETTING, f"cannot resolve {host!r}: {err.strerror}") from err
+        raise ConfigError(setting, f"cannot resolve {host!r}: {err.strerror}") from err
     family, _, _, _, sockaddr = infos[0]
     return family, str(sockaddr[0]), False
 
 
-def _registry(collector: Collector) -> CollectorRegistry:
-    if isinstance(collector, CollectorRegistry):
-        return collector
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return registry
+def _listen(bind: str, setting: str) -> socket.socket:
+    host, port = parse_bind_address(bind, setting)
+    family, address, dual_stack = _listen_address(host, port, setting)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if dual_stack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((address, port))
+        # The kernel caps the backlog at net.core.somaxconn (Go's net.Listen asks for somaxconn): a
+        # short queue overflows in a burst, and a dropped SYN makes a probe wait for the client's
+        # 1 s retransmit, failing kubelet's 1 s probe timeout.
+        sock.listen(4096)
+        sock.setblocking(False)
+    except OSError as err:
+        sock.close()
+        raise PublishError(f"{setting}: cannot listen on {_show(address, port)}: {err.strerror}") from err
+    return sock
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- requests ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class _Rendered:
-    """The cached part for one content type, as rendered for one ``version``."""
-
-    version: object
-    text: bytes  # OpenMetrics without its "# EOF" line: the live part (or the EOF alone) follows
-    gzip_prefix: bytes | None = None  # ``text`` deflated in a gzip member, sync-flushed: not yet closed
-    compressor: Any = None  # the zlib stream right after ``gzip_prefix``, copied to finish each answer
+class Request:
+    method: str
+    path: str  # without the query
+    headers: dict[str, str]  # lower-case names; a repeated header keeps the last value
 
 
-class Exposition:
-    """The ``/metrics`` body: ``cached`` rendered once per ``version()``, then ``live`` rendered fresh.
-
-    ``version`` returns a token that changes (by identity) whenever ``cached`` may render differently —
-    the agent passes its ``state`` callable, whose AgentState the loop replaces once per cycle. The first
-    scrape after a change renders; scrapes arriving meanwhile wait for that render instead of starting
-    their own. A gzip answer is one standard gzip member: the cached part's deflate stream is kept
-    open (sync-flushed, with its compressor state) and each answer copies the state to deflate the live
-    part and close the member, so no scrape re-compresses the cached bytes.
-    """
-
-    def __init__(
-        self,
-        *,
-        cached: Collector | None = None,
-        version: Callable[[], object] | None = None,
-        live: Collector | None = None,
-    ) -> None:
-        if (cached is None) != (version is None):
-            raise ValueError("Exposition: cached and version go together")
-        self._cached = _registry(cached) if cached is not None else None
-        self._version = version
-        self._live = _registry(live) if live is not None else None
-        self._lock = threading.Lock()
-        self._rendered: dict[str, _Rendered] = {}  # by content type
-        self.renders = 0  # renders of the cached part (tests and benchmarks read it)
-
-    def render(self, accept: str, accept_encoding: str) -> tuple[bytes, str, bool]:
-        """(body, content type, gzipped?) for one scrape's ``Accept`` and ``Accept-Encoding``."""
-        encoder, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith("application/openmetrics-text")
-        gz = gzip_accepted(accept_encoding)
-        live = encoder(self._live) if self._live is not None else b""
-        if openmetrics and self._live is not None:
-            if not live.endswith(OPENMETRICS_EOF):
-                raise PublishError("OpenMetrics output does not end with # EOF")
-        elif openmetrics:
-            live = OPENMETRICS_EOF
-        if self._cached is None:
-            return (gzip.compress(live, compresslevel=GZIP_LEVEL) if gz else live), content_type, gz
-        part = self._part(encoder, content_type, openmetrics, gz)
-        if not gz:
-            return part.text + live, content_type, False
-        assert part.gzip_prefix is not None and part.compressor is not None
-        stream = part.compressor.copy()
-        return part.gzip_prefix + stream.compress(live) + stream.flush(), content_type, True
-
-    def _part(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str, openmetrics: bool,
-              gz: bool) -> _Rendered:  # fmt: skip
-        assert self._cached is not None and self._version is not None
-        version = self._version()
-        with self._lock:
-            part = self._rendered.get(content_type)
-            if part is None or part.version is not version:
-                text = encoder(self._cached)
-                self.renders += 1
-                if openmetrics:
-                    if not text.endswith(OPENMETRICS_EOF):
-                        raise PublishError("OpenMetrics output does not end with # EOF")
-                    text = text[: -len(OPENMETRICS_EOF)]
-                part = _Rendered(version=version, text=text)
-                self._rendered[content_type] = part
-            if gz and part.compressor is None:
-                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip member
-                prefix = compressor.compress(part.text) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                part = _Rendered(version=version, text=part.text, gzip_prefix=prefix, compressor=compressor)
-                self._rendered[content_type] = part
-            return part
+class BadRequest(Exception):  # noqa: N818 - an answer, not a failure of ours
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for in-flight connections (each ends by its timeout)
-    # listen() backlog; the kernel caps it at net.core.somaxconn (Go's net.Listen asks for somaxconn).
-    # A short queue overflows when a burst of connections (a scrape storm, slowloris) outpaces
-    # accept(): the kernel then drops SYNs, and a probe's connection waits for the client's 1 s SYN
-    # retransmit, failing kubelet's 1 s probe timeout (tests/reliability/test_load.py).
-    request_queue_size = 4096
+def _request_line(line: str) -> tuple[str, str]:
+    """(method, target) of ``METHOD SP TARGET SP HTTP/1.x``; :class:`BadRequest` otherwise (HTTP/0.9's
+    two words included)."""
+    words = line.split(" ")
+    if len(words) == 2:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served")
+    if len(words) != 3 or not all(words) or not words[0].isalpha() or not words[0].isupper():
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad request line")
+    method, target, version = words
+    if not version.startswith("HTTP/") or len(version) != 8 or version[6] != ".":
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad HTTP version")
+    if version[5] != "1":
+        raise BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.x is served")
+    return method, target
 
-    def __init__(
-        self,
-        family: socket.AddressFamily,
-        address: tuple[str, int],
-        *,
-        dual_stack: bool,
-        exposition: Exposition,
-        healthy: Callable[[], bool],
-        ready: Callable[[], bool],
-        connection_timeout: float,
-        max_parallel_scrapes: int,
-    ) -> None:
-        self.address_family = family
-        self.dual_stack = dual_stack
-        self.exposition = exposition
-        self.healthy = healthy
-        self.ready = ready
-        self.connection_timeout = connection_timeout
-        self.scrape_slots = threading.BoundedSemaphore(max_parallel_scrapes)
-        self.timeout = 0  # handle_request() only runs once select() has seen a connection waiting
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()  # before super(): a failed bind calls server_close()
-        super().__init__(address, _Handler)
 
-    def serve_until_stopped(self) -> None:
-        """Accept until :meth:`stop_serving`. Blocks in select() with no timeout: an idle agent
-        does not wake up (serve_forever() would poll every ``poll_interval``)."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while True:
-                for key, _ in selector.select():
-                    if key.fileobj is self._wake_r:
-                        return
-                    self.handle_request()
+def parse_request(head: bytes) -> Request:
+    """A request head (request line and header lines, without the blank line)."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "request head is not ASCII") from None
+    lines = text.replace("\r\n", "\n").split("\n")
+    method, target = _request_line(lines[0])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or line[0] in " \t":
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad header line")
+        headers[name.lower()] = value.strip()
+    if target.startswith(("http://", "https://")):  # absolute form: keep the path
+        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+    return Request(method=method, path=target.split("?", 1)[0], headers=headers)
 
-    def stop_serving(self) -> None:
-        self._stopping.set()
-        self._wake_w.send(b"x")
 
-    def get_request(self) -> tuple[socket.socket, Any]:
+def _answer(status: HTTPStatus, body: Sequence[bytes], *, content_type: str = TEXT,
+            headers: Sequence[tuple[str, str]] = (), head_only: bool = False) -> list[bytes]:  # fmt: skip
+    """The response as buffers to send: status line and headers, then the body (unless HEAD)."""
+    length = sum(len(b) for b in body)
+    lines = [f"HTTP/1.0 {status.value} {status.phrase}", f"Server: {SERVER}",
+             f"Date: {email.utils.formatdate(usegmt=True)}", f"Content-Type: {content_type}",
+             f"Content-Length: {length}", "Connection: close"]  # fmt: skip
+    lines += [f"{name}: {value}" for name, value in headers]
+    out = ["\r\n".join([*lines, "", ""]).encode("latin-1")]
+    if not head_only:
+        out += [b for b in body if b]
+    return out
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Conn:
+    sock: socket.socket
+    metrics: bool  # accepted on a listener that serves /metrics
+    deadline: float
+    started: float
+    buf: bytearray = field(default_factory=bytearray)
+    out: deque[memoryview] = field(default_factory=deque)
+    scrape: bool = False  # holds a scrape slot until closed
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    connection_timeout: float = CONNECTION_TIMEOUT_SECONDS
+    max_connections: int = MAX_CONNECTIONS
+    max_parallel_scrapes: int = MAX_PARALLEL_SCRAPES
+
+
+class _Loop:
+    """The I/O thread: accepts, reads request heads, answers probes, hands /metrics to the render
+    pool and writes every answer. Not thread-safe except :meth:`post` and :meth:`stop`."""
+
+    def __init__(self, listeners: Sequence[tuple[socket.socket, bool]], exposition: Exposition,
+                 probes: dict[str, Callable[[], bool]], limits: Limits) -> None:  # fmt: skip
+        self._listeners = listeners
+        self._exposition = exposition
+        self._probes = probes
+        self._limits = limits
+        self._selector = selectors.DefaultSelector()
+        self._reading: dict[int, _Conn] = {}  # by fd, oldest first (their deadlines come in this order)
+        self._busy: dict[int, _Conn] = {}  # rendering or writing
+        self._scrapes = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=limits.max_parallel_scrapes, thread_name_prefix="metrics-render"
+        )
+        self._done: deque[tuple[_Conn, list[bytes]]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = False
+        self._accept_paused_until = 0.0
+        self.refused = 0  # connections closed at accept because every slot was busy
+        self.evicted = 0  # idle connections closed to make room
+
+    # --- any thread -------------------------------------------------------------------------------
+
+    def post(self, conn: _Conn, answer: list[bytes]) -> None:
+        self._done.append((conn, answer))
+        self._wake()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # already awake (buffer full: BlockingIOError) or closing
+            self._wake_w.send(b"x")
+
+    def open_connections(self) -> int:
+        return len(self._reading) + len(self._busy)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for sock, metrics in self._listeners:
+            self._selector.register(sock, selectors.EVENT_READ, ("listen", metrics))
+        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         try:
-            return super().get_request()
-        except OSError as err:
-            # Out of file descriptors or memory: the listening socket stays readable, so without a
-            # pause the accept loop would spin a CPU until the condition clears (Go's accept backoff).
-            if err.errno in _ACCEPT_EXHAUSTED:
-                logger.warning("cannot accept a metrics connection: %s; pausing accepts", err.strerror)
-                self._stopping.wait(ACCEPT_BACKOFF_SECONDS)
-            raise  # handle_request() drops it
+            while not self._stopping:
+                for key, events in self._selector.select(self._timeout()):
+                    self._dispatch(key, events)
+                self._finish_renders()
+                self._expire(time.monotonic())
+        finally:
+            self._close_all()
 
-    def server_close(self) -> None:
-        super().server_close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def server_bind(self) -> None:
-        if self.dual_stack:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup we neither need nor trust.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        err = sys.exc_info()[1]
-        if isinstance(err, OSError):  # peer went away, timed out mid-response: routine on a network
-            logger.debug("connection from %s: %s", client_address, err)
-        else:
-            logger.error("handling a request from %s failed", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"  # one request per connection
-    server_version = "rdma-node-agent"  # Server header; no Python version advertised
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    @property
-    def _srv(self) -> _Server:
-        return cast(_Server, self.server)
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self.command, self.request_version, self.requestline = "", "", ""
-        head = self._read_head()
-        if head is None:
-            return
-        self.rfile = io.BytesIO(head)
-        self.raw_requestline = self.rfile.readline()
-        if not self.parse_request():  # it has sent 400/505 itself
-            return
-        if self.command in ("GET", "HEAD"):
-            self._route()
-        else:
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", headers=[("Allow", "GET, HEAD")])
-
-    def _read_head(self) -> bytes | None:
-        """The request line and headers, read within one deadline; None when the client gave up or
-        ran out of time (the connection is just closed), or sent too much (431 first)."""
-        deadline = time.monotonic() + self._srv.connection_timeout
-        buf = bytearray()
-        while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
-            if len(buf) > MAX_REQUEST_HEAD_BYTES:
-                self.connection.settimeout(self._srv.connection_timeout)
-                self._send(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, b"request head too large\n")
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                logger.debug("closing %s: no complete request within the timeout", self.client_address)
-                return None
-            self.connection.settimeout(remaining)
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        kind, data = key.data
+        if kind == "listen":
+            self._accept(key.fileobj, data)  # type: ignore[arg-type]
+        elif kind == "wake":
             try:
-                chunk = self.connection.recv(4096)
-            except TimeoutError:
-                logger.debug("closing %s: no complete request within the timeout", self.client_address)
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        self.connection.settimeout(self._srv.connection_timeout)  # bounds sendall() of the reply
-        return bytes(buf)
-
-    def _route(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/healthz":
-            self._probe(self._srv.healthy, "healthz")
-        elif path == "/readyz":
-            self._probe(self._srv.ready, "readyz")
+                while self._wake_r.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+        elif events & selectors.EVENT_WRITE:
+            self._write(data)
         else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found: try /metrics, /healthz or /readyz\n")
+            self._read(data)
 
-    def _probe(self, check: Callable[[], bool], name: str) -> None:
+    def _timeout(self) -> float | None:
+        deadlines = [c.deadline for c in self._busy.values() if c.out]
+        if self._reading:
+            deadlines.append(next(iter(self._reading.values())).deadline)
+        if self._accept_paused_until:
+            deadlines.append(self._accept_paused_until)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _expire(self, now: float) -> None:
+        while self._reading:
+            conn = next(iter(self._reading.values()))
+            if conn.deadline > now:
+                break
+            logger.debug("closing %s: no complete request within the timeout", _peer(conn))
+            self._close(conn)
+        for conn in [c for c in self._busy.values() if c.out and c.deadline <= now]:
+            logger.debug("closing %s: the answer stopped moving", _peer(conn))
+            self._close(conn)
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            for sock, metrics in self._listeners:
+                self._selector.register(sock, selectors.EVENT_READ, ("listen", metrics))
+
+    # --- accept and read ----------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket, metrics: bool) -> None:
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                sock, _addr = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in _ACCEPT_EXHAUSTED:
+                    self._pause_accepts(err)
+                return
+            sock.setblocking(False)
+            if self.open_connections() >= self._limits.max_connections and not self._make_room():
+                self.refused += 1
+                sock.close()
+                continue
+            now = time.monotonic()
+            conn = _Conn(sock=sock, metrics=metrics, deadline=now + self._limits.connection_timeout, started=now)
+            self._reading[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, ("conn", conn))
+            self._read(conn)  # a client that sent its request with the connection is answered now
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection still sending its request head; False when there is none."""
+        if not self._reading:
+            return False
+        self.evicted += 1
+        self._close(next(iter(self._reading.values())))
+        return True
+
+    def _pause_accepts(self, err: OSError) -> None:
+        # Out of descriptors or memory: the listening socket stays readable, so without a pause the
+        # loop would spin a CPU until the condition clears (Go's accept backoff).
+        logger.warning("cannot accept a metrics connection: %s; pausing accepts", err.strerror)
+        self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF_SECONDS
+        for sock, _ in self._listeners:
+            with contextlib.suppress(KeyError):  # paused already by the other listener's failure
+                self._selector.unregister(sock)
+        self._make_room()
+
+    def _read(self, conn: _Conn) -> None:
         try:
-            ok = bool(check())
+            chunk = conn.sock.recv(_RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not chunk:
+            self._close(conn)
+            return
+        conn.buf += chunk
+        end = _head_end(conn.buf)
+        if end < 0:
+            if len(conn.buf) > MAX_REQUEST_HEAD_BYTES:
+                self._respond(conn, _answer(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, [b"request head too large\n"]))
+            elif b"\n" in conn.buf and conn.buf.split(b"\n", 1)[0].rstrip(b"\r").count(b" ") == 1:
+                self._respond(conn, _answer(HTTPStatus.BAD_REQUEST, [b"HTTP/0.9 is not served\n"]))
+            return
+        try:
+            request = parse_request(bytes(conn.buf[:end]))
+        except BadRequest as bad:
+            self._respond(conn, _answer(bad.status, [f"{bad}\n".encode()]))
+            return
+        self._route(conn, request)
+
+    # --- answers --------------------------------------------------------------------------------------
+
+    def _route(self, conn: _Conn, request: Request) -> None:
+        head_only = request.method == "HEAD"
+        if request.method not in ("GET", "HEAD"):
+            answer = _answer(HTTPStatus.METHOD_NOT_ALLOWED, [b"method not allowed\n"], headers=[("Allow", "GET, HEAD")])
+        elif request.path in _PROBES:
+            answer = self._probe(request.path, head_only)
+        elif request.path == "/metrics" and conn.metrics:
+            self._scrape(conn, request, head_only)
+            return
+        else:
+            answer = _answer(HTTPStatus.NOT_FOUND, [NOT_FOUND], head_only=head_only)
+        self._respond(conn, answer)
+
+    def _probe(self, path: str, head_only: bool) -> list[bytes]:
+        name = path.lstrip("/")
+        try:
+            ok = bool(self._probes[path]())
         except Exception:
             logger.exception("the %s check raised", name)
             ok = False
         if ok:
-            self._send(HTTPStatus.OK, b"ok\n")
-        else:
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"{name} failed\n".encode())
+            return _answer(HTTPStatus.OK, [b"ok\n"], head_only=head_only)
+        return _answer(HTTPStatus.SERVICE_UNAVAILABLE, [f"{name} failed\n".encode()], head_only=head_only)
 
-    def _metrics(self) -> None:
-        slots = self._srv.scrape_slots
-        if not slots.acquire(blocking=False):
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"too many concurrent scrapes, retry later\n")
+    def _scrape(self, conn: _Conn, request: Request, head_only: bool) -> None:
+        if self._scrapes >= self._limits.max_parallel_scrapes:
+            busy = b"too many concurrent scrapes, retry later\n"
+            self._respond(conn, _answer(HTTPStatus.SERVICE_UNAVAILABLE, [busy]))
             return
+        self._scrapes += 1
+        conn.scrape = True
+        chosen = negotiate(request.headers.get("accept", ""), request.headers.get("accept-encoding", ""))
+        self._park(conn)
+        self._pool.submit(self._render, conn, chosen, head_only)
+
+    def _render(self, conn: _Conn, chosen: Representation, head_only: bool) -> None:
+        """On a render thread: the body, or 500 when collecting failed."""
         try:
-            body, content_type, gzipped = self._srv.exposition.render(
-                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
-            )
+            parts = self._exposition.parts(chosen)
         except Exception:
             logger.exception("collecting metrics failed")
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"collecting metrics failed, see the agent log\n")
+            self.post(conn, _answer(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                    [b"collecting metrics failed, see the agent log\n"]))  # fmt: skip
             return
-        finally:
-            slots.release()
-        headers = [("Vary", "Accept, Accept-Encoding")]
-        if gzipped:
-            headers.append(("Content-Encoding", "gzip"))
-        self._send(HTTPStatus.OK, body, content_type=content_type, headers=headers)
+        headers = [("Vary", "Accept, Accept-Encoding")] + ([("Content-Encoding", "gzip")] if chosen.gzip else [])
+        self.post(conn, _answer(HTTPStatus.OK, parts, content_type=chosen.content_type, headers=headers,
+                                head_only=head_only))  # fmt: skip
 
-    def _send(
-        self,
-        status: HTTPStatus,
-        body: bytes,
-        *,
-        content_type: str = TEXT,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def _park(self, conn: _Conn) -> None:
+        """Stop reading ``conn``: it waits for its answer."""
+        fd = conn.sock.fileno()
+        self._reading.pop(fd, None)
+        self._busy[fd] = conn
+        self._selector.unregister(conn.sock)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+    def _finish_renders(self) -> None:
+        while self._done:
+            conn, answer = self._done.popleft()
+            if conn.sock.fileno() in self._busy:
+                self._send_answer(conn, answer)
+
+    def _respond(self, conn: _Conn, answer: list[bytes]) -> None:
+        self._park(conn)
+        self._send_answer(conn, answer)
+
+    def _send_answer(self, conn: _Conn, answer: list[bytes]) -> None:
+        now = time.monotonic()
+        conn.out.extend(memoryview(b) for b in answer)
+        conn.deadline = min(now + self._limits.connection_timeout, conn.started + MAX_ANSWER_SECONDS)
+        self._write(conn)
+        if conn.out:
+            self._selector.register(conn.sock, selectors.EVENT_WRITE, ("conn", conn))
+
+    def _write(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.sendmsg(list(conn.out)[:16])
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        now = time.monotonic()
+        conn.deadline = min(now + self._limits.connection_timeout, conn.started + MAX_ANSWER_SECONDS)
+        while sent and conn.out:
+            first = conn.out[0]
+            if sent >= len(first):
+                sent -= len(first)
+                conn.out.popleft()
+            else:
+                conn.out[0] = first[sent:]
+                sent = 0
+        if not conn.out:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+            self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        self._reading.pop(fd, None)
+        self._busy.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        if conn.scrape:
+            conn.scrape = False
+            self._scrapes -= 1
+        conn.sock.close()
+
+    def _close_all(self) -> None:
+        for conn in [*self._reading.values(), *self._busy.values()]:
+            self._close(conn)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for sock, _ in self._listeners:
+            sock.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _head_end(buf: bytearray) -> int:
+    """Where the request head ends (before the blank line), or -1."""
+    crlf = buf.find(b"\r\n\r\n")
+    lf = buf.find(b"\n\n")
+    found = [i for i in (crlf, lf) if i >= 0]
+    return min(found) if found else -1
+
+
+def _peer(conn: _Conn) -> str:
+    try:
+        return str(conn.sock.getpeername())
+    except OSError:
+        return "a client"
 
 
 class MetricsServer:
     """``/metrics`` from ``metrics`` (an :class:`Exposition`, or a collector rendered on every scrape),
     ``/healthz`` from ``healthy()``, ``/readyz`` from ``ready()``.
 
-    ``bind`` is ``--metrics-bind-address`` (validated here, so a bad value fails before anything
-    starts). ``healthy``/``ready`` are called on every probe from the connection's thread: they must
-    be cheap and thread-safe (read a flag or a timestamp). A probe that raises answers 503.
+    ``bind`` is ``--metrics-bind-address`` and ``health_bind`` ``--health-bind-address`` (a second
+    listener for the probes only; empty: none), validated here so a bad value fails before anything
+    starts. ``healthy``/``ready`` are called on every probe from the I/O thread: they must be cheap
+    and thread-safe (read a flag or a timestamp). A probe that raises answers 503.
     """
 
     def __init__(
@@ -379,58 +515,62 @@ class MetricsServer:
         *,
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
+        health_bind: str = "",
         connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
         max_parallel_scrapes: int = MAX_PARALLEL_SCRAPES,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self._host, self._port = parse_bind_address(bind)
+        parse_bind_address(bind)
+        if health_bind:
+            parse_bind_address(health_bind, "--health-bind-address")
         if connection_timeout <= 0:
             raise ConfigError("connection_timeout", f"must be > 0, got {connection_timeout}")
         if max_parallel_scrapes < 1:
             raise ConfigError("max_parallel_scrapes", f"must be >= 1, got {max_parallel_scrapes}")
+        if max_connections < 1:
+            raise ConfigError("max_connections", f"must be >= 1, got {max_connections}")
+        self._bind, self._health_bind = bind, health_bind
         self._exposition = metrics if isinstance(metrics, Exposition) else Exposition(live=metrics)
-        self._healthy = healthy
-        self._ready = ready
-        self._connection_timeout = connection_timeout
-        self._max_parallel_scrapes = max_parallel_scrapes
-        self._server: _Server | None = None
+        self._probes = {"/healthz": healthy, "/readyz": ready}
+        self._limits = Limits(connection_timeout=connection_timeout, max_connections=max_connections,
+                              max_parallel_scrapes=max_parallel_scrapes)  # fmt: skip
+        self._loop: _Loop | None = None
         self._thread: threading.Thread | None = None
+        self.health_address: tuple[str, int] | None = None
+
+    @property
+    def loop(self) -> _Loop | None:
+        """The running I/O loop (tests read its counters)."""
+        return self._loop
 
     def start(self) -> tuple[str, int]:
-        """Listen and serve in a daemon thread; returns the bound (host, port)."""
-        if self._server is not None:
+        """Listen and serve in a daemon thread; returns the metrics listener's bound (host, port)."""
+        if self._loop is not None:
             raise RuntimeError("MetricsServer already started")
-        family, host, dual_stack = _listen_address(self._host, self._port)
-        try:
-            server = _Server(
-                family,
-                (host, self._port),
-                dual_stack=dual_stack,
-                exposition=self._exposition,
-                healthy=self._healthy,
-                ready=self._ready,
-                connection_timeout=self._connection_timeout,
-                max_parallel_scrapes=self._max_parallel_scrapes,
-            )
-        except OSError as err:
-            raise PublishError(f"{SETTING}: cannot listen on {_show(host, self._port)}: {err.strerror}") from err
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_until_stopped, name="metrics-http", daemon=True)
+        metrics = _listen(self._bind, SETTING)
+        listeners = [(metrics, True)]
+        if self._health_bind:
+            try:
+                health = _listen(self._health_bind, "--health-bind-address")
+            except PublishError:
+                metrics.close()
+                raise
+            listeners.append((health, False))
+            self.health_address = (str(health.getsockname()[0]), int(health.getsockname()[1]))
+        self._loop = _Loop(listeners, self._exposition, self._probes, self._limits)
+        self._thread = threading.Thread(target=self._loop.run, name="metrics-http", daemon=True)
         self._thread.start()
-        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-        logger.info("serving /metrics, /healthz and /readyz on http://%s", _show(bound_host, bound_port))
-        return bound_host, bound_port
+        host, port = str(metrics.getsockname()[0]), int(metrics.getsockname()[1])
+        probes = f"; probes also on http://{_show(*self.health_address)}" if self.health_address else ""
+        logger.info("serving /metrics, /healthz and /readyz on http://%s%s", _show(host, port), probes)
+        return host, port
 
     def stop(self) -> None:
-        """Stop accepting and close the listening socket; in-flight replies finish on their own
-        (bounded by the connection timeout). Returns within :data:`STOP_TIMEOUT_SECONDS`."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
+        """Stop accepting, close every connection and the listening sockets. Returns within
+        :data:`STOP_TIMEOUT_SECONDS`."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        self._server = self._thread = None
-        server.stop_serving()
-        thread.join(timeout=STOP_TIMEOUT_SECONDS)  # the accept loop exits at once; a handler never runs on it
-        server.server_close()
-
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._loop = self._thread = None
+        loop.stop()
+        thread.join(timeout=STOP_TIMEOUT_SECONDS)

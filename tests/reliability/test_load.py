@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = textwrap.dedent(
     f"""
     import sys
-    from agent.publish.http import Exposition, MetricsServer
+    from agent.publish.exposition import Exposition
+    from agent.publish.http import MetricsServer
     from agent.publish.metrics import RdmaCollector
     from tests.reliability.harness import synthetic_state
     state = synthetic_state({DEVICES})

@@ -7,8 +7,10 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import selectors
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -23,12 +25,13 @@ from prometheus_client.registry import Collector
 
 from agent.errors import ConfigError, PublishError
 from agent.model import AgentState
+from agent.publish.exposition import Exposition
 from agent.publish.http import (
     ACCEPT_BACKOFF_SECONDS,
     MAX_REQUEST_HEAD_BYTES,
-    Exposition,
+    Limits,
     MetricsServer,
-    _Server,
+    _Loop,
     parse_bind_address,
 )
 from agent.publish.metrics import RdmaCollector, render
@@ -412,37 +415,24 @@ class _ExhaustedSocket:
         raise OSError(self.code, os.strerror(self.code))
 
 
-class _RecordingEvent:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float) -> bool:
-        self.waits.append(timeout)
-        return False
-
-
 @pytest.mark.parametrize(("code", "pauses"), [(errno.EMFILE, True), (errno.ENFILE, True), (errno.ECONNABORTED, False)])
 def test_accept_pauses_when_out_of_descriptors(code: int, pauses: bool) -> None:
     # With no fd left the listening socket stays readable; without a pause the accept loop would spin.
-    server = _Server(
-        socket.AF_INET,
-        ("127.0.0.1", 0),
-        dual_stack=False,
-        exposition=Exposition(live=agent_registry()),
-        healthy=lambda: True,
-        ready=lambda: True,
-        connection_timeout=1.0,
-        max_parallel_scrapes=1,
-    )
-    real, event = server.socket, _RecordingEvent()
+    listener = socket.socket()
+    loop = _Loop([(listener, True)], Exposition(live=agent_registry()), {}, Limits())
     try:
-        server.socket, server._stopping = _ExhaustedSocket(code), event  # type: ignore[assignment]
-        with pytest.raises(OSError, match=os.strerror(code)):
-            server.get_request()
+        loop._selector.register(listener, selectors.EVENT_READ, ("listen", True))
+        before = time.monotonic()
+        loop._accept(_ExhaustedSocket(code), True)  # type: ignore[arg-type]
+        paused = loop._accept_paused_until
+        registered = listener in {key.fileobj for key in loop._selector.get_map().values()}
     finally:
-        server.socket = real
-        server.server_close()
-    assert event.waits == ([ACCEPT_BACKOFF_SECONDS] if pauses else [])
+        loop._close_all()
+    if pauses:
+        assert before + ACCEPT_BACKOFF_SECONDS <= paused <= time.monotonic() + ACCEPT_BACKOFF_SECONDS
+        assert not registered  # accepts resume when the pause is over (_expire)
+    else:
+        assert (paused, registered) == (0.0, True)
 
 
 # ---------------------------------------------------------------------------------------------------
