@@ -26,7 +26,8 @@ from agent import __version__
 from agent.config import SETTINGS, Config, load_config
 from agent.errors import ConfigError, PublishError
 from agent.loop import Agent, Stage
-from agent.publish.http import Exposition, MetricsServer
+from agent.publish.exposition import Exposition
+from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from agent.publish.kube import NodeWatcher
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# After SIGTERM: how long the cycle thread and the Node watcher each get to finish. With the
+# server's own stop, the process is gone within 2 s whatever a cycle is blocked in.
+SHUTDOWN_WAIT_SECONDS = 0.5
 logger = logging.getLogger("agent")
 
 
@@ -124,8 +128,9 @@ def _publish_stages(
         except KubernetesUnavailable as reason:
             logger.warning("running without Kubernetes: %s", reason)
         else:
-            watcher = NodeWatcher(api, node_name(config)).start()
-            closers.append(watcher.stop)
+            started = NodeWatcher(api, node_name(config)).start()
+            closers.append(lambda: started.stop(timeout=SHUTDOWN_WAIT_SECONDS))
+            watcher = started
             if labels and config.label_publisher == "node":
                 node = NodeLabelPublisher(api, watcher, prefix=config.label_prefix)
     stages: list[Stage] = [AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher)]
@@ -133,7 +138,8 @@ def _publish_stages(
     if node is not None or features is not None:
         stages.append(
             LabelsStage(
-                config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher, features_file=features
+                config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher,
+                features_file=features, host_root=config.roots.root,
             )
         )
     return stages, closers, watcher
@@ -180,19 +186,25 @@ def _serve(config: Config, once: bool, stages: list[Stage], stop: threading.Even
         sys.stdout.write(render_json(agent.run_once()))
         return EXIT_OK
     server = MetricsServer(config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy,
-                           ready=agent.ready)  # fmt: skip
+                           ready=agent.ready, health_bind=config.health_bind_address)  # fmt: skip
     try:
-        host, port = server.start()
+        server.start()
     except PublishError as err:
         print(f"rdma-node-agent: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    logger.info("serving /metrics, /healthz, /readyz on %s:%d", host or "*", port)
     logger.info("rdma-node-agent %s: desired netns mode %s, every %ss", __version__, config.netns_mode.value,
                 config.interval_seconds)  # fmt: skip
-    try:
-        agent.run_forever(stop, wake)
-    finally:
-        server.stop()
+    # The cycles run in a thread of their own, so that the main thread is never inside a host read:
+    # a SIGTERM ends the process in time even when a cycle is stuck (a read that blocks ignores the
+    # signal: the kernel restarts it), and /healthz says so once the cycle passes its deadline.
+    cycles = threading.Thread(target=agent.run_forever, args=(stop, wake), name="reconcile", daemon=True)
+    cycles.start()
+    while not stop.wait(timeout=None):
+        pass
+    server.stop()
+    cycles.join(timeout=SHUTDOWN_WAIT_SECONDS)
+    if cycles.is_alive():
+        logger.warning("a cycle is still running (a host read or request is blocked): exiting without it")
     return EXIT_OK
 
 

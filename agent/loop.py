@@ -12,19 +12,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, cast
 
 from agent.config import Config
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.discover.snapshot import SnapshotCache, take_snapshot
-from agent.model import ActionKind, AgentState, EnforcementState, NodeSnapshot, Problem, StageHealth
+from agent.errors import StageError
+from agent.model import ActionKind, AgentState, DesiredMode, EnforcementState, NodeSnapshot, Problem, StageHealth
 from agent.reconcile.enforce import Enforcer
 from agent.reconcile.plan import EnforcerMemory, PlanInput, plan
 
 logger = logging.getLogger(__name__)
 
+# A cycle normally takes well under a second; past this one is stuck (a host read or an API request
+# that hangs) and /healthz fails, so that kubelet restarts the agent. Requests to the API server
+# time out after 40 s each (agent.publish.kube), so a slow API server alone never gets here.
+CYCLE_DEADLINE_SECONDS = 120.0
+
 CHANGES_HOST = (ActionKind.WRITE_PERSISTED, ActionKind.SET_RUNTIME_MODE)
 SIGNALS = (ActionKind.SIGNAL_REBOOT, ActionKind.CLEAR_REBOOT)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())[:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class Stage(Protocol):
@@ -45,6 +56,7 @@ class Agent:
         timer: Callable[[], float] = time.monotonic,
         stages: Sequence[Stage] = (),
         write_hook: Callable[[str], None] | None = None,
+        cycle_deadline: float = CYCLE_DEADLINE_SECONDS,
     ) -> None:
         self.config = config
         self._netlink = netlink
@@ -59,6 +71,8 @@ class Agent:
         self.discovery = SnapshotCache.for_interval(config.interval_seconds)
         self._health: dict[str, StageHealth] = {}
         self._last_cycle_end: float | None = None
+        self._cycle_started: float | None = None  # while a cycle runs
+        self.cycle_deadline = cycle_deadline
         self.cycles = 0
 
     # --- read side (any thread) ---------------------------------------------------------------------
@@ -72,10 +86,16 @@ class Agent:
         return self._state.snapshot is not None and discover is not None and discover.success
 
     def healthy(self) -> bool:
-        """The loop is alive: a cycle finished within three intervals (or none is due yet)."""
+        """The loop is alive: no cycle — the first one included — has been running for longer than
+        ``cycle_deadline`` (a host read or a request that hangs), and one finished within three
+        intervals (or none is due yet)."""
+        now = self._timer()
+        started = self._cycle_started
+        if started is not None and now - started > self.cycle_deadline:
+            return False
         if self._last_cycle_end is None:
             return True
-        return self._timer() - self._last_cycle_end < 3 * self.config.interval_seconds + 30
+        return now - self._last_cycle_end < 3 * self.config.interval_seconds + 30
 
     # --- one cycle ----------------------------------------------------------------------------------
 
@@ -93,15 +113,18 @@ class Agent:
         return take_snapshot(self.config.roots, netlink=self._netlink, clock=self._clock, cache=self.discovery)
 
     def _plan(self, snapshot: NodeSnapshot) -> EnforcementState:
+        managed = self.config.netns_mode is not DesiredMode.UNMANAGED  # unmanaged never reads it
+        text, error = self.enforcer.read_managed_file() if managed else (None, None)
         return plan(
             PlanInput(
                 snapshot=snapshot,
                 desired=self.config.netns_mode,
-                managed_file_text=self.enforcer.read_managed_file(),
+                managed_file_text=text,
                 managed_file_display=self.enforcer.managed_display,
                 memory=self.memory,
                 now=self._clock(),
                 dry_run=self.config.dry_run,
+                managed_file_error=error,
             )
         )
 
@@ -126,14 +149,24 @@ class Agent:
         return snapshot, replace(state, problems=state.problems + tuple(problems) + tuple(more))
 
     def run_once(self) -> AgentState:
+        self._cycle_started = self._timer()
+        try:
+            return self._cycle()
+        finally:
+            self._cycle_started = None
+
+    def _cycle(self) -> AgentState:
         started = self._timer()
+        failures: tuple[Problem, ...] = ()
         try:
             snapshot: NodeSnapshot | None = self._snapshot()
             self._record("discover", started, True)
-        except Exception:
+        except Exception as err:
             logger.exception("discovery failed")
             self._record("discover", started, False)
             snapshot = self._state.snapshot
+            kept = " (the last snapshot is shown)" if snapshot is not None else ""
+            failures = (Problem(code="discovery_failed", message=f"discovery failed: {_one_line(err)}{kept}"),)
         enforcement = self._state.enforcement
         if snapshot is not None:
             started = self._timer()
@@ -143,12 +176,16 @@ class Agent:
             except Exception:
                 logger.exception("enforcement failed")
                 self._record("enforce", started, False)
-        state = AgentState(snapshot=snapshot, enforcement=enforcement)  # publish-side facts are per cycle
+        state = AgentState(snapshot=snapshot, enforcement=enforcement, problems=failures)  # per cycle
         for stage in self._stages:
             started = self._timer()
             try:
                 state = stage(state)
                 self._record(stage.name, started, True)
+            except StageError as err:
+                logger.error("stage %s failed: %s", stage.name, err)
+                state = cast(AgentState, err.state)
+                self._record(stage.name, started, False)
             except Exception:
                 logger.exception("stage %s failed", stage.name)
                 self._record(stage.name, started, False)

@@ -444,10 +444,6 @@ def build_families(state: AgentState, *, version: str, python_version: str) -> l
         _snapshot(out, snap, state.enforcement)
         if state.enforcement is not None:
             _enforcement(out, state.enforcement)
-        _problems(
-            out,
-            (*snap.problems, *(state.enforcement.problems if state.enforcement else ()), *state.problems),
-        )
         for resource in state.resources:
             if resource.capacity is not None:
                 out.add("rdma_node_resource_capacity", resource.capacity, resource.name)
@@ -460,6 +456,8 @@ def build_families(state: AgentState, *, version: str, python_version: str) -> l
                 selector.resource,
                 selector.summary,
             )
+    found = snap.problems if snap is not None else ()
+    _problems(out, (*found, *(state.enforcement.problems if state.enforcement else ()), *state.problems))
     return list(out.families())
 
 

@@ -121,12 +121,17 @@ def _enforcement(e: EnforcementState | None) -> dict[str, Any] | None:
     }
 
 
+def _snapshot(state: AgentState) -> NodeSnapshot:
+    """The state's snapshot; when discovery never succeeded, an empty one (nothing known, nothing
+    available), so that the report still shows the ``discovery_failed`` problem."""
+    return state.snapshot if state.snapshot is not None else NodeSnapshot(taken_at=0.0, netlink_available=False)
+
+
 def status_document(state: AgentState) -> dict[str, Any]:
     """The documented ``status --json`` document: the snapshot, the plan, the Node's RDMA resources
     and the device plugin's selectors; problems of every stage together."""
-    assert state.snapshot is not None
     return snapshot_to_dict(
-        state.snapshot,
+        _snapshot(state),
         state.enforcement,
         resources=[{"name": r.name, "capacity": r.capacity, "allocatable": r.allocatable} for r in state.resources],
         selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
@@ -193,8 +198,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
     """A report for a person: what RDMA this node has and what is wrong, in plain words.
     ``kubernetes``: whether the Node could be read (else allocatable is shown as unknown)."""
-    assert state.snapshot is not None
-    s, enforcement = state.snapshot, state.enforcement
+    s, enforcement = _snapshot(state), state.enforcement
     lines: list[str] = []
     problems = s.problems + (enforcement.problems if enforcement else ()) + state.problems
     release = s.kernel.release or "unknown"
