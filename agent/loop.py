@@ -56,7 +56,7 @@ class Agent:
         timer: Callable[[], float] = time.monotonic,
         stages: Sequence[Stage] = (),
         write_hook: Callable[[str], None] | None = None,
-        cycle_deadline: float = CYCLE_DEADLINE_SECONDS,
+        cycle_deadline: float | None = None,
     ) -> None:
         self.config = config
         self._netlink = netlink
@@ -72,7 +72,7 @@ class Agent:
         self._health: dict[str, StageHealth] = {}
         self._last_cycle_end: float | None = None
         self._cycle_started: float | None = None  # while a cycle runs
-        self.cycle_deadline = cycle_deadline
+        self.cycle_deadline = cycle_deadline if cycle_deadline is not None else CYCLE_DEADLINE_SECONDS
         self.cycles = 0
 
     # --- read side (any thread) ---------------------------------------------------------------------
