@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ from kubernetes.config.incluster_config import (
 from agent import __version__
 from agent.config import Config
 from agent.errors import ConfigError, PublishError
+from agent.hostio import kind_of
 from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
 
@@ -96,6 +98,7 @@ def load_api_client(kubeconfig: Path | None = None, *, env: Mapping[str, str] = 
     watcher and the publisher back off and resync themselves, and each request is counted once."""
     configuration = client.Configuration()
     if kubeconfig is not None:
+        _refuse_unless_regular(kubeconfig)
         try:
             _load_kube_config(config_file=str(kubeconfig), client_configuration=configuration, persist_config=False)
         except KUBECONFIG_ERRORS as err:
@@ -121,6 +124,16 @@ def load_api_client(kubeconfig: Path | None = None, *, env: Mapping[str, str] = 
     api_client.user_agent = USER_AGENT
     logger.info("Kubernetes API %s (credentials from %s)", configuration.host, source)
     return api_client
+
+
+def _refuse_unless_regular(path: Path) -> None:
+    """The client opens the kubeconfig with a plain open(): a FIFO there would hang the start."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the loader says so
+    if not stat.S_ISREG(mode):
+        raise ConfigError("--kubeconfig", f"{path} is {kind_of(mode)}, not a regular file")
 
 
 # --- the two requests ---------------------------------------------------------------------------------

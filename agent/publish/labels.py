@@ -50,8 +50,17 @@ HYSTERESIS_LABELS = (READY,)
 # carry an RDMA device; labelling every Intel management NIC would be noise.
 RDMA_VENDORS = frozenset({"15b3"})
 
+# The admission policy's bounds (manifests/base/validatingadmissionpolicy.yaml): the agent keeps to
+# them itself, so that its patches are never denied for size.
+MAX_LABELS = 64
+MAX_ANNOTATION_BYTES = 8192
+
+
 def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Problem]]:
-    """Split labels into the valid ones and one ``invalid_label`` Problem per invalid one (pure)."""
+    """Split labels into the valid ones and one ``invalid_label`` Problem per invalid one, then keep
+    at most :data:`MAX_LABELS` (and an ownership annotation within :data:`MAX_ANNOTATION_BYTES`):
+    the node-wide labels first, then the per-device families in key order; one ``invalid_label``
+    Problem names what was left out (pure)."""
     valid: dict[str, str] = {}
     problems: list[Problem] = []
     for key, value in labels.items():
@@ -62,7 +71,18 @@ def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Proble
             problems.append(
                 Problem(code="invalid_label", message=f"label not published: {error}", subject=key)
             )
-    return valid, problems
+    kept: dict[str, str] = {}
+    size = -1  # the annotation joins keys with ','
+    for key in sorted(valid, key=lambda k: ("/pci-" in k or "/link-layer." in k, k)):
+        size += len(key) + 1
+        if len(kept) >= MAX_LABELS or size > MAX_ANNOTATION_BYTES:
+            left = sorted(set(valid) - set(kept))
+            problems.append(Problem(code="invalid_label", subject=left[0], message=(
+                f"{len(left)} labels not published ({', '.join(left[:3])}{', …' if len(left) > 3 else ''}): "
+                f"at most {MAX_LABELS} labels and a {MAX_ANNOTATION_BYTES}-byte ownership annotation per Node")))
+            break
+        kept[key] = valid[key]
+    return kept, problems
 
 
 # --- readiness ------------------------------------------------------------------------------------

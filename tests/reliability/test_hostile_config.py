@@ -72,6 +72,13 @@ def test_a_config_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
     assert (code, err) == (2, f"rdma-node-agent: --config: {config} is a FIFO, not a regular file: not read\n")
 
 
+def test_a_kubeconfig_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    os.mkfifo(kubeconfig)
+    code, _, err, _ = cli("run", "--once", f"--kubeconfig={kubeconfig}", "--node-name=gpu-a", f"--host-root={tmp_path}")
+    assert (code, err) == (2, f"rdma-node-agent: --kubeconfig: {kubeconfig} is a FIFO, not a regular file\n")
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("1m30s", 90.0), ("90s", 90.0), ("1h", 3600.0), ("2m0.5s", 120.5)])
 def test_go_durations_are_accepted(tmp_path: Path, text: str, seconds: float) -> None:
     code, out, err, _ = cli("status", "--no-kubernetes", f"--host-root={tmp_path}", f"--interval={text}",

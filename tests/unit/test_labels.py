@@ -21,6 +21,8 @@ from agent.model import (
     RdmaDevice,
 )
 from agent.publish.labels import (
+    MAX_ANNOTATION_BYTES,
+    MAX_LABELS,
     Hysteresis,
     desired_labels,
     hysteresis_keys,
@@ -369,6 +371,27 @@ def test_invalid_label_is_dropped_logged_and_reported(caplog: pytest.LogCaptureF
     problems = label_problems(snap, None, P)
     assert [(p.code, p.subject) for p in problems] == [("invalid_label", f"{P}link-layer.{odd}")]
     assert "no more than 63 bytes" in problems[0].message
+
+
+LONG_PREFIX = ".".join(["x" * 60] * 3) + ".example.com/"  # 196 characters, a valid prefix
+
+
+@pytest.mark.parametrize("prefix", [P, LONG_PREFIX])
+def test_labels_stay_within_the_admission_policys_bounds(prefix: str) -> None:
+    # 100 kinds of Mellanox functions would be 100 pci-…present labels: the admission policy allows
+    # 64 labels and an 8 KiB ownership annotation, so the agent keeps to that and says what it left.
+    snap = mlx5_snapshot()
+    before = len(desired_labels(snap, _enforcement(), prefix))
+    functions = tuple(_mlx5(f"0000:{i + 16:02x}:00.0", device=f"{0x2000 + i:04x}") for i in range(100))
+    snap = replace(snap, pci_functions=snap.pci_functions + functions)
+    labels = desired_labels(snap, _enforcement(), prefix)
+    annotation = len(owned_annotation(labels))
+    assert len(labels) == MAX_LABELS or annotation > MAX_ANNOTATION_BYTES - len(prefix) - 30  # full either way
+    assert len(labels) <= MAX_LABELS and annotation <= MAX_ANNOTATION_BYTES
+    for name in ("capable", "ready", "netns-mode", "device-count", "reboot-required", "sriov.capable"):
+        assert prefix + name in labels  # the node-wide labels are kept first
+    problems = [p for p in label_problems(snap, _enforcement(), prefix) if "labels not published" in p.message]
+    assert len(problems) == 1 and problems[0].message.startswith(f"{before + 100 - len(labels)} labels not published")
 
 
 # --- ownership and patches ------------------------------------------------------------------------

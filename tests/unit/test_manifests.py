@@ -39,6 +39,8 @@ IMAGE = "ghcr.io/spidernet-io/rdma-node-agent"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent.config.load_config)
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("reboot-sentinel", "nfd-features")
+MANAGED = ("netns-shared",)  # the mode managed: NET_ADMIN and a writable /etc/modprobe.d
+PLAIN = ("metrics-plain-http",)  # metrics without kube-rbac-proxy
 Obj = dict[str, Any]
 
 
@@ -79,16 +81,22 @@ def rendered() -> list[Obj]:
     return kustomize(MANIFESTS)
 
 
-def one(objects: list[Obj], kind: str) -> Obj:
-    found = [o for o in objects if o["kind"] == kind]
+POLICY = "rdma-node-agent-own-node-labels"
+
+
+def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    """The object of ``kind`` named ``name`` (default: the agent's own of that kind; a ConfigMap's
+    generated name has a hash: any one)."""
+    name = name or (POLICY if kind.startswith("ValidatingAdmissionPolicy") else "rdma-node-agent")
+    found = [o for o in objects if o["kind"] == kind and (kind == "ConfigMap" or o["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
 
-def container(objects: list[Obj]) -> Obj:
+def container(objects: list[Obj], name: str = "agent") -> Obj:
     containers = one(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["agent"]
-    result: Obj = containers[0]
+    assert [c["name"] for c in containers] in (["agent", "kube-rbac-proxy"], ["agent"])
+    result: Obj = next(c for c in containers if c["name"] == name)
     return result
 
 
@@ -100,7 +108,9 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in rendered if o["kind"] != "ConfigMap")
     assert kinds == [
         ("ClusterRole", "rdma-node-agent"),
+        ("ClusterRole", "rdma-node-agent-metrics-auth"),
         ("ClusterRoleBinding", "rdma-node-agent"),
+        ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
         ("DaemonSet", "rdma-node-agent"),
         ("Namespace", "rdma-node-agent"),
         ("PrometheusRule", "rdma-node-agent"),
@@ -132,7 +142,8 @@ SCHEMA_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 def _variants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Obj]]]:
     yield "base", kustomize(MANIFESTS)
     yield "nfd-selected", kustomize(MANIFESTS / "overlays" / "nfd-selected")
-    yield "all components", kustomize_with(tmp_path_factory.mktemp("components"), COMPONENTS)
+    yield "all components", kustomize_with(tmp_path_factory.mktemp("components"), COMPONENTS + MANAGED)
+    yield "plain http", kustomize_with(tmp_path_factory.mktemp("plain"), PLAIN)
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
@@ -151,7 +162,7 @@ def test_every_object_is_valid_for_kubernetes(version: str, tmp_path_factory: py
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{variant}: {obj['kind']} {obj['metadata']['name']} is invalid for {version}: {err}")
             checked += 1
-    assert checked == 3 * 9
+    assert checked == 3 * 11 + 9  # the plain-http variant has no kube-rbac-proxy role and binding
 
 
 def test_schema_validation_is_strict() -> None:
@@ -183,6 +194,60 @@ def test_rbac_is_nodes_get_list_watch_patch_only(rendered: list[Obj]) -> None:
     assert one(rendered, "ServiceAccount")["metadata"]["name"] == pod["serviceAccountName"]
 
 
+def test_kube_rbac_proxy_may_only_review_tokens_and_access(rendered: list[Obj]) -> None:
+    role = one(rendered, "ClusterRole", "rdma-node-agent-metrics-auth")
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ]
+    binding = one(rendered, "ClusterRoleBinding", "rdma-node-agent-metrics-auth")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == one(rendered, "ClusterRoleBinding")["subjects"]
+
+
+def test_metrics_reach_the_network_only_through_kube_rbac_proxy(rendered: list[Obj], tmp_path: Path) -> None:
+    proxy = container(rendered, "kube-rbac-proxy")
+    args = dict(a.removeprefix("--").split("=", 1) for a in proxy["args"])
+    config = agent_config(rendered, tmp_path)
+    assert args["upstream"] == f"http://{config.metrics_bind_address}/"
+    assert args["secure-listen-address"] == "[$(NODE_IP)]:9435" and args["allow-paths"] == "/metrics"
+    assert {"name": "NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in proxy["env"]
+    assert [(p["name"], p["containerPort"]) for p in proxy["ports"]] == [("https", 9435)]
+    assert proxy["image"] == "quay.io/brancz/kube-rbac-proxy:v0.22.1"
+    security = proxy["securityContext"]
+    assert security["runAsNonRoot"] is True and security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert "volumeMounts" not in proxy  # nothing of the host
+
+
+def test_plain_http_is_an_explicit_opt_in(tmp_path: Path) -> None:
+    objects = kustomize_with(tmp_path / "k", PLAIN)
+    config = agent_config(objects, tmp_path / "mounts")
+    assert config.metrics_bind_address == ":9435"
+    assert [c["name"] for c in one(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]] == ["agent"]
+    assert not [o for o in objects if o["metadata"]["name"] == "rdma-node-agent-metrics-auth"]
+    ports = sorted((p["name"], p["containerPort"]) for p in container(objects)["ports"])
+    assert ports == [("health", 9436), ("metrics", 9435)]
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"]) == ("metrics", "http") and "bearerTokenFile" not in endpoint
+
+
+@pytest.mark.parametrize("mode", ["shared", "exclusive"])
+def test_managing_the_mode_adds_exactly_net_admin_and_a_writable_modprobe_d(
+    rendered: list[Obj], tmp_path: Path, mode: str
+) -> None:
+    objects = kustomize_with(tmp_path / "k", (f"netns-{mode}",))
+    assert agent_config(objects, tmp_path / "mounts").netns_mode.value == mode
+    managed, plain = copy.deepcopy(container(objects)), copy.deepcopy(container(rendered))
+    assert managed["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    writable = {m["mountPath"] for m in managed["volumeMounts"] if not m.get("readOnly", False)}
+    assert writable == {"/host/etc/modprobe.d"}
+    assert all(m.get("readOnly") for m in plain["volumeMounts"])  # unmanaged: nothing of the host writable
+    for key in ("securityContext", "volumeMounts", "env"):
+        managed.pop(key), plain.pop(key)
+    assert managed == plain  # and nothing else differs
+
+
 def test_nfd_publisher_drops_patch(tmp_path: Path) -> None:
     role = one(kustomize_with(tmp_path, ("nfd-features",)), "ClusterRole")
     assert role["rules"][0]["verbs"] == ["get", "list", "watch"]
@@ -196,7 +261,7 @@ def test_daemonset_privileges(rendered: list[Obj]) -> None:
     assert pod["hostNetwork"] is True
     assert not pod.get("hostPID") and not pod.get("hostIPC")
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert security["capabilities"] == {"drop": ["ALL"]}  # observing (unmanaged, the default) needs none
     assert security["readOnlyRootFilesystem"] is True
     assert security["runAsUser"] == 0  # root-owned host files; see docs/security.md
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -219,7 +284,7 @@ def test_daemonset_operations(rendered: list[Obj]) -> None:
         kind: (agent_container[kind]["httpGet"]["path"], agent_container[kind]["httpGet"]["port"])
         for kind in ("livenessProbe", "readinessProbe")
     }
-    assert probes == {"livenessProbe": ("/healthz", "metrics"), "readinessProbe": ("/readyz", "metrics")}
+    assert probes == {"livenessProbe": ("/healthz", "health"), "readinessProbe": ("/readyz", "health")}
     resources = agent_container["resources"]
     assert set(resources) == {"requests", "limits"}
     assert resources["requests"]["memory"] and resources["limits"]["memory"]
@@ -281,7 +346,8 @@ def agent_config(objects: list[Obj], tmp: Path) -> Config:
 
 
 VARIANTS = {"base": (), "reboot-sentinel": ("reboot-sentinel",), "nfd-features": ("nfd-features",),
-            "both": COMPONENTS}  # fmt: skip
+            "both": COMPONENTS, "managed": MANAGED, "managed exclusive": ("netns-exclusive",),
+            "all": COMPONENTS + MANAGED}  # fmt: skip
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -297,8 +363,10 @@ def test_args_env_and_config_are_the_agents(variant: str, tmp_path: Path) -> Non
     assert config.roots.root == Path("/host")
     assert config.node_name == "gpu-a"  # NODE_NAME from the downward API reaches the agent
     assert config.kubernetes is True
-    port = parse_bind_address(config.metrics_bind_address)[1]
-    assert [(p["name"], p["containerPort"]) for p in agent_container["ports"]] == [("metrics", port)]
+    assert config.metrics_bind_address == "127.0.0.1:9435"  # loopback: the network gets kube-rbac-proxy
+    port = parse_bind_address(config.health_bind_address)
+    assert [(p["name"], p["containerPort"]) for p in agent_container["ports"]] == [("health", port[1])]
+    assert port[0] == ""  # kubelet probes the node's address
     if "reboot-sentinel" in VARIANTS[variant]:
         assert config.reboot_sentinel == Path("/host/run/rdma-node-agent/reboot-required")
     if "nfd-features" in VARIANTS[variant]:
@@ -356,7 +424,9 @@ def _paths(config: Config) -> tuple[set[PurePosixPath], set[PurePosixPath]]:
     if config.device_plugin_config is not None:
         reads.add(config.device_plugin_config)
     # Files are replaced atomically by a rename in their directory, so the directory must be writable.
-    writes = {config.managed_modprobe_file.parent}
+    writes = set()
+    if config.netns_mode.value != "unmanaged":
+        writes.add(config.managed_modprobe_file.parent)
     if config.reboot_sentinel is not None:
         writes.add(config.reboot_sentinel.parent)
     if config.label_publisher == "nfd":
@@ -409,11 +479,13 @@ def test_service_and_servicemonitor_reach_the_metrics_port(rendered: list[Obj]) 
     pod_labels = one(rendered, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("metrics", "metrics")]
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("https", "https")]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert "namespaceSelector" not in monitor["spec"]  # its own namespace, whatever that is
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}  # the proxy's certificate is self-signed
     assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"} in (
         endpoint["relabelings"]
     )
@@ -529,7 +601,19 @@ def _node(*, labels: Mapping[str, str | None] | None = None, edits: Mapping[str,
     return node
 
 
+def _many(count: int) -> dict[str, str | None]:
+    """``count`` labels under the prefix besides the Node's ``rdma.spidernet.io/ready``."""
+    return {f"rdma.spidernet.io/pci-15b3-{i:04x}.present": "true" for i in range(count)}
+
+
+def _owned(size: int) -> dict[str, str]:
+    value = ",".join(f"rdma.spidernet.io/k{i:05d}" for i in range(size // 24 + 1))[:size]
+    return {"node.alpha.kubernetes.io/ttl": "0", "rdma.spidernet.io/owned-labels": value}
+
+
 OWN = "Node its pod runs on"
+COUNT = "at most 64 labels"
+SIZE = "at most 8192 bytes"
 LABELS = "labels under its prefix"
 ANNOTATIONS = "annotations under its prefix"
 SPEC = "spec"
@@ -568,6 +652,12 @@ CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
     ("delete the Node", _request("DELETE"), None, _node(), {VERB}),
     ("create a Node", _request("CREATE"), _node(), None, {VERB}),
     ("update the status subresource", _request(subResource="status"), _node(), _node(), {VERB}),
+    ("64 labels under the prefix", _request(), _node(labels=_many(63)), _node(), set()),
+    ("65 labels under the prefix", _request(), _node(labels=_many(64)), _node(), {COUNT}),
+    ("an 8,192-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8192)}), _node(),
+     set()),
+    ("an 8,193-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8193)}), _node(),
+     {SIZE}),
 ]  # fmt: skip
 
 
