@@ -9,7 +9,9 @@ Each figure is set beside a baseline measured in the same run (see docs/benchmar
                  functions, vs a bare loop reading the same files;
 3. ``resources`` RSS and CPU of the agent process vs Debian's prometheus-node-exporter;
 4. ``scrape``    ``/metrics`` latency at 2,000 devices under 50 scrapers vs ``/healthz``;
-5. ``kube``      Kubernetes API requests per hour in steady state vs a naive poller.
+5. ``kube``      Kubernetes API requests per hour in steady state vs a naive poller;
+6. ``hostile``   the HTTP listener under hostile clients: distinct Accept headers, a flood of idle
+                 connections, /healthz during it — each vs the same process before.
 
 ``--quick`` makes everything small (seconds; the smoke test uses it). ``--no-vm`` skips (1); the
 table says why. Exit status 0 whether or not targets are met (the table is the result), 1 when a
@@ -29,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import kube_requests, resources, scale, scrape, vm_snapshot
+from benchmarks import hostile, kube_requests, resources, scale, scrape, vm_snapshot
 from benchmarks.report import LoadMonitor, Results, Row, machine, markdown_table, save, skipped
 
 DEFAULT_OUT = Path("benchmarks/results/latest.md")
-BENCHMARKS = ("vm", "scale", "resources", "scrape", "kube")
+BENCHMARKS = ("vm", "scale", "resources", "scrape", "kube", "hostile")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,20 +60,25 @@ class Plan:
     solo_scrapes: int
     kube_cycles: int
     watch_timeout: int
+    hostile_devices: int
+    accepts: int
+    idle: int
+    probes: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls(vm_sizes=(1, 8, 64), vm_repeats=15, scale_sizes=(1, 8, 64, 256, 1024, 2048),
                    scale_min_repeats=5, scale_max_repeats=50, scale_min_seconds=2.0, nics=8, reconciles=10_000,
                    reconcile_chunk=1_000, traced=2_000, scrapes=100, exporter_scrapes=100, scrape_devices=2_000,
-                   scrapers=50, per_scraper=4, solo_scrapes=10, kube_cycles=120, watch_timeout=1)  # fmt: skip
+                   scrapers=50, per_scraper=4, solo_scrapes=10, kube_cycles=120, watch_timeout=1, hostile_devices=2_000,
+                   accepts=1_000, idle=3_000, probes=200)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(vm_sizes=(1, 8), vm_repeats=3, scale_sizes=(1, 8, 16), scale_min_repeats=1,
                    scale_max_repeats=2, scale_min_seconds=0.0, nics=2, reconciles=20, reconcile_chunk=10, traced=5,
                    scrapes=3, exporter_scrapes=3, scrape_devices=20, scrapers=5, per_scraper=2, solo_scrapes=2,
-                   kube_cycles=20, watch_timeout=1)  # fmt: skip
+                   kube_cycles=20, watch_timeout=1, hostile_devices=8, accepts=20, idle=300, probes=10)  # fmt: skip
 
 
 def steps(plan: Plan, results: Results, *, vm: bool, logs: Path) -> dict[str, Callable[[], None]]:
@@ -94,6 +101,8 @@ def steps(plan: Plan, results: Results, *, vm: bool, logs: Path) -> dict[str, Ca
         "scrape": lambda: scrape.run(devices=plan.scrape_devices, clients=plan.scrapers, per_client=plan.per_scraper,
                                      single=plan.solo_scrapes, results=results, log=logs / "scrape-agent.log"),
         "kube": lambda: kube_requests.run(cycles=plan.kube_cycles, watch_timeout=plan.watch_timeout, results=results),
+        "hostile": lambda: hostile.run(devices=plan.hostile_devices, accepts=plan.accepts, idle=plan.idle,
+                                       probes=plan.probes, results=results, log=logs / "hostile-agent.log"),
     }  # fmt: skip
 
 

@@ -4,10 +4,10 @@ It faces a network where anyone may connect, so every resource a peer can make i
 
 * **One thread does all socket I/O** (a ``selectors`` loop): an idle or half-sent connection costs
   a socket and at most :data:`MAX_REQUEST_HEAD_BYTES` of buffer, never a thread.
-* **At most** ``max_connections`` **connections are open.** When a new one arrives at the cap, the
-  oldest connection still sending its request head is closed to make room (a probe that sends its
-  request at once always gets in, whatever a flood of idle connections does); when every open
-  connection is busy being answered, the new one is closed at once.
+* **At most** ``max_connections`` **connections are open.** Past the cap a new connection is read
+  once: a complete request (probes and scrapes send theirs with the connection) is answered, anything
+  else is closed at once — so a flood of idle connections costs an accept, a read and a close each,
+  and a probe still gets in.
 * **Deadlines, not per-read timeouts:** the request line and headers must arrive whole within
   ``connection_timeout`` seconds however the client trickles them, and an answer that stops moving
   for that long is abandoned.
@@ -96,6 +96,10 @@ def _listen(bind: str, setting: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if dual_stack:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # The kernel hands a connection to accept() only once its first data has arrived (or a
+        # second later): a client that connects and says nothing costs the agent nothing, and a
+        # request is always there to read when a connection is accepted past the cap.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind((address, port))
         # The kernel caps the backlog at net.core.somaxconn (Go's net.Listen asks for somaxconn): a
         # short queue overflows in a burst, and a dropped SYN makes a probe wait for the client's
@@ -221,8 +225,7 @@ class _Loop:
         self._wake_w.setblocking(False)
         self._stopping = False
         self._accept_paused_until = 0.0
-        self.refused = 0  # connections closed at accept because every slot was busy
-        self.evicted = 0  # idle connections closed to make room
+        self.refused = 0  # connections closed at accept: every slot taken, and no request with them
 
     # --- any thread -------------------------------------------------------------------------------
 
@@ -306,24 +309,36 @@ class _Loop:
                 if err.errno in _ACCEPT_EXHAUSTED:
                     self._pause_accepts(err)
                 return
-            sock.setblocking(False)
-            if self.open_connections() >= self._limits.max_connections and not self._make_room():
-                self.refused += 1
-                sock.close()
+            if self.open_connections() >= self._limits.max_connections:
+                self._at_capacity(sock, metrics)
                 continue
+            sock.setblocking(False)
             now = time.monotonic()
             conn = _Conn(sock=sock, metrics=metrics, deadline=now + self._limits.connection_timeout, started=now)
             self._reading[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, ("conn", conn))
             self._read(conn)  # a client that sent its request with the connection is answered now
 
-    def _make_room(self) -> bool:
-        """Close the oldest connection still sending its request head; False when there is none."""
-        if not self._reading:
-            return False
-        self.evicted += 1
-        self._close(next(iter(self._reading.values())))
-        return True
+    def _at_capacity(self, sock: socket.socket, metrics: bool) -> None:
+        """Every slot is taken: one read, and a complete request (a probe, a scrape: they send it
+        with the connection, and the kernel accepts only once data has arrived) is answered;
+        anything else is closed at once. A flood of idle connections thus costs an accept, a read
+        and a close each."""
+        try:
+            data = sock.recv(_RECV, socket.MSG_DONTWAIT)
+        except OSError:
+            data = b""
+        end = _head_end(data)
+        if end < 0:
+            self.refused += 1
+            sock.close()
+            return
+        sock.setblocking(False)
+        now = time.monotonic()
+        conn = _Conn(sock=sock, metrics=metrics, deadline=now + self._limits.connection_timeout, started=now,
+                     buf=bytearray(data))  # fmt: skip
+        self._busy[sock.fileno()] = conn
+        self._handle(conn, end)
 
     def _pause_accepts(self, err: OSError) -> None:
         # Out of descriptors or memory: the listening socket stays readable, so without a pause the
@@ -333,7 +348,8 @@ class _Loop:
         for sock, _ in self._listeners:
             with contextlib.suppress(KeyError):  # paused already by the other listener's failure
                 self._selector.unregister(sock)
-        self._make_room()
+        if self._reading:  # free a descriptor: the oldest connection still sending its request
+            self._close(next(iter(self._reading.values())))
 
     def _read(self, conn: _Conn) -> None:
         try:
@@ -354,6 +370,10 @@ class _Loop:
             elif b"\n" in conn.buf and conn.buf.split(b"\n", 1)[0].rstrip(b"\r").count(b" ") == 1:
                 self._respond(conn, _answer(HTTPStatus.BAD_REQUEST, [b"HTTP/0.9 is not served\n"]))
             return
+        self._handle(conn, end)
+
+    def _handle(self, conn: _Conn, end: int) -> None:
+        """A complete request head is in ``conn.buf[:end]``: answer it."""
         try:
             request = parse_request(bytes(conn.buf[:end]))
         except BadRequest as bad:
@@ -416,7 +436,8 @@ class _Loop:
         fd = conn.sock.fileno()
         self._reading.pop(fd, None)
         self._busy[fd] = conn
-        self._selector.unregister(conn.sock)
+        with contextlib.suppress(KeyError):  # a request answered at capacity was never registered
+            self._selector.unregister(conn.sock)
 
     def _finish_renders(self) -> None:
         while self._done:
@@ -483,7 +504,7 @@ class _Loop:
         self._wake_w.close()
 
 
-def _head_end(buf: bytearray) -> int:
+def _head_end(buf: bytes | bytearray) -> int:
     """Where the request head ends (before the blank line), or -1."""
     crlf = buf.find(b"\r\n\r\n")
     lf = buf.find(b"\n\n")

@@ -250,7 +250,12 @@ def test_quick_run_has_the_right_rows(quick_run: tuple[int, str, dict[str, Any]]
         "CPU (vs node_exporter)",
         "/metrics latency (vs /healthz, same load)",
         "Kubernetes API requests (vs naive poller)",
+        "Hostile clients (vs the same process, same run)",
     ]
+    hostile = by_benchmark["Hostile clients (vs the same process, same run)"]
+    assert [s.split(",")[0].split(" (")[0] for s in hostile] == [
+        "8 devices", "8 devices", "/healthz p99 during that flood",
+        f"/healthz p99 while {plan.idle} connections open at full speed"]  # fmt: skip
     assert by_benchmark["Snapshot in QEMU (vs `rdma -j link show`)"] == [f"{n} rxe" for n in plan.vm_sizes]
     scale_sizes = by_benchmark["Snapshot, no kernel (vs bare read loop)"]
     assert scale_sizes[:3] == ["1 function, steady state", "8 functions, steady state", "16 functions, steady state"]
