@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import ProcessCollector
 
 from agent import __version__
-from agent.config import SETTINGS, Config, load_config
+from agent.config import Config
 from agent.errors import ConfigError, PublishError
 from agent.loop import Agent, Stage
 from agent.publish.exposition import Exposition
 from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
+from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
     from agent.publish.kube import NodeWatcher

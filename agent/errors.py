@@ -38,14 +38,6 @@ class NetlinkDecodeError(DiscoveryError):
     """A reply could not be decoded (truncated or malformed message)."""
 
 
-class EnforceError(AgentError):
-    """Changing host state failed; ``errno`` is kept when the kernel gave one."""
-
-    def __init__(self, message: str, errno: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno
-
-
 class PublishError(AgentError):
     """Publishing (labels, metrics, files) failed."""
 

@@ -196,9 +196,6 @@ class NodeSnapshot:
     def pci(self, address: str) -> PciFunction | None:
         return next((p for p in self.pci_functions if p.address == address), None)
 
-    def module_loaded(self, name: str) -> bool:
-        return any(m.name == name and m.loaded for m in self.modules)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Enforcement (plan → act) and the agent's own state, as published.

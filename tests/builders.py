@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from agent.model import RdmaPort
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.model import AgentState, RdmaPort
+from agent.publish.metrics import RdmaCollector
+
+
+def render_metrics(state: AgentState, version: str, *, python_version: str | None = None) -> bytes:
+    """``/metrics`` text (format 0.0.4) for one state, through a fresh registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RdmaCollector(lambda: state, version=version, python_version=python_version))
+    return generate_latest(registry)
 
 
 def rdma_port(

@@ -38,7 +38,7 @@ Values follow the kernel's bool parameter (kernel/params.c ``param_set_bool`` â†
 anything else, ``netns_mode=`` included, is ``-EINVAL`` and makes the module load fail. true = shared,
 false = exclusive. ``t``/``f`` were added to kstrtobool in 2022; older kernels reject them.
 
-Reading (:func:`effective_order`, :func:`read_persisted_netns_mode`) is apart from parsing
+Reading (:func:`conf_files`, :func:`read_persisted_netns_mode`) is apart from parsing
 (:func:`parse_conf`, :func:`resolve_persisted`, which take text and values only).
 """
 
@@ -267,17 +267,21 @@ def _host_realpath(roots: HostRoots, path: Path) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _ConfFile:
+class ConfFile:
     path: Path  # under roots, unresolved: what roots.display() shows
     real: str  # resolved on the host's terms
     mtime: float
 
 
-def _conf_files(roots: HostRoots) -> list[_ConfFile]:
-    """:func:`effective_order`, with each file's resolved path and mtime (one stat per file; each
-    directory is resolved once)."""
+def conf_files(roots: HostRoots) -> list[ConfFile]:
+    """The modprobe.d files modprobe would read, in the order it reads them (kmod ``kmod_config_new``),
+    each with its resolved path and mtime (one stat per file; each directory is resolved once).
+
+    ``path`` is under ``roots`` and unresolved (``roots.display`` shows it as the host names it).
+    A directory that is missing or unreadable is skipped, as kmod does. A configuration path that is a
+    regular file rather than a directory is read itself, under its base name (``conf_files_list``)."""
     root = str(roots.root)
-    chosen: dict[str, _ConfFile] = {}
+    chosen: dict[str, ConfFile] = {}
     for directory in roots.modprobe_dirs():
         try:
             real_dir = _host_realpath(roots, directory)
@@ -286,7 +290,7 @@ def _conf_files(roots: HostRoots) -> list[_ConfFile]:
             logger.debug("modprobe directory %s is absent", directory)
             continue
         if not stat.S_ISDIR(st.st_mode):
-            chosen.setdefault(directory.name, _ConfFile(directory, real_dir, st.st_mtime))
+            chosen.setdefault(directory.name, ConfFile(directory, real_dir, st.st_mtime))
             continue
         try:
             with os.scandir(real_dir) as listing:
@@ -306,18 +310,8 @@ def _conf_files(roots: HostRoots) -> list[_ConfFile]:
                 continue
             if stat.S_ISDIR(entry_stat.st_mode):
                 continue
-            chosen[name] = _ConfFile(directory / name, real, entry_stat.st_mtime)
+            chosen[name] = ConfFile(directory / name, real, entry_stat.st_mtime)
     return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
-
-
-def effective_order(roots: HostRoots) -> list[Path]:
-    """The modprobe.d files modprobe would read, in the order it reads them (kmod ``kmod_config_new``).
-
-    Paths are under ``roots`` and unresolved (``roots.display`` shows them as the host names them).
-    A directory that is missing or unreadable is skipped, as kmod does. A configuration path that is a
-    regular file rather than a directory is read itself, under its base name (``conf_files_list``).
-    """
-    return [conf.path for conf in _conf_files(roots)]
 
 
 # --- the verdict ------------------------------------------------------------------------------------
@@ -396,7 +390,7 @@ def read_persisted_netns_mode(
     roots: HostRoots, cmdline_option: ModprobeOption | None
 ) -> tuple[PersistedNetnsMode, tuple[Problem, ...]]:
     """The ``netns_mode`` ib_core gets at its next ``modprobe``: reads each file of
-    :func:`effective_order` (``<modprobe dir>/*.conf``), then adds ``cmdline_option`` (from
+    :func:`conf_files` (``<modprobe dir>/*.conf``), then adds ``cmdline_option`` (from
     /proc/cmdline, see ``procfs.parse_cmdline_netns_mode``) last, as kmod does. ``source_mtime`` is the
     modification time of the file holding the winning setting (None when the command line wins).
 
@@ -405,7 +399,7 @@ def read_persisted_netns_mode(
     options: list[ModprobeOption] = []
     mtimes: list[float | None] = []  # per option: its file's mtime
     problems: list[Problem] = []
-    for conf in _conf_files(roots):
+    for conf in conf_files(roots):
         shown = roots.display(conf.path)
         mtime = conf.mtime
         try:

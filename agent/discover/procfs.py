@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -168,60 +169,89 @@ def read_kernel(roots: HostRoots, problems: list[Problem] | None = None) -> Kern
 # --- kernel command line -----------------------------------------------------------------------------
 
 
+_IGNORE, _MODNAME, _PARAM, _VALUE = range(4)  # kmod_config_parse_kcmdline's states
+_SPACE = "\0 \n\t\v\f\r"
+
+
+@dataclass(slots=True)
+class _Kcmdline:
+    """The state of kmod's command-line scan (libkmod-config.c ``kmod_config_parse_kcmdline``)."""
+
+    state: int = _MODNAME
+    modname: int = 0
+    dot: int = -1
+    param: int = -1
+    value: int = -1
+    quote_start: int = -1
+    quoted: bool = False
+
+    def quote(self, i: int) -> None:
+        self.quoted = not self.quoted
+        if self.quoted and self.state == _MODNAME and i == self.modname:
+            self.quote_start = i
+            self.modname = i + 1
+        elif self.state != _VALUE:
+            self.state = _IGNORE
+
+    def space(self, i: int) -> bool:
+        """A separator at ``i``; True when it completes a ``module.option`` word."""
+        if self.quoted and self.state == _VALUE:
+            return False
+        if self.quoted:
+            self.state = _IGNORE
+            return False
+        if self.state in (_VALUE, _PARAM):
+            return True
+        self.restart(i)
+        return False
+
+    def dot_at(self, i: int) -> None:
+        if self.state == _MODNAME:
+            self.dot, self.param = i, i + 1
+            self.state = _PARAM
+        elif self.state == _PARAM:
+            self.state = _IGNORE
+
+    def equals(self, i: int) -> None:
+        if self.state == _PARAM:
+            self.value = i + 1
+            self.state = _VALUE
+        elif self.state == _MODNAME:
+            self.state = _IGNORE
+
+    def restart(self, i: int) -> None:
+        self.modname = i + 1
+        self.state = _MODNAME
+        self.quote_start = -1
+
+    def word(self, cmdline: str, i: int) -> tuple[str, str]:
+        """The completed ``(module, option)`` ending at ``i``."""
+        option = cmdline[self.param : i]
+        if self.quote_start != -1 and self.state == _VALUE:
+            option = f'{cmdline[self.param : self.value]}"{cmdline[self.value : i]}'
+        return normalize_name(cmdline[self.modname : self.dot]), option
+
+
 def kcmdline_module_options(cmdline: str) -> list[tuple[str, str]]:
     """``(module, option)`` for each ``module.option`` word of the kernel command line, split as kmod
     splits it (libkmod-config.c ``kmod_config_parse_kcmdline``): the first ``.`` ends the module name,
     a second ``.`` before ``=`` or an ``=`` before any ``.`` makes the word not a module option, double
     quotes may open the word or enclose spaces in the value, and kmod re-quotes a value whose opening
     quote the bootloader moved to the front of the word. kmod does not stop at ``--``."""
-    ignore, modname_state, param_state, value_state = range(4)
     out: list[tuple[str, str]] = []
-    state = modname_state
-    modname = 0
-    dot = param = value = -1
-    quote_start = -1
-    quoted = False
+    scan = _Kcmdline()
     for i in range(len(cmdline) + 1):
         char = cmdline[i] if i < len(cmdline) else "\0"
-        complete = False
         if char == '"':
-            quoted = not quoted
-            if quoted and state == modname_state and i == modname:
-                quote_start = i
-                modname = i + 1
-            elif state != value_state:
-                state = ignore
-        elif char in "\0 \n\t\v\f\r":
-            if quoted and state == value_state:
-                pass
-            elif quoted:
-                state = ignore
-            elif state in (value_state, param_state):
-                complete = True
-            else:
-                modname = i + 1
-                state = modname_state
-                quote_start = -1
+            scan.quote(i)
+        elif char in _SPACE:
+            if scan.space(i):
+                out.append(scan.word(cmdline, i))
+                scan.restart(i)
         elif char == ".":
-            if state == modname_state:
-                dot, param = i, i + 1
-                state = param_state
-            elif state == param_state:
-                state = ignore
+            scan.dot_at(i)
         elif char == "=":
-            if state == param_state:
-                value = i + 1
-                state = value_state
-            elif state == modname_state:
-                state = ignore
-        if complete:
-            option = cmdline[param:i]
-            if quote_start != -1 and state == value_state:
-                option = f'{cmdline[param:value]}"{cmdline[value:i]}'
-            out.append((normalize_name(cmdline[modname:dot]), option))
-            modname = i + 1
-            state = modname_state
-            quote_start = -1
+            scan.equals(i)
     return out
 
 

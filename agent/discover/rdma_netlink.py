@@ -14,13 +14,13 @@ What ``rdma dev``, ``rdma link`` and ``rdma system`` show, read the way iproute2
 - Flags are explicit: ``REQUEST|ACK`` for doit and ``REQUEST|DUMP`` for dump. NLM_F_DUMP is
   ROOT|MATCH (0x300), so REPLACE/EXCL presets would turn a SET into a (failing) dump.
 
-Replies are decoded by :func:`decode`, a single pass of ``struct`` over the bytes (a few µs per
-message; pyroute2's generic marshal cost ~100 µs per message). Requests are built by
-:func:`encode_request`. The socket is pyroute2's (``pyroute2.netns.create_socket``, the factory its
-own NetlinkSocket uses) driven synchronously by :class:`RdmaNetlink`: one ``sendto`` and blocking
-``recvfrom_into`` calls until the exchange's NLMSG_DONE or ACK, without pyroute2's asyncio core
-(whose event loop cost ~5 ms per socket and 3-5 ms per request under QEMU TCG). Everything above the
-socket is pure, and the transport (:data:`Exchange`: request → raw reply bytes) can be replaced by
+Replies are decoded by :func:`decode`, a single pass of ``struct`` over the bytes (pyroute2's
+generic marshal is many times slower per message; docs/benchmarks.md has the figures). Requests are
+built by :func:`encode_request`. The socket is pyroute2's (``pyroute2.netns.create_socket``, the
+factory its own NetlinkSocket uses) driven synchronously by :class:`RdmaNetlink`: one ``sendto`` and
+blocking ``recvfrom_into`` calls until the exchange's NLMSG_DONE or ACK, without pyroute2's asyncio
+core (whose event loop costs milliseconds per socket and per request under QEMU TCG). Everything
+above the socket is pure, and the transport (:data:`Exchange`: request → raw reply bytes) can be replaced by
 recorded replies in tests.
 """
 
@@ -148,8 +148,6 @@ def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
     out: list[dict[str, int | str]] = []
     failure: NetlinkError | NetlinkDecodeError | None = None
     unpack_header = _LENGTH_TYPE.unpack_from
-    unpack_nla = _NLA.unpack_from
-    decoders = _DECODERS.get
     total = len(raw)
     offset = 0
     while offset <= total - 16:
@@ -162,57 +160,16 @@ def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
             raise NetlinkDecodeError(f"{op}: message length {length} is shorter than its 16-byte header")
         end = offset + length
         if end > total:  # the last message, cut short; an error code that made it through still counts
-            if failure is None:
-                code = _CODE.unpack_from(raw, offset + 16)[0] if offset + 20 <= total else 0
-                if msg_type == NLMSG_ERROR and length >= 20 and code != 0:
-                    failure = _netlink_error(op, abs(code))
-                else:
-                    failure = NetlinkDecodeError(f"{op}: message of {length} bytes truncated to {total - offset}")
+            failure = failure or _truncated(raw, offset, length, msg_type, op)
             break
         if _NLDEV_FIRST <= msg_type < _NLDEV_END:
-            attrs: dict[str, int | str] = {}
-            problem = None
-            at = offset + 16
-            while at < end:
-                if end - at < 4:
-                    problem = f"{end - at} stray bytes after the last attribute"
-                    break
-                nla_length, nla_type = unpack_nla(raw, at)
-                if nla_length < 4 or at + nla_length > end:
-                    problem = f"attribute {nla_type & _NLA_TYPE_MASK} claims {nla_length} bytes, {end - at} left"
-                    break
-                spec = decoders(nla_type & _NLA_TYPE_MASK)
-                if spec is not None:
-                    name, size, unpack = spec
-                    if size == _STRING:
-                        nul = raw.find(b"\0", at + 4, at + nla_length)
-                        if nul < 0:
-                            problem = f"string attribute {nla_type & _NLA_TYPE_MASK} is not NUL-terminated"
-                            break
-                        attrs[name] = raw[at + 4 : nul].decode("utf-8", "replace")
-                    elif nla_length - 4 == size:
-                        attrs[name] = unpack(raw, at + 4)[0]  # type: ignore[misc]  # set for every int
-                    else:
-                        problem = f"attribute {nla_type & _NLA_TYPE_MASK} has {nla_length - 4} bytes, expected {size}"
-                        break
-                at += (nla_length + _ALIGN) & ~_ALIGN
+            attrs, problem = _attributes(raw, offset + 16, end)
             if problem is None:
                 out.append(attrs)
             elif failure is None:
                 failure = NetlinkDecodeError(f"{op}: message type {msg_type:#x}: {problem}")
-        elif msg_type == NLMSG_ERROR:
-            if length < 20:
-                if failure is None:
-                    failure = NetlinkDecodeError(f"{op}: NLMSG_ERROR of {length} bytes has no error code")
-            else:
-                code = _CODE.unpack_from(raw, offset + 16)[0]
-                if code != 0 and failure is None:  # 0: the ACK of a successful doit
-                    failure = _netlink_error(op, abs(code))  # a positive code counts too, as in libmnl
-        elif msg_type == NLMSG_DONE:
-            if length >= 20 and failure is None:
-                code = _CODE.unpack_from(raw, offset + 16)[0]
-                if code < 0:
-                    failure = _netlink_error(op, -code)
+        elif msg_type in (NLMSG_ERROR, NLMSG_DONE):
+            failure = failure or _control(raw, offset, length, msg_type, op)
         else:
             out.append({})
         offset += (length + _ALIGN) & ~_ALIGN
@@ -221,6 +178,60 @@ def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
     if failure is not None:
         raise failure
     return out
+
+
+def _truncated(raw: bytes, offset: int, length: int, msg_type: int, op: str) -> NetlinkError | NetlinkDecodeError:
+    """What a last message cut short means: its error code when that made it through, else a
+    decode error."""
+    total = len(raw)
+    code = _CODE.unpack_from(raw, offset + 16)[0] if offset + 20 <= total else 0
+    if msg_type == NLMSG_ERROR and length >= 20 and code != 0:
+        return _netlink_error(op, abs(code))
+    return NetlinkDecodeError(f"{op}: message of {length} bytes truncated to {total - offset}")
+
+
+def _control(raw: bytes, offset: int, length: int, msg_type: int, op: str) -> NetlinkError | NetlinkDecodeError | None:
+    """The failure an NLMSG_ERROR or NLMSG_DONE reports, if any: an ERROR with a non-zero code (0 is
+    the ACK of a successful doit; a positive code counts too, as in libmnl), a DONE with a negative
+    one (a failed dump)."""
+    if msg_type == NLMSG_ERROR:
+        if length < 20:
+            return NetlinkDecodeError(f"{op}: NLMSG_ERROR of {length} bytes has no error code")
+        code = _CODE.unpack_from(raw, offset + 16)[0]
+        return _netlink_error(op, abs(code)) if code != 0 else None
+    if length >= 20:
+        code = _CODE.unpack_from(raw, offset + 16)[0]
+        if code < 0:
+            return _netlink_error(op, -code)
+    return None
+
+
+def _attributes(raw: bytes, at: int, end: int) -> tuple[dict[str, int | str], str | None]:
+    """The NLDEV attributes in ``raw[at:end]``, and what is wrong with them (None: nothing)."""
+    attrs: dict[str, int | str] = {}
+    unpack_nla = _NLA.unpack_from
+    decoders = _DECODERS.get
+    while at < end:
+        if end - at < 4:
+            return attrs, f"{end - at} stray bytes after the last attribute"
+        nla_length, nla_type = unpack_nla(raw, at)
+        kind = nla_type & _NLA_TYPE_MASK
+        if nla_length < 4 or at + nla_length > end:
+            return attrs, f"attribute {kind} claims {nla_length} bytes, {end - at} left"
+        spec = decoders(kind)
+        if spec is not None:
+            name, size, unpack = spec
+            if size == _STRING:
+                nul = raw.find(b"\0", at + 4, at + nla_length)
+                if nul < 0:
+                    return attrs, f"string attribute {kind} is not NUL-terminated"
+                attrs[name] = raw[at + 4 : nul].decode("utf-8", "replace")
+            elif nla_length - 4 == size:
+                attrs[name] = unpack(raw, at + 4)[0]  # type: ignore[misc]  # set for every int
+            else:
+                return attrs, f"attribute {kind} has {nla_length - 4} bytes, expected {size}"
+        at += (nla_length + _ALIGN) & ~_ALIGN
+    return attrs, None
 
 
 def _encode_attribute(name: str, value: int | str) -> bytes:
@@ -335,6 +346,37 @@ RECEIVE_BUFFER: Final = 65536  # the kernel sizes dump datagrams to the reader's
 REPLY_TIMEOUT: Final = 5.0  # seconds; the kernel answers while we send or read, so only a lost reply waits
 
 
+def take_ours(data: bytes, seq: int, single: bool, parts: list[bytes]) -> bool:
+    """Append to ``parts`` the bytes of ``data`` (one datagram) that belong to exchange ``seq``, runs of
+    other sequence numbers left out; True when the exchange is over: NLMSG_ERROR (an error, or the
+    ACK a doit asked for), NLMSG_DONE, the one reply of a doit without ACK (``single``), or framing
+    so broken that :func:`decode` must say so."""
+    size = len(data)
+    offset = 0
+    start = -1  # the first byte of the current run of our messages
+    while offset <= size - 16:
+        length, msg_type, msg_flags, msg_seq, _pid = _HEADER.unpack_from(data, offset)
+        if length < 16 or offset + length > size:  # broken framing: decode() will say so
+            if msg_seq == seq:
+                parts.append(data[offset if start < 0 else start :])
+                return True
+            break
+        if msg_seq != seq:
+            if start >= 0:
+                parts.append(data[start:offset])
+                start = -1
+        else:
+            if start < 0:
+                start = offset
+            if msg_type in (NLMSG_ERROR, NLMSG_DONE) or (single and not msg_flags & NLM_F_MULTI):
+                parts.append(data[start : offset + length])
+                return True
+        offset += (length + _ALIGN) & ~_ALIGN
+    if start >= 0:
+        parts.append(data[start:offset])
+    return False
+
+
 class RdmaNetlink:
     """A NETLINK_RDMA socket in the caller's network namespace.
 
@@ -362,7 +404,7 @@ class RdmaNetlink:
         except OSError as err:
             raise NetlinkError("open NETLINK_RDMA socket", err.errno or errno_mod.EIO) from err
         # A receive timeout kept by the kernel, on a blocking socket: Python's own socket timeout would
-        # poll() before every send and receive (~2 µs per exchange natively, more under emulation).
+        # poll() before every send and receive, a syscall more per exchange.
         seconds = int(self._timeout)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
@@ -385,7 +427,6 @@ class RdmaNetlink:
         dump = bool(flags & NLM_F_DUMP)  # either bit: the kernel tests flags & NLM_F_DUMP
         single = not dump and not flags & NLM_F_ACK
         buffer = self._buffer
-        unpack_header = _HEADER.unpack_from
         request = encode_request(cmd, attrs, flags=flags, seq=seq)
         parts: list[bytes] = []
         try:
@@ -397,32 +438,8 @@ class RdmaNetlink:
                     raise TimeoutError(errno_mod.ETIMEDOUT, "no reply") from err
                 if size > len(buffer):
                     raise OSError(errno_mod.EMSGSIZE, f"a {size}-byte datagram exceeds the receive buffer")
-                if sender != 0:
-                    continue  # not from the kernel
-                data = buffer[:size].tobytes()
-                offset = 0
-                start = -1  # the first byte of the current run of our messages
-                while offset <= size - 16:
-                    length, msg_type, msg_flags, msg_seq, _pid = unpack_header(data, offset)
-                    if length < 16 or offset + length > size:  # broken framing: decode() will say so
-                        if msg_seq == seq:
-                            parts.append(data[offset if start < 0 else start :])
-                            return b"".join(parts)
-                        break
-                    if msg_seq != seq:
-                        if start >= 0:
-                            parts.append(data[start:offset])
-                            start = -1
-                    else:
-                        if start < 0:
-                            start = offset
-                        if (msg_type in (NLMSG_ERROR, NLMSG_DONE)
-                                or (single and not msg_flags & NLM_F_MULTI)):  # fmt: skip
-                            parts.append(data[start : offset + length])
-                            return b"".join(parts)
-                    offset += (length + _ALIGN) & ~_ALIGN
-                if start >= 0:
-                    parts.append(data[start:offset])
+                if sender == 0 and take_ours(buffer[:size].tobytes(), seq, single, parts):  # else: not the kernel's
+                    return b"".join(parts)
         except BaseException:
             self.close()  # the rest of this exchange may still come: never let it answer the next one
             raise

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.errors import PublishError
-from agent.hostfiles import atomic_write, read_file, remove_file
+from agent.hostfiles import atomic_write, read_file
 from agent.hostio import Refused
 from agent.labelsyntax import validate_label
 
@@ -136,11 +136,3 @@ def write_features(
         raise PublishError(f"{verb} {path}: {err.strerror or err}; the old file is intact") from err
     logger.info("wrote %d labels to %s", len(labels), path)
     return True
-
-
-def remove_features(path: Path, *, root: Path = Path("/")) -> bool:
-    """Remove the file (NFD then drops the labels); True if it existed."""
-    try:
-        return remove_file(root, path)
-    except OSError as err:
-        raise PublishError(f"cannot remove {path}: {err.strerror}") from err

@@ -42,9 +42,9 @@ from typing import Final
 
 from prometheus_client.registry import Collector
 
-from agent.config import parse_bind_address as config_parse_bind_address
 from agent.errors import ConfigError, PublishError
 from agent.publish.exposition import Exposition, Representation, negotiate
+from agent.settings import parse_bind_address as config_parse_bind_address
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ _PROBES: Final = ("/healthz", "/readyz")
 
 
 def parse_bind_address(text: str, setting: str = SETTING) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)`` (see :func:`agent.config.parse_bind_address`), raising
+    """``HOST:PORT`` → ``(host, port)`` (see :func:`agent.settings.parse_bind_address`), raising
     :class:`ConfigError` naming ``setting``."""
     try:
         return config_parse_bind_address(text)

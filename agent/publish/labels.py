@@ -85,9 +85,6 @@ def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Proble
     return kept, problems
 
 
-# --- readiness ------------------------------------------------------------------------------------
-
-# Conditions of node readiness, in the order docs list them, with what each means when it fails.
 # --- desired labels -------------------------------------------------------------------------------
 
 

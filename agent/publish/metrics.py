@@ -21,7 +21,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -368,22 +367,19 @@ def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState 
     out.add("rdma_node_ready", _bool(all(conditions.values())))
     for condition in READY_CONDITIONS:
         out.add("rdma_node_ready_condition", _bool(conditions[condition]), condition)
+    _devices(out, snap)
+    _host(out, snap)
+    _netns(out, snap)
 
+
+def _devices(out: _Families, snap: NodeSnapshot) -> None:
+    """Devices, their ports and the PCI functions behind them."""
     out.add("rdma_devices", len(snap.devices))
     with_uverbs = devices_with_uverbs(snap)
     pci_by_address = {p.address: p for p in snap.pci_functions}
     for device in snap.devices:
-        out.add(
-            "rdma_device_info",
-            1,
-            device.name,
-            device.node_type,
-            device.protocol,
-            device.fw_version,
-            device.node_guid,
-            device.sys_image_guid,
-            device.pci_address,
-        )
+        out.add("rdma_device_info", 1, device.name, device.node_type, device.protocol, device.fw_version,
+                device.node_guid, device.sys_image_guid, device.pci_address)  # fmt: skip
         out.add("rdma_device_uverbs_present", _bool(device.name in with_uverbs), device.name)
         pci = pci_by_address.get(device.pci_address) if device.pci_address else None
         for port in device.ports:
@@ -391,6 +387,9 @@ def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState 
     for function in snap.pci_functions:
         _pci(out, function)
 
+
+def _host(out: _Families, snap: NodeSnapshot) -> None:
+    """Char devices, modules, the kernel and its network namespaces."""
     kinds = dict.fromkeys(CHAR_DEVICE_KINDS, 0)
     for char in snap.char_devices:
         kinds[char.kind] = kinds.get(char.kind, 0) + (1 if char.present else 0)
@@ -403,6 +402,9 @@ def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState 
     if snap.network_namespaces is not None:
         out.add("rdma_network_namespaces", snap.network_namespaces)
 
+
+def _netns(out: _Families, snap: NodeSnapshot) -> None:
+    """The live and persisted netns mode."""
     for mode in NetnsMode:
         out.add("rdma_netns_mode", _bool(snap.netns_mode is mode), mode.value)
     persisted = snap.persisted
@@ -480,10 +482,3 @@ class RdmaCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """Sample-less families, so registering checks name clashes without calling ``state()``."""
         return [_family(spec) for spec in SPECS]
-
-
-def render(state: AgentState, version: str, *, python_version: str | None = None) -> bytes:
-    """``/metrics`` text (format 0.0.4) for one state, through a fresh registry."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RdmaCollector(lambda: state, version=version, python_version=python_version))
-    return generate_latest(registry)

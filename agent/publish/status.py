@@ -199,11 +199,22 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
     """A report for a person: what RDMA this node has and what is wrong, in plain words.
     ``kubernetes``: whether the Node could be read (else allocatable is shown as unknown)."""
     s, enforcement = _snapshot(state), state.enforcement
-    lines: list[str] = []
     problems = s.problems + (enforcement.problems if enforcement else ()) + state.problems
+    sections = (
+        _header(s, enforcement),
+        _devices(s),
+        _functions(s),
+        _resources(state, kubernetes),
+        _problems(problems),
+    )
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _header(s: NodeSnapshot, enforcement: EnforcementState | None) -> list[str]:
+    """Kernel, netlink, the netns mode (desired, live, persisted), the plan, modules."""
     release = s.kernel.release or "unknown"
     mofed = f", MOFED {s.kernel.mofed_version}" if s.kernel.mofed_version else ""
-    lines.append(f"kernel {release}{mofed}")
+    lines = [f"kernel {release}{mofed}"]
     if s.netlink_available:
         lines.append("RDMA netlink: available")
     else:
@@ -227,41 +238,46 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
         lines.append(f"non-init network namespaces: {s.network_namespaces}")
     loaded = [m.name for m in s.modules if m.loaded]
     lines.append("modules loaded: " + (", ".join(loaded) if loaded else "none of the RDMA modules"))
-    lines.append("")
+    return [*lines, ""]
 
+
+DEVICE_HEADER = ("DEVICE", "INDEX", "TYPE", "PROTOCOL", "PORT", "STATE", "PHYSICAL", "NETDEV", "LINK", "PCI",
+                 "VENDOR:DEVICE", "CHAR DEVICES")  # fmt: skip  # the table's columns, one line
+FUNCTION_HEADER = ("ADDRESS", "VENDOR:DEVICE", "DRIVER", "NUMA", "NETDEVS", "RDMA", "VFS", "PF")
+
+
+def _devices(s: NodeSnapshot) -> list[str]:
+    """One row per RDMA port (a device without ports gets one row)."""
     pci = {p.address: p for p in s.pci_functions}
     rows: list[list[object]] = []
     for d in s.devices:
         fn = pci.get(d.pci_address or "")
         ids = f"{fn.vendor}:{fn.device}" if fn and fn.vendor else None
         for p in d.ports or (RdmaPort(port=0),):
-            rows.append(
-                [d.name, d.index, d.node_type, d.protocol, p.port or None, p.state, p.physical_state, p.netdev,
-                 p.link_layer, d.pci_address, ids, " ".join(d.char_devices)]
-            )  # fmt: skip
-    if rows:
-        lines.append("RDMA devices")
-        header = ("DEVICE", "INDEX", "TYPE", "PROTOCOL", "PORT", "STATE", "PHYSICAL", "NETDEV", "LINK",
-                  "PCI", "VENDOR:DEVICE", "CHAR DEVICES")  # fmt: skip
-        lines.extend("  " + line for line in _table(header, rows))
-    else:
-        lines.append("RDMA devices: none")
-    lines.append("")
+            rows.append([d.name, d.index, d.node_type, d.protocol, p.port or None, p.state, p.physical_state,
+                         p.netdev, p.link_layer, d.pci_address, ids, " ".join(d.char_devices)])  # fmt: skip
+    if not rows:
+        return ["RDMA devices: none", ""]
+    return ["RDMA devices", *("  " + line for line in _table(DEVICE_HEADER, rows)), ""]
 
-    fn_rows = [
+
+def _functions(s: NodeSnapshot) -> list[str]:
+    rows = [
         [p.address, f"{p.vendor}:{p.device}", p.driver, p.numa_node, ",".join(p.netdevs), ",".join(p.rdma_devices),
          f"{p.sriov_numvfs}/{p.sriov_totalvfs}" if p.sriov_totalvfs is not None else None, p.physfn]
         for p in s.pci_functions
     ]  # fmt: skip
-    if fn_rows:
-        lines.append("PCI functions")
-        fn_header = ("ADDRESS", "VENDOR:DEVICE", "DRIVER", "NUMA", "NETDEVS", "RDMA", "VFS", "PF")
-        lines.extend("  " + line for line in _table(fn_header, fn_rows))
-        lines.append("")
+    if not rows:
+        return []
+    return ["PCI functions", *("  " + line for line in _table(FUNCTION_HEADER, rows)), ""]
 
+
+def _resources(state: AgentState, kubernetes: bool) -> list[str]:
+    """The Node's RDMA resources and the device plugin's selectors."""
+    lines: list[str] = []
     if state.resources:
         lines.append("RDMA resources on the Node")
-        rows = [[r.name, r.capacity, r.allocatable] for r in state.resources]
+        rows: list[list[object]] = [[r.name, r.capacity, r.allocatable] for r in state.resources]
         lines.extend("  " + line for line in _table(("RESOURCE", "CAPACITY", "ALLOCATABLE"), rows))
     elif kubernetes:
         lines.append("RDMA resources on the Node: none advertised")
@@ -269,13 +285,12 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
         lines.append("RDMA resources on the Node: unknown (no Kubernetes access)")
     if state.selectors:
         lines.append("Device plugin selectors")
-        sel = [[m.resource, m.summary, m.matched] for m in state.selectors]
-        lines.extend("  " + line for line in _table(("RESOURCE", "SELECTOR", "MATCHED DEVICES"), sel))
-    lines.append("")
+        selectors: list[list[object]] = [[m.resource, m.summary, m.matched] for m in state.selectors]
+        lines.extend("  " + line for line in _table(("RESOURCE", "SELECTOR", "MATCHED DEVICES"), selectors))
+    return [*lines, ""]
 
-    if problems:
-        lines.append("Problems")
-        lines.extend(f"  - {p.message} [{p.code}]" for p in problems)
-    else:
-        lines.append("Problems: none")
-    return "\n".join(lines) + "\n"
+
+def _problems(problems: Sequence[Problem]) -> list[str]:
+    if not problems:
+        return ["Problems: none"]
+    return ["Problems", *(f"  - {p.message} [{p.code}]" for p in problems)]

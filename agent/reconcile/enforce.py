@@ -17,7 +17,7 @@ from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
 from agent.hostfiles import atomic_write, read_file, remove_file
 from agent.hostio import Refused, decode_text
-from agent.model import Action, ActionKind, Problem
+from agent.model import Action, ActionKind, NetnsMode, Problem
 from agent.reconcile.plan import EnforcerMemory, managed_file_content
 
 logger = logging.getLogger(__name__)
@@ -85,42 +85,48 @@ class Enforcer:
     def apply(
         self, actions: Iterable[Action], memory: EnforcerMemory, now: float
     ) -> tuple[EnforcerMemory, list[Problem]]:
+        """Carry out ``actions`` in order; the memory after them and the problems they met."""
         problems: list[Problem] = []
         for action in actions:
             logger.info("enforce: %s (%s)", action.kind.value, action.reason)
+            if action.kind is ActionKind.SET_RUNTIME_MODE and action.mode is not None:
+                memory = self._set_runtime(action.mode, memory, now)
+                continue
             if action.kind is ActionKind.WRITE_PERSISTED and action.mode is not None:
-                current, error = self.read_managed_file()
-                if error is not None:  # changed since it was planned: the next plan reports it
-                    problems.append(Problem(code="persist_failed", message=error, subject=self.managed_display))
-                    continue
-                try:
-                    content = managed_file_content(current, action.mode)
-                    atomic_write(self.config.roots.root, self.managed_file, content.encode(), hook=self._write_hook)
-                except OSError as err:
-                    problems.append(_os_problem("persist_failed", "write", self.managed_display, err))
-            elif action.kind is ActionKind.SET_RUNTIME_MODE and action.mode is not None:
-                memory = replace(memory, runtime_attempts=memory.runtime_attempts + 1, last_attempt=now)
-                try:
-                    with self._netlink() as sock:
-                        sock.set_netns_mode(action.mode)
-                except NetlinkError as err:
-                    logger.warning("runtime netns mode change refused: %s", err)
-                    memory = replace(memory, last_errno=err.errno, next_attempt=now + self.config.runtime_retry_seconds)
-                else:
-                    memory = replace(memory, last_errno=None, next_attempt=None)
-            elif action.kind is ActionKind.SIGNAL_REBOOT:
-                problem = self._signal(action.reason)
-                if problem is not None:
-                    problems.append(problem)
-                    continue
-                memory = replace(memory, reboot_signalled=True)
-            elif action.kind is ActionKind.CLEAR_REBOOT:
-                problem = self._clear()
-                if problem is not None:
-                    problems.append(problem)
-                    continue
-                memory = replace(memory, reboot_signalled=False)
+                problem = self._persist(action.mode)
+            elif action.kind in (ActionKind.SIGNAL_REBOOT, ActionKind.CLEAR_REBOOT):
+                signal = action.kind is ActionKind.SIGNAL_REBOOT
+                problem = self._signal(action.reason) if signal else self._clear()
+                if problem is None:
+                    memory = replace(memory, reboot_signalled=signal)
+            else:
+                continue
+            if problem is not None:
+                problems.append(problem)
         return memory, problems
+
+    def _persist(self, mode: NetnsMode) -> Problem | None:
+        """Rewrite the managed file for ``mode`` (atomic; nothing when it already says so)."""
+        current, error = self.read_managed_file()
+        if error is not None:  # changed since it was planned: the next plan reports it
+            return Problem(code="persist_failed", message=error, subject=self.managed_display)
+        try:
+            content = managed_file_content(current, mode)
+            atomic_write(self.config.roots.root, self.managed_file, content.encode(), hook=self._write_hook)
+        except OSError as err:
+            return _os_problem("persist_failed", "write", self.managed_display, err)
+        return None
+
+    def _set_runtime(self, mode: NetnsMode, memory: EnforcerMemory, now: float) -> EnforcerMemory:
+        """One SYS_SET; a refusal is remembered (errno, and no retry before the backoff ends)."""
+        memory = replace(memory, runtime_attempts=memory.runtime_attempts + 1, last_attempt=now)
+        try:
+            with self._netlink() as sock:
+                sock.set_netns_mode(mode)
+        except NetlinkError as err:
+            logger.warning("runtime netns mode change refused: %s", err)
+            return replace(memory, last_errno=err.errno, next_attempt=now + self.config.runtime_retry_seconds)
+        return replace(memory, last_errno=None, next_attempt=None)
 
     def _signal(self, reason: str) -> Problem | None:
         """Write the sentinel, unless another tool's reboot request is already at that path (then a

@@ -154,14 +154,23 @@ def _ineffective(snapshot: NodeSnapshot) -> Problem | None:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Runtime:
+    """What the live mode asks for: a SYS_SET when due, a reboot signal when the kernel refuses."""
+
+    actions: tuple[Action, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    reboot_required: bool = False
+    reason: str | None = None
+    next_attempt: float | None = None
+
+
 def plan(given: PlanInput) -> EnforcementState:
     """The actions to take now and the state to report. ``state.plan`` holds the actions."""
     snap = given.snapshot
     live = snap.netns_mode
-    problems: list[Problem] = []
     ineffective = _ineffective(snap)
-    if ineffective is not None:
-        problems.append(ineffective)
+    problems = [ineffective] if ineffective is not None else []
     target = given.desired.netns_mode
     base = EnforcementState(
         desired=given.desired,
@@ -175,99 +184,90 @@ def plan(given: PlanInput) -> EnforcementState:
     if target is None:  # unmanaged: observe only — but take back a reboot request the agent made
         clear = (Action(kind=ActionKind.CLEAR_REBOOT, reason="the netns mode is unmanaged now"),)
         return replace(base, plan=clear if given.memory.reboot_signalled else (), problems=tuple(problems))
-
-    if target is NetnsMode.EXCLUSIVE and exclusive_supported(snap.kernel.release, snap.kernel.mofed_version) is False:
-        problems.append(
-            Problem(
-                code="exclusive_unsupported",
-                message=(
-                    f"exclusive RDMA netns mode needs kernel ≥ 5.3 or MOFED ≥ 4.7; this node runs kernel "
-                    f"{snap.kernel.release}"
-                    + (f" and MOFED {snap.kernel.mofed_version}" if snap.kernel.mofed_version else "")
-                    + ": not changing anything"
-                ),
-            )
-        )  # fmt: skip
-        return replace(base, problems=tuple(problems))
-
-    actions: list[Action] = []
-    wanted_file = managed_file_content(given.managed_file_text, target)
-    if given.managed_file_error is not None:
-        problems.append(
-            Problem(
-                code="persist_failed",
-                message=f"{given.managed_file_error}; the agent does not rewrite a file it cannot read: fix or "
-                "remove it",
-                subject=given.managed_file_display,
-            )
-        )
-    elif wanted_file != given.managed_file_text:
-        actions.append(
-            Action(
-                kind=ActionKind.WRITE_PERSISTED,
-                mode=target,
-                reason=f"persist options ib_core netns_mode={target.kernel_value} in {given.managed_file_display}",
-            )
-        )
-    winner = snap.persisted
-    if (
-        winner.value is not None
-        and winner.value != target
-        and winner.source is not None
-        and not winner.source.startswith(given.managed_file_display + ":")
-        and given.managed_file_text is not None
-        and wanted_file == given.managed_file_text
-    ):
-        problems.append(
-            Problem(
-                code="persisted_overridden",
-                message=(
-                    f"{winner.source} sets ib_core netns_mode={winner.value.kernel_value} ({winner.value.value}) "
-                    f"and wins over {given.managed_file_display}; remove it or the node boots in {winner.value.value} "
-                    "mode"
-                ),
-                subject=winner.source,
-            )
-        )
-
-    memory = given.memory
-    reboot_required = False
-    reason: str | None = None
-    next_attempt: float | None = None
-    if live is not None and live != target:
-        due = memory.next_attempt is None or given.now >= memory.next_attempt
-        if due:
-            actions.append(
-                Action(
-                    kind=ActionKind.SET_RUNTIME_MODE,
-                    mode=target,
-                    reason=f"live mode is {live.value}, desired {target.value}",
-                )
-            )
-        else:
-            next_attempt = memory.next_attempt
-        if memory.last_errno is not None:
-            problems.append(_errno_problem(memory.last_errno, target, snap.network_namespaces))
-        busy = memory.last_errno == errno.EBUSY
-        # A dry run (``status``) has no memory of refusals: predict one from the kernel's rule.
-        predicted = given.dry_run and memory.last_errno is None and (snap.network_namespaces or 0) > 0
-        if busy or predicted:
-            reboot_required = True
-            reason = (
-                f"live netns mode is {live.value}, desired {target.value}; the kernel "
-                + ("refuses" if busy else "will refuse")
-                + f" runtime changes while other network namespaces exist ({snap.network_namespaces} now), so "
-                f"netns_mode={target.kernel_value} applies at the next boot"
-            )
-            actions.append(Action(kind=ActionKind.SIGNAL_REBOOT, mode=target, reason=reason))
-    elif memory.reboot_signalled:
-        actions.append(Action(kind=ActionKind.CLEAR_REBOOT, mode=target, reason=f"live mode is {target.value}"))
-
+    unsupported = _exclusive_unsupported(snap, target)
+    if unsupported is not None:
+        return replace(base, problems=(*problems, unsupported))
+    persist, persist_problems = _persist(given, target)
+    runtime = _runtime(given, target)
     return replace(
         base,
-        reboot_required=reboot_required,
-        reboot_reason=reason,
-        next_runtime_attempt=next_attempt,
-        plan=tuple(actions),
-        problems=tuple(problems),
+        reboot_required=runtime.reboot_required,
+        reboot_reason=runtime.reason,
+        next_runtime_attempt=runtime.next_attempt,
+        plan=(*persist, *runtime.actions),
+        problems=(*problems, *persist_problems, *runtime.problems),
     )
+
+
+def _exclusive_unsupported(snap: NodeSnapshot, target: NetnsMode) -> Problem | None:
+    """Exclusive mode on a kernel and OFED known too old for it: nothing is changed."""
+    kernel = snap.kernel
+    if target is not NetnsMode.EXCLUSIVE or exclusive_supported(kernel.release, kernel.mofed_version) is not False:
+        return None
+    mofed = f" and MOFED {kernel.mofed_version}" if kernel.mofed_version else ""
+    return Problem(
+        code="exclusive_unsupported",
+        message=f"exclusive RDMA netns mode needs kernel ≥ 5.3 or MOFED ≥ 4.7; this node runs kernel "
+        f"{kernel.release}{mofed}: not changing anything",
+    )
+
+
+def _persist(given: PlanInput, target: NetnsMode) -> tuple[tuple[Action, ...], tuple[Problem, ...]]:
+    """The managed file's write, if its content is not right yet, and what keeps the persisted mode
+    from being the target: a file the agent cannot use, another setting that wins over it."""
+    wanted_file = managed_file_content(given.managed_file_text, target)
+    shown = given.managed_file_display
+    if given.managed_file_error is not None:
+        message = f"{given.managed_file_error}; the agent does not rewrite a file it cannot read: fix or remove it"
+        return (), (Problem(code="persist_failed", message=message, subject=shown),)
+    if wanted_file != given.managed_file_text:
+        reason = f"persist options ib_core netns_mode={target.kernel_value} in {shown}"
+        return (Action(kind=ActionKind.WRITE_PERSISTED, mode=target, reason=reason),), ()
+    winner = given.snapshot.persisted
+    if winner.value is None or winner.value == target or winner.source is None or winner.source.startswith(shown + ":"):
+        return (), ()
+    return (), (
+        Problem(
+            code="persisted_overridden",
+            message=(
+                f"{winner.source} sets ib_core netns_mode={winner.value.kernel_value} ({winner.value.value}) "
+                f"and wins over {shown}; remove it or the node boots in {winner.value.value} mode"
+            ),
+            subject=winner.source,
+        ),
+    )
+
+
+def _runtime(given: PlanInput, target: NetnsMode) -> _Runtime:
+    """The live mode against the target: switch it (at most once per backoff window), and when the
+    kernel refuses — or, in a dry run, would refuse — signal that a reboot is required."""
+    snap, memory = given.snapshot, given.memory
+    live = snap.netns_mode
+    if live is None or live == target:
+        if not memory.reboot_signalled:
+            return _Runtime()
+        clear = Action(kind=ActionKind.CLEAR_REBOOT, mode=target, reason=f"live mode is {target.value}")
+        return _Runtime(actions=(clear,))
+    actions: list[Action] = []
+    next_attempt = None
+    if memory.next_attempt is None or given.now >= memory.next_attempt:
+        actions.append(Action(kind=ActionKind.SET_RUNTIME_MODE, mode=target,
+                              reason=f"live mode is {live.value}, desired {target.value}"))  # fmt: skip
+    else:
+        next_attempt = memory.next_attempt
+    refused = memory.last_errno
+    problems = (_errno_problem(refused, target, snap.network_namespaces),) if refused is not None else ()
+    busy = memory.last_errno == errno.EBUSY
+    # A dry run (``status``) has no memory of refusals: predict one from the kernel's rule.
+    predicted = given.dry_run and memory.last_errno is None and (snap.network_namespaces or 0) > 0
+    if not (busy or predicted):
+        return _Runtime(actions=tuple(actions), problems=problems, next_attempt=next_attempt)
+    reason = (
+        f"live netns mode is {live.value}, desired {target.value}; the kernel "
+        + ("refuses" if busy else "will refuse")
+        + f" runtime changes while other network namespaces exist ({snap.network_namespaces} now), so "
+        f"netns_mode={target.kernel_value} applies at the next boot"
+    )
+    actions.append(Action(kind=ActionKind.SIGNAL_REBOOT, mode=target, reason=reason))
+    return _Runtime(actions=tuple(actions), problems=problems, reboot_required=True, reason=reason,
+                    next_attempt=next_attempt)  # fmt: skip

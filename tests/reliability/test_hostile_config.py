@@ -85,6 +85,6 @@ def test_go_durations_are_accepted(tmp_path: Path, text: str, seconds: float) ->
                             env={"RDMA_NODE_AGENT_LABEL_HYSTERESIS": text})  # fmt: skip
     assert code == 0, err
     assert "Problems" in out
-    from agent.config import load_config
+    from agent.settings import load_config
 
     assert load_config({"interval": text}, env={}).interval_seconds == seconds

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import parse_bind_address
+from agent.settings import parse_bind_address
 from tests.unit.test_manifests import (
     MANIFESTS,
     Policy,

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import SETTINGS, Config, HostRoots, load_config, parse_bind_address, parse_duration
+from agent.config import Config, HostRoots
 from agent.errors import ConfigError
 from agent.model import DesiredMode
+from agent.settings import SETTINGS, load_config, parse_bind_address, parse_duration
 
 
 def test_defaults_observe_only() -> None:

@@ -24,7 +24,8 @@ from packaging.utils import canonicalize_name
 
 import agent
 from agent.cli import build_parser
-from agent.config import Config, parse_bind_address
+from agent.config import Config
+from agent.settings import parse_bind_address
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]

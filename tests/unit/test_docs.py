@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.config import SETTINGS
 from agent.publish.metrics import SPECS
+from agent.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

@@ -15,7 +15,6 @@ from agent.publish.features_file import (
     HEADER,
     MAX_FILE_SIZE,
     parse_features,
-    remove_features,
     render_features,
     write_features,
 )
@@ -168,11 +167,3 @@ def test_expiry_added_and_dropped(tmp_path: Path) -> None:
 def test_write_rejects_bad_ttl(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ttl_seconds"):
         write_features(tmp_path / "x", LABELS, ttl_seconds=0)
-
-
-def test_remove_features(tmp_path: Path) -> None:
-    path = tmp_path / "rdma-node-agent"
-    write_features(path, LABELS)
-    assert remove_features(path) is True
-    assert not path.exists()
-    assert remove_features(path) is False

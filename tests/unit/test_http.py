@@ -34,7 +34,8 @@ from agent.publish.http import (
     _Loop,
     parse_bind_address,
 )
-from agent.publish.metrics import RdmaCollector, render
+from agent.publish.metrics import RdmaCollector
+from tests.builders import render_metrics
 
 WAIT = 10.0  # upper bound for events that happen at once in a healthy run; never a pacing sleep
 
@@ -144,7 +145,7 @@ def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) 
             return err.code, dict(err.headers), err.read()
 
 
-EXPECTED_METRICS = render(STATE, "1.2.3", python_version="3.11.2")
+EXPECTED_METRICS = render_metrics(STATE, "1.2.3", python_version="3.11.2")
 
 
 @pytest.mark.parametrize(

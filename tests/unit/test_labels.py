@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_config
 from agent.errors import ConfigError
 from agent.labelsyntax import validate_label
 from agent.model import (
@@ -36,6 +35,7 @@ from agent.publish.labels import (
     plan_node_patch,
 )
 from agent.publish.readiness import node_ready
+from agent.settings import load_config
 from tests.builders import rdma_port
 
 P = "rdma.spidernet.io/"

@@ -27,16 +27,17 @@ from celpy.evaluation import CELEvalError
 
 import agent
 from agent.cli import build_parser, config_from
-from agent.config import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, Config, parse_bind_address
+from agent.config import Config
 from agent.discover.procfs import OFED_INFO_SCRIPT
 from agent.errors import ConfigError
+from agent.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, parse_bind_address
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 NAMESPACE = "rdma-node-agent"
 IMAGE = "ghcr.io/spidernet-io/rdma-node-agent"
-CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent.config.load_config)
+CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent.settings.load_config)
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("reboot-sentinel", "nfd-features")
 MANAGED = ("netns-shared",)  # the mode managed: NET_ADMIN and a writable /etc/modprobe.d

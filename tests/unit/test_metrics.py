@@ -45,10 +45,9 @@ from agent.publish.metrics import (
     SPECS,
     RdmaCollector,
     parse_rate_bytes_per_second,
-    render,
 )
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
-from tests.builders import rdma_port
+from tests.builders import rdma_port, render_metrics
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -328,7 +327,7 @@ def _samples(state: AgentState) -> CollectorRegistry:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_golden_exposition(scenario: str) -> None:
-    text = render(SCENARIOS[scenario](), VERSION, python_version=PYTHON)
+    text = render_metrics(SCENARIOS[scenario](), VERSION, python_version=PYTHON)
     golden = GOLDEN_DIR / f"{scenario}.prom"
     if os.environ.get("RNA_UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)

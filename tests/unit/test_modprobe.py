@@ -120,7 +120,7 @@ def test_logical_lines_follow_kmod_freadline_wrapped() -> None:
 )  # fmt: skip
 def test_effective_order_of_fixture_trees(tree: str, expected: list[str]) -> None:
     roots = roots_of(tree)
-    assert [roots.display(p) for p in modprobe.effective_order(roots)] == expected
+    assert [roots.display(p) for p in [c.path for c in modprobe.conf_files(roots)]] == expected
 
 
 def write(path: Path, text: str) -> Path:
@@ -143,7 +143,7 @@ def test_effective_order_filters_and_follows_host_symlinks(tmp_path: Path) -> No
     (etc / "loop.conf").symlink_to("loop.conf")
     write(run / "B.conf", "")  # strcmp order: upper case sorts before lower case
     write(etc / "a.conf", "")
-    order = modprobe.effective_order(HostRoots(root=tmp_path))
+    order = [c.path for c in modprobe.conf_files(HostRoots(root=tmp_path))]
     assert [str(p.relative_to(tmp_path)) for p in order] == [
         "run/modprobe.d/B.conf",
         "etc/modprobe.d/a.conf",
