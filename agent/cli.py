@@ -2,8 +2,12 @@
 
 Every setting is a flag (``--netns-mode``), an environment variable (``RDMA_NODE_AGENT_NETNS_MODE``)
 and a config-file key (``netns-mode:``); flags win over the environment, which wins over the file.
-Exit codes: 0 the command did its job (a status report is produced whatever it found), 2 bad
-configuration (one line on stderr naming the setting), 1 an unexpected failure.
+``status`` has the flags that matter to a report; the environment and the file still take every
+setting (they are shared with ``run``).
+
+Exit codes: 0 the command did its job (a status report is produced whatever it found); 1 an
+unexpected failure; 2 bad configuration (one line on stderr naming the setting); 3 ``status
+--fail-on-problems``: the report lists problems (all of them, or those of the codes given).
 """
 
 from __future__ import annotations
@@ -22,20 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import ProcessCollector
 
-from agent import __version__
+from agent import __version__, logs
 from agent.config import Config
 from agent.errors import ConfigError, PublishError
 from agent.loop import Agent, Stage
 from agent.publish.exposition import Exposition
 from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
-from agent.publish.status import render_json, render_text
+from agent.publish.status import all_problems, render_json, render_text
 from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
     from agent.publish.kube import NodeWatcher
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PROBLEMS = 0, 1, 2, 3
 # After SIGTERM: how long the cycle thread and the Node watcher each get to finish. With the
 # server's own stop, the process is gone within 2 s whatever a cycle is blocked in.
 SHUTDOWN_WAIT_SECONDS = 0.5
@@ -54,11 +58,13 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError("command line", message)
 
 
-def _settings_parser() -> _Parser:
+def _settings_parser(*, status: bool) -> _Parser:
+    """The settings' flags: every one for ``run``, those that matter to a report for ``status``."""
     common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, help="YAML config file (keys: the flag names without --)")
-    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for setting in SETTINGS:
+        if status and not setting.status:
+            continue
         if setting.key == "dry-run":
             common.add_argument("--dry-run", dest="dry-run", action="store_const", const="true", help=setting.help)
         elif setting.key == "kubernetes":
@@ -75,11 +81,16 @@ def _settings_parser() -> _Parser:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rdma-node-agent", description="Observe, enforce and publish a node's RDMA state.")
     parser.add_argument("--version", action="version", version=f"rdma-node-agent {__version__}")
-    common = _settings_parser()
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    status = sub.add_parser("status", parents=[common], help="print this node's RDMA state once and exit")
+    status = sub.add_parser("status", parents=[_settings_parser(status=True)],
+                            help="print this node's RDMA state once and exit")  # fmt: skip
     status.add_argument("--json", action="store_true", help="print the snapshot as JSON (agent/status.schema.json)")
-    run = sub.add_parser("run", parents=[common], help="run the agent: reconcile every interval, serve metrics")
+    status.add_argument(
+        "--fail-on-problems", nargs="?", const="", default=None, metavar="CODES",
+        help="exit 3 when the report lists problems: any, or only those of the comma-separated codes given",
+    )  # fmt: skip
+    run = sub.add_parser("run", parents=[_settings_parser(status=False)],
+                         help="run the agent: reconcile every interval, serve metrics")  # fmt: skip
     run.add_argument("--once", action="store_true", help="one reconcile, print the status, exit")
     return parser
 
@@ -89,9 +100,17 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     return load_config(flags, env, args.config)
 
 
-def _status(config: Config, as_json: bool) -> int:
+def _failing_codes(value: str | None) -> frozenset[str] | None:
+    """``--fail-on-problems``: None when not given, {} for any problem, else the codes listed."""
+    if value is None:
+        return None
+    return frozenset(code.strip() for code in value.split(",") if code.strip())
+
+
+def _status(config: Config, as_json: bool, fail_on: frozenset[str] | None = None) -> int:
     """One dry-run cycle: snapshot, the plan for the configured mode, and — when the Node can be
-    read — its RDMA resources and why they are zero. Never changes the host or the Node."""
+    read — its RDMA resources and why they are zero. Never changes the host or the Node. Exit 0,
+    or 3 when ``fail_on`` is given and the report lists a problem it names (empty: any)."""
     try:
         stages, closers, watcher = _publish_stages(config, labels=False)
     except ConfigError as err:  # e.g. a kubeconfig but no NODE_NAME: report without Kubernetes
@@ -106,7 +125,10 @@ def _status(config: Config, as_json: bool) -> int:
             close()
     kubernetes = watcher is not None and watcher.observed() is not None
     sys.stdout.write(render_json(state) if as_json else render_text(state, kubernetes=kubernetes))
-    return EXIT_OK
+    if fail_on is None:
+        return EXIT_OK
+    codes = {p.code for p in all_problems(state)}
+    return EXIT_PROBLEMS if (codes & fail_on if fail_on else codes) else EXIT_OK
 
 
 def _publish_stages(
@@ -212,15 +234,13 @@ def _serve(config: Config, once: bool, stages: list[Stage], stop: threading.Even
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
         config = config_from(args, os.environ if env is None else env)
     except ConfigError as err:
         print(f"rdma-node-agent: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    logs.configure(config.log_level, config.log_format)
     if args.command == "status":
-        return _status(config, args.json)
+        return _status(config, args.json, _failing_codes(args.fail_on_problems))
     try:
         return _run(config, args.once)
     except ConfigError as err:

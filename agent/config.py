@@ -112,6 +112,8 @@ class Config:
     )
     resource_prefixes: tuple[str, ...] = ("spidernet.io/", "rdma/")
     device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json
+    log_level: str = "info"  # debug | info | warning | error
+    log_format: str = "text"  # text | json
 
     @property
     def managed_modprobe_file(self) -> Path:

@@ -29,6 +29,8 @@ from agent.config import (
 from agent.errors import ConfigError
 from agent.hostio import Refused, decode_text, read_host_file
 from agent.labelsyntax import label_prefix_error
+from agent.logs import FORMATS as LOG_FORMATS
+from agent.logs import LEVELS as LOG_LEVELS
 from agent.model import DesiredMode
 
 ENV_PREFIX = "RDMA_NODE_AGENT_"
@@ -210,6 +212,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     host_path: bool = False  # a path on the host: resolved under the host root
+    status: bool = True  # a flag of `status` too (False: only `run` has it; the env and file still take it)
 
     @property
     def env(self) -> str:
@@ -226,34 +229,41 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proc-root", "roots.proc", _absolute_path, "host procfs (default: HOST_ROOT/proc)"),
     Setting("dev-root", "roots.dev", _absolute_path, "host /dev (default: HOST_ROOT/dev)"),
     Setting("netns-mode", "netns_mode", _desired_mode, "desired RDMA netns mode: shared, exclusive or unmanaged"),
-    Setting("dry-run", "dry_run", parse_bool, "plan and report, never change the host"),
+    Setting("dry-run", "dry_run", parse_bool, "plan and report, never change the host", status=False),
     Setting("interval", "interval_seconds", _bounded_duration(*INTERVAL_BOUNDS),
-            "time between reconciles, 1s to 24h (default 30s; Go form: 90s, 1m30s)"),
+            "time between reconciles, 1s to 24h (default 30s; Go form: 90s, 1m30s)", status=False),
     Setting("runtime-retry-interval", "runtime_retry_seconds", _bounded_duration(*RETRY_BOUNDS),
-            "backoff between runtime mode changes the kernel refused with EBUSY, at least the interval (default 10m)"),
+            "backoff between runtime mode changes the kernel refused with EBUSY, at least the interval (default 10m)",
+            status=False),
     Setting("modprobe-file", "modprobe_file", _absolute_path,
             "host path of the managed modprobe.d file (default /etc/modprobe.d/ib_core.conf)", host_path=True),
     Setting("reboot-sentinel", "reboot_sentinel", _optional_path,
-            "host path of a file created while a reboot is required (for kured); empty: off", host_path=True),
+            "host path of a file created while a reboot is required (for kured); empty: off", host_path=True,
+            status=False),
     Setting("metrics-bind-address", "metrics_bind_address", _bind,
-            "HOST:PORT for /metrics, /healthz, /readyz (default 127.0.0.1:9435; ':9435' serves every address)"),
+            "HOST:PORT for /metrics, /healthz, /readyz (default 127.0.0.1:9435; ':9435' serves every address)",
+            status=False),
     Setting("health-bind-address", "health_bind_address", _optional_bind,
-            "HOST:PORT of a second listener serving only /healthz and /readyz (for kubelet probes); empty: none"),
+            "HOST:PORT of a second listener serving only /healthz and /readyz (for kubelet probes); empty: none",
+            status=False),
     Setting("kubernetes", "kubernetes", parse_bool, "publish to Kubernetes (false: --no-kubernetes)"),
     Setting("kubeconfig", "kubeconfig", _absolute_path, "kubeconfig file (default: in-cluster config)"),
     Setting("node-name", "node_name", _node_name, "this node's name (the NODE_NAME downward-API variable)"),
     Setting("label-publisher", "label_publisher", _choice(*LABEL_PUBLISHERS),
-            "where labels go: node (patch the Node), nfd (a features.d file) or none"),
-    Setting("label-prefix", "label_prefix", _label_prefix, "prefix of every label the agent owns"),
+            "where labels go: node (patch the Node), nfd (a features.d file) or none", status=False),
+    Setting("label-prefix", "label_prefix", _label_prefix, "prefix of every label the agent owns", status=False),
     Setting("label-hysteresis", "label_hysteresis_seconds", _bounded_duration(*HYSTERESIS_BOUNDS),
-            "how long a link-driven label value must hold before it is published (default 60s)"),
+            "how long a link-driven label value must hold before it is published (default 60s)", status=False),
     Setting("nfd-features-file", "nfd_features_file", _absolute_path,
-            "host path of the NFD features.d file (label-publisher nfd)", host_path=True),
+            "host path of the NFD features.d file (label-publisher nfd)", host_path=True, status=False),
     Setting("resource-prefixes", "resource_prefixes", _prefixes,
             "extended resources to watch, by prefix (default spidernet.io/,rdma/)"),
     Setting("device-plugin-config", "device_plugin_config", _absolute_path,
             "the RDMA shared device plugin's config.json (its ConfigMap, mounted)"),
-)  # fmt: skip
+    Setting("log-level", "log_level", _choice(*LOG_LEVELS), "debug, info (default), warning or error"),
+    Setting("log-format", "log_format", _choice(*LOG_FORMATS),
+            "text (default; UTC timestamps) or json (one object per line, for a log pipeline)"),
+)  # fmt: skip  # one setting a line, its flag, parser and help side by side
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 
 

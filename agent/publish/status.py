@@ -121,6 +121,16 @@ def _enforcement(e: EnforcementState | None) -> dict[str, Any] | None:
     }
 
 
+def all_problems(state: AgentState) -> tuple[Problem, ...]:
+    """Every problem the state reports: discovery's, enforcement's and the publishing stages'."""
+    snapshot, enforcement = state.snapshot, state.enforcement
+    return (
+        *(snapshot.problems if snapshot is not None else ()),
+        *(enforcement.problems if enforcement is not None else ()),
+        *state.problems,
+    )
+
+
 def _snapshot(state: AgentState) -> NodeSnapshot:
     """The state's snapshot; when discovery never succeeded, an empty one (nothing known, nothing
     available), so that the report still shows the ``discovery_failed`` problem."""
@@ -199,7 +209,7 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
     """A report for a person: what RDMA this node has and what is wrong, in plain words.
     ``kubernetes``: whether the Node could be read (else allocatable is shown as unknown)."""
     s, enforcement = _snapshot(state), state.enforcement
-    problems = s.problems + (enforcement.problems if enforcement else ()) + state.problems
+    problems = all_problems(state)
     sections = (
         _header(s, enforcement),
         _devices(s),

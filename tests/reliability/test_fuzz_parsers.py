@@ -232,6 +232,7 @@ VALID = {
     "node-name": "gpu-node-1", "label-publisher": "nfd", "label-prefix": "rdma.example.com/",
     "label-hysteresis": "60s", "nfd-features-file": "/etc/kubernetes/node-feature-discovery/features.d/x",
     "resource-prefixes": "spidernet.io/,rdma/", "device-plugin-config": "/k8s-rdma-shared-dev-plugin/config.json",
+    "log-level": "debug", "log-format": "json",
 }  # fmt: skip
 
 setting_text = st.one_of(
@@ -341,8 +342,12 @@ def test_cli_exits_2_with_one_line_or_runs(
     else:
         return  # a valid configuration would start an agent against this machine: not here
     argv = ["status", *(["--config", str(file)] if file is not None else [])]
+    env = dict(env)
     for key, value in flags.items():
-        argv += [f"--{key}={value}"] if key not in ("dry-run", "kubernetes") else []
+        if not SETTINGS_BY_KEY[key].status:  # not a flag of `status`: the same value, by the environment
+            env[SETTINGS_BY_KEY[key].env] = value  # a flag would have won over the environment anyway
+        elif key not in ("dry-run", "kubernetes"):
+            argv += [f"--{key}={value}"]
     capsys.readouterr()
     code = main(argv, env=env)
     err = capsys.readouterr().err

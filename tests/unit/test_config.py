@@ -79,6 +79,8 @@ BAD = {
     "nfd-features-file": "features",
     "resource-prefixes": " , ",
     "device-plugin-config": "config.json",
+    "log-level": "verbose",
+    "log-format": "xml",
 }
 
 
@@ -96,7 +98,7 @@ BOOLEAN_FLAGS = ("dry-run", "kubernetes")  # --dry-run / --no-kubernetes take no
 def test_bad_setting_exits_2_naming_it(key: str, source: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     setting = next(s for s in SETTINGS if s.key == key)
-    argv, env = ["status"], {}
+    argv, env = ["status" if setting.status else "run"], {}  # `status` has the flags that matter to it
     if source == "flag":
         argv += [f"{setting.flag}={BAD[key]}"]
         named = setting.flag
@@ -153,7 +155,7 @@ def test_label_prefix_is_checked_at_start_up_by_the_publishers_rule(
 ) -> None:
     # One rule for start-up and publishing: a reserved namespace is refused before anything runs,
     # not discovered as rejected labels at the first PATCH.
-    assert main(["status", f"--label-prefix={prefix}"], env={}) == 2
+    assert main(["run", f"--label-prefix={prefix}"], env={}) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rdma-node-agent: --label-prefix: ") and message in err
 
