@@ -2,9 +2,10 @@
 
 kubernetes 37 imports its generated APIs and models lazily. ``CoreV1Api`` alone (a 4 MB module that
 imports some 250 models and builds pydantic validators) costs ~20 MiB of RSS, a third of the agent's
-idle budget, so kube.py sends its two Node requests through its own ``_NodeApi`` (tests/unit/test_kube.py
-proves the wire is the same). This checks, in a fresh interpreter wired as ``agent.cli`` wires it and
-after a real list, watch and patch against the stand-in, that none of them was ever imported.
+idle budget, so the agent sends its two Node requests through its own ``NodeApi``
+(agent/publish/kube/api.py; tests/unit/test_kube.py proves the wire is the same). This checks, in a
+fresh interpreter wired as ``agent.cli`` wires it and after a real list, watch and patch against the
+stand-in, that none of them was ever imported.
 """
 
 from __future__ import annotations
