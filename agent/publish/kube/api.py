@@ -64,16 +64,20 @@ class NodeApi:
         _request_timeout: float | tuple[float, float] | None = None,
     ) -> Any:
         """``GET /api/v1/nodes`` — a list, or with ``watch=True`` (added by ``Watch.stream``) a watch."""
-        candidates = (
-            ("allowWatchBookmarks", allow_watch_bookmarks),
-            ("fieldSelector", field_selector),
-            ("resourceVersion", resource_version),
-            ("timeoutSeconds", timeout_seconds),
-            ("watch", watch),
+        return self._call(
+            "GET",
+            "/api/v1/nodes",
+            query={
+                "allowWatchBookmarks": allow_watch_bookmarks,
+                "fieldSelector": field_selector,
+                "resourceVersion": resource_version,
+                "timeoutSeconds": timeout_seconds,
+                "watch": watch,
+            },
+            accepts=_LIST_ACCEPTS,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
         )
-        query = [(key, value) for key, value in candidates if value is not None]
-        headers = {"Accept": self.api_client.select_header_accept(_LIST_ACCEPTS)}
-        return self._call("GET", "/api/v1/nodes", {}, query, headers, None, _preload_content, _request_timeout)
 
     def patch_node(
         self,
@@ -86,32 +90,47 @@ class NodeApi:
         _request_timeout: float | tuple[float, float] | None = None,
     ) -> Any:
         """``PATCH /api/v1/nodes/{name}`` with ``body`` as ``_content_type`` (default: JSON patch)."""
-        query = [("fieldManager", field_manager)] if field_manager is not None else []
-        headers = {
-            "Accept": self.api_client.select_header_accept(_PATCH_ACCEPTS),
-            "Content-Type": _content_type or self.api_client.select_header_content_type(_PATCH_CONTENT_TYPES),
-        }
-        return self._call("PATCH", "/api/v1/nodes/{name}", {"name": name}, query, headers, body, _preload_content,
-                          _request_timeout)  # fmt: skip
+        return self._call(
+            "PATCH",
+            "/api/v1/nodes/{name}",
+            path_params={"name": name},
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,
+            content_type=_content_type,
+            content_types=_PATCH_CONTENT_TYPES,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
 
     def _call(
         self,
         method: str,
         resource_path: str,
-        path_params: dict[str, str],
-        query: list[tuple[str, Any]],
-        headers: dict[str, Any],
-        body: Any,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        query: Mapping[str, Any],
+        accepts: list[str],
+        body: Any = None,
+        content_type: str | None = None,
+        content_types: list[str] | None = None,
         preload_content: bool,
         request_timeout: float | tuple[float, float] | None,
     ) -> Any:
+        """Send one request as a generated ``CoreV1Api`` method does: query parameters in ``query``'s order,
+        those that are None left out; ``Accept`` picked from ``accepts``; when the method takes a body
+        (``content_types`` given), ``Content-Type`` is ``content_type`` or else picked from ``content_types``.
+        Answers the raw urllib3 response, or raises ``ApiException`` for a non-2xx."""
         if preload_content:
             raise TypeError("NodeApi answers raw responses only: pass _preload_content=False")
+        headers = {"Accept": self.api_client.select_header_accept(accepts)}
+        if content_types is not None:
+            headers["Content-Type"] = content_type or self.api_client.select_header_content_type(content_types)
         request = self.api_client.param_serialize(
             method=method,
             resource_path=resource_path,
-            path_params=path_params,
-            query_params=query,
+            path_params=dict(path_params or {}),
+            query_params=[(key, value) for key, value in query.items() if value is not None],
             header_params=headers,
             body=body,
             post_params=[],
