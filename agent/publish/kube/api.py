@@ -8,14 +8,23 @@ the private ``_call``. Also the constants every request shares: field manager, c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client
 
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "rdma-node-agent"
-# (connect, read) seconds for ordinary requests; the server's own limit for a mutating request is 34s.
-REQUEST_TIMEOUT: tuple[float, float] = (10.0, 30.0)
+
+
+class RequestTimeout(NamedTuple):
+    """Seconds to connect and to wait for each read: the (connect, read) pair ``_request_timeout`` takes."""
+
+    connect: float
+    read: float
+
+
+# For ordinary requests; the server's own limit for a mutating request is 34s.
+REQUEST_TIMEOUT = RequestTimeout(connect=10.0, read=30.0)
 
 # What the generated CoreV1Api.list_node / patch_node (kubernetes 37) offer the ApiClient to pick the
 # Accept and Content-Type headers from; the client picks the first JSON one, as it does for them.

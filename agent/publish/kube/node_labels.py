@@ -12,16 +12,23 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
-from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi
+from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout
 from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure
 from agent.publish.kube.watch import NodeWatcher, ObservedNode, compare_resource_versions
 
 # One logger for the whole package, so that log lines keep naming agent.publish.kube.
 logger = logging.getLogger(__package__)
+
+
+class SkippedLabel(NamedTuple):
+    """A desired label that was not published, and why."""
+
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,7 +37,7 @@ class SyncResult:
 
     patch: Mapping[str, Any] | None = None
     error: ApiFailure | None = None
-    skipped: tuple[tuple[str, str], ...] = ()  # (key, why) of desired labels not published
+    skipped: tuple[SkippedLabel, ...] = ()  # desired labels not published
 
     @property
     def ok(self) -> bool:
@@ -63,7 +70,7 @@ class NodeLabelPublisher:
         self._core = NodeApi(api_client)
         self._watcher = watcher
         self._prefix = prefix
-        self._request_timeout = request_timeout
+        self._request_timeout = RequestTimeout(*request_timeout)
         self._pending: _Pending | None = None
         self._lock = threading.Lock()
 
@@ -127,15 +134,20 @@ class NodeLabelPublisher:
         return SyncResult(patch=body, skipped=skipped)
 
 
-def _publishable(
-    desired: Mapping[str, str], prefix: str
-) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+class _Publishable(NamedTuple):
+    """The desired labels split into those to publish and those that may not be."""
+
+    valid: dict[str, str]
+    skipped: tuple[SkippedLabel, ...]
+
+
+def _publishable(desired: Mapping[str, str], prefix: str) -> _Publishable:
     """The desired labels the API server will accept and that are ours to set; the rest, explained.
 
     ``labels.desired_labels`` already drops invalid labels; this is the last check before the wire,
     so that nothing the API server would refuse with 422 is ever sent, whatever the caller passes."""
     valid: dict[str, str] = {}
-    skipped: list[tuple[str, str]] = []
+    skipped: list[SkippedLabel] = []
     for key, value in sorted(desired.items()):
         problem = validate_label(key, value)
         if problem is None and not key.startswith(prefix):
@@ -143,8 +155,8 @@ def _publishable(
         if problem is None:
             valid[key] = value
         else:
-            skipped.append((key, problem))
-    return valid, tuple(skipped)
+            skipped.append(SkippedLabel(key, problem))
+    return _Publishable(valid, tuple(skipped))
 
 
 def _advice(failure: ApiFailure) -> str:

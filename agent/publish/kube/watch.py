@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from kubernetes.watch import Watch
 
-from agent.publish.kube.api import REQUEST_TIMEOUT, NodeApi
+from agent.publish.kube.api import REQUEST_TIMEOUT, NodeApi, RequestTimeout
 from agent.publish.kube.backoff import Backoff
 from agent.publish.kube.failures import TRANSPORT_ERRORS, describe_failure
 
@@ -126,7 +126,7 @@ class NodeWatcher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._backoff = backoff or Backoff(rng=self._rng)
         self._watch_timeout = watch_timeout
-        self._request_timeout = request_timeout
+        self._request_timeout = RequestTimeout(*request_timeout)
         self._stopping = threading.Event()
         self._wait = wait or self._stopping.wait
         self._cond = threading.Condition(threading.RLock())
@@ -281,7 +281,7 @@ class NodeWatcher:
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout,
-                _request_timeout=(self._request_timeout[0], timeout + WATCH_READ_MARGIN),
+                _request_timeout=RequestTimeout(self._request_timeout.connect, timeout + WATCH_READ_MARGIN),
             ):
                 resource_version = self._apply(event, resource_version)
                 if self._stopping.is_set():
