@@ -235,7 +235,7 @@ def test_label_validation_agrees_with_the_server(key: str, value: str, valid: bo
 
 # --- the agent's requests are CoreV1Api's ----------------------------------------------------------
 # The agent sends its Node requests through a small NodeApi (agent/publish/kube/api.py) instead of the
-# generated CoreV1Api (whose module costs ~20 MiB of RSS: tests/unit/test_kube_memory.py). What goes on
+# generated CoreV1Api (whose module is costly in memory: tests/unit/test_kube_memory.py). What goes on
 # the wire, and what comes back, must be exactly what CoreV1Api.list_node / patch_node would have produced.
 
 SELECTOR = f"metadata.name={NODE}"

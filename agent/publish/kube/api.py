@@ -54,9 +54,10 @@ class NodeApi:
     auth, timeouts) through the same ``ApiClient.param_serialize`` and ``call_api``, and answering like
     them with ``_preload_content=False``: the raw urllib3 response, or ``ApiException`` for a non-2xx.
 
-    Not ``CoreV1Api`` itself: its module (kubernetes.client.api.core_v1_api, 4 MB of source) imports
-    some 250 generated models and builds pydantic validators, ~20 MiB of RSS for two requests — a third
-    of the agent's idle memory. Nothing here imports it (tests/unit/test_kube_memory.py checks)."""
+    Not ``CoreV1Api`` itself: its module (kubernetes.client.api.core_v1_api) imports the generated
+    models and builds pydantic validators, a large share of the agent's idle memory for two requests
+    (docs/benchmarks.md has the figures). Nothing in this package imports it
+    (tests/unit/test_kube_memory.py checks)."""
 
     def __init__(self, api_client: Any) -> None:
         self.api_client = api_client
