@@ -37,7 +37,7 @@ from agent.publish.status import all_problems, render_json, render_text
 from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
-    from agent.publish.kube import NodeWatcher
+    from agent.publish.kube.watch import NodeWatcher
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PROBLEMS = 0, 1, 2, 3
 # After SIGTERM: how long the cycle thread and the Node watcher each get to finish. With the
@@ -139,7 +139,9 @@ def _publish_stages(
     Without in-cluster config or a kubeconfig the agent runs without Kubernetes (a log line says
     so); ``--no-kubernetes`` skips the attempt. Raises ConfigError (exit 2) for a bad kubeconfig or a
     missing node name."""
-    from agent.publish.kube import KubernetesUnavailable, NodeLabelPublisher, NodeWatcher, load_api_client, node_name
+    from agent.publish.kube.client import KubernetesUnavailable, load_api_client, node_name
+    from agent.publish.kube.node_labels import NodeLabelPublisher
+    from agent.publish.kube.watch import NodeWatcher
     from agent.publish.stages import AllocatableStage, LabelsStage
 
     watcher: NodeWatcher | None = None

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # A cycle normally takes well under a second; past this one is stuck (a host read or an API request
 # that hangs) and /healthz fails, so that kubelet restarts the agent. Requests to the API server
-# time out after 40 s each (agent.publish.kube), so a slow API server alone never gets here.
+# time out after 40 s each (agent.publish.kube.api), so a slow API server alone never gets here.
 CYCLE_DEADLINE_SECONDS = 120.0
 
 CHANGES_HOST = (ActionKind.WRITE_PERSISTED, ActionKind.SET_RUNTIME_MODE)

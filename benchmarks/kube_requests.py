@@ -22,7 +22,9 @@ from typing import Any
 
 from agent.config import Config
 from agent.loop import Agent, Stage
-from agent.publish.kube import NodeLabelPublisher, NodeWatcher, load_api_client
+from agent.publish.kube.client import load_api_client
+from agent.publish.kube.node_labels import NodeLabelPublisher
+from agent.publish.kube.watch import NodeWatcher
 from agent.publish.stages import AllocatableStage, LabelsStage
 from benchmarks.report import Results, Row
 from benchmarks.scale import scratch_dir
@@ -32,7 +34,7 @@ from tests.kube_standin import KubeStandIn
 NAME = "Kubernetes API requests (vs naive poller)"
 NODE = "gpu-node-1"
 INTERVAL = 30.0
-WATCH_MEAN = 450.0  # kube.WATCH_TIMEOUT_RANGE = [300, 600) s
+WATCH_MEAN = 450.0  # kube.watch.WATCH_TIMEOUT_RANGE = [300, 600) s
 KUBELET_STATUS_EVERY = 300.0  # kubelet's nodeStatusReportFrequency default (5 min)
 
 

@@ -34,7 +34,10 @@ MIB = 2**20
 INTERVAL = 30.0
 NODE = "gpu-node-1"
 RUNTIME_IMPORTS = "import pyroute2, prometheus_client, kubernetes, psutil, yaml"
-AGENT_IMPORTS = "import agent.cli, agent.loop, agent.publish.kube, agent.publish.stages"
+AGENT_IMPORTS = (
+    "import agent.cli, agent.loop, agent.publish.kube.client, agent.publish.kube.node_labels,"
+    " agent.publish.kube.watch, agent.publish.stages"
+)
 HIDE = "import sys; sys.modules.update(dict.fromkeys({names!r}))\n"
 NODE_EXPORTER = "prometheus-node-exporter"
 INSTALL = "apt-get install -y --no-install-recommends prometheus-node-exporter"

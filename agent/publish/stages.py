@@ -25,7 +25,8 @@ from agent.publish.consumers import (
     why_zero,
 )
 from agent.publish.features_file import write_features
-from agent.publish.kube import NodeLabelPublisher, NodeWatcher
+from agent.publish.kube.node_labels import NodeLabelPublisher
+from agent.publish.kube.watch import NodeWatcher
 from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
 
 logger = logging.getLogger(__name__)

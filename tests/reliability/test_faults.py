@@ -30,7 +30,10 @@ from agent.discover import sysfs
 from agent.errors import NetlinkError
 from agent.hostfiles import TEMP_MARK, WRITE_STEPS
 from agent.model import AgentState, DesiredMode, NetnsMode, NodeSnapshot
-from agent.publish.kube import Backoff, NodeLabelPublisher, NodeWatcher, load_api_client
+from agent.publish.kube.backoff import Backoff
+from agent.publish.kube.client import load_api_client
+from agent.publish.kube.node_labels import NodeLabelPublisher
+from agent.publish.kube.watch import NodeWatcher
 from agent.publish.labels import desired_labels
 from agent.publish.stages import AllocatableStage, LabelsStage
 from agent.reconcile.plan import managed_file_content

@@ -1,4 +1,4 @@
-"""The Kubernetes side (agent/publish/kube.py) driven through the real ``kubernetes`` client against the
+"""The Kubernetes side (agent/publish/kube/) driven through the real ``kubernetes`` client against the
 kube-apiserver stand-in (tests/kube_standin.py): the stand-in's wire format and validation, client
 configuration, the Node watch (sync, events, resume, 410, every injected fault, prompt stop), and the
 label publisher (convergence, ownership, zero writes in steady state, one patch per change, faults).
@@ -22,21 +22,12 @@ from agent.config import Config
 from agent.errors import ConfigError
 from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
-from agent.publish.kube import (
-    FIELD_MANAGER,
-    MERGE_PATCH,
-    WATCH_READ_MARGIN,
-    Backoff,
-    KubernetesUnavailable,
-    NodeLabelPublisher,
-    NodeWatcher,
-    ObservedNode,
-    _NodeApi,
-    compare_resource_versions,
-    describe_failure,
-    load_api_client,
-    node_name,
-)
+from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, NodeApi
+from agent.publish.kube.backoff import Backoff
+from agent.publish.kube.client import KubernetesUnavailable, load_api_client, node_name
+from agent.publish.kube.failures import describe_failure
+from agent.publish.kube.node_labels import NodeLabelPublisher
+from agent.publish.kube.watch import WATCH_READ_MARGIN, NodeWatcher, ObservedNode, compare_resource_versions
 from tests.kube_standin import (
     JSON_PATCH,
     STRATEGIC_MERGE_PATCH,
@@ -243,9 +234,9 @@ def test_label_validation_agrees_with_the_server(key: str, value: str, valid: bo
 
 
 # --- the agent's requests are CoreV1Api's ----------------------------------------------------------
-# kube.py sends its Node requests through a small _NodeApi instead of the generated CoreV1Api (whose
-# module costs ~20 MiB of RSS: tests/unit/test_kube_memory.py). What goes on the wire, and what comes
-# back, must be exactly what CoreV1Api.list_node / patch_node would have produced.
+# The agent sends its Node requests through a small NodeApi (agent/publish/kube/api.py) instead of the
+# generated CoreV1Api (whose module is costly in memory: tests/unit/test_kube_memory.py). What goes on
+# the wire, and what comes back, must be exactly what CoreV1Api.list_node / patch_node would have produced.
 
 SELECTOR = f"metadata.name={NODE}"
 
@@ -347,7 +338,7 @@ def test_node_api_answers_like_core_v1_api(
 ) -> None:  # fmt: skip
     sent = record_requests(api_client, monkeypatch)
     answers = []
-    for v1 in (client.CoreV1Api(api_client), _NodeApi(api_client)):
+    for v1 in (client.CoreV1Api(api_client), NodeApi(api_client)):
         if inject is not None:
             inject(api)
         answers.append(answer_of(call, v1))

@@ -1,10 +1,11 @@
 """The agent's Kubernetes wiring stays out of the generated client's heavy modules.
 
-kubernetes 37 imports its generated APIs and models lazily. ``CoreV1Api`` alone (a 4 MB module that
-imports some 250 models and builds pydantic validators) costs ~20 MiB of RSS, a third of the agent's
-idle budget, so kube.py sends its two Node requests through its own ``_NodeApi`` (tests/unit/test_kube.py
-proves the wire is the same). This checks, in a fresh interpreter wired as ``agent.cli`` wires it and
-after a real list, watch and patch against the stand-in, that none of them was ever imported.
+kubernetes 37 imports its generated APIs and models lazily. ``CoreV1Api`` alone (a module that imports
+the generated models and builds pydantic validators) costs a large share of the agent's idle memory
+budget (docs/benchmarks.md has the figures), so the agent sends its two Node requests through its own
+``NodeApi`` (agent/publish/kube/api.py; tests/unit/test_kube.py proves the wire is the same). This
+checks, in a fresh interpreter wired as ``agent.cli`` wires it and after a real list, watch and patch
+against the stand-in, that none of them was ever imported.
 """
 
 from __future__ import annotations
@@ -65,4 +66,4 @@ def test_kube_wiring_never_imports_core_v1_api_or_models(tmp_path: Path) -> None
     assert "kubernetes.client.api_client" in modules  # the check sees the client the agent used
     assert "kubernetes.client.api.core_v1_api" not in modules
     generated = [m for m in modules if m.startswith(("kubernetes.client.api.", "kubernetes.client.models."))]
-    assert generated == [], f"generated API/model modules imported (~20 MiB of RSS for CoreV1Api): {generated}"
+    assert generated == [], f"generated API/model modules imported (see docs/benchmarks.md for their RSS): {generated}"

@@ -1,0 +1,158 @@
+"""The requests the agent sends to kube-apiserver, exactly as the generated ``CoreV1Api`` would send them.
+
+:class:`NodeApi` offers ``list_node`` (a list, or a watch through ``Watch.stream``) and ``patch_node``;
+another request is one more method that names its path, query parameters and headers and hands them to
+the private ``_call``. Also the constants every request shares: field manager, content type, timeouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from kubernetes import client
+
+MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "rdma-node-agent"
+
+
+class RequestTimeout(NamedTuple):
+    """Seconds to connect and to wait for each read: the (connect, read) pair ``_request_timeout`` takes."""
+
+    connect: float
+    read: float
+
+
+# For ordinary requests; the server's own limit for a mutating request is 34s.
+REQUEST_TIMEOUT = RequestTimeout(connect=10.0, read=30.0)
+
+# What the generated CoreV1Api.list_node / patch_node (kubernetes 37) offer the ApiClient to pick the
+# Accept and Content-Type headers from; the client picks the first JSON one, as it does for them.
+_LIST_ACCEPTS = [
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+    "application/cbor",
+    "application/json;stream=watch",
+    "application/vnd.kubernetes.protobuf;stream=watch",
+    "application/cbor-seq",
+]
+_PATCH_ACCEPTS = ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf", "application/cbor"]
+_PATCH_CONTENT_TYPES = [
+    "application/json-patch+json",
+    MERGE_PATCH,
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/apply-patch+cbor",
+]
+_AUTH_SETTINGS = ("BearerToken",)
+
+
+class NodeApi:
+    """``list_node`` and ``patch_node`` of the generated ``CoreV1Api``, for the arguments the agent
+    passes, sending the very same requests (path, query parameters in the same order, headers, body,
+    auth, timeouts) through the same ``ApiClient.param_serialize`` and ``call_api``, and answering like
+    them with ``_preload_content=False``: the raw urllib3 response, or ``ApiException`` for a non-2xx.
+
+    Not ``CoreV1Api`` itself: its module (kubernetes.client.api.core_v1_api) imports the generated
+    models and builds pydantic validators, a large share of the agent's idle memory for two requests
+    (docs/benchmarks.md has the figures). Nothing in this package imports it
+    (tests/unit/test_kube_memory.py checks)."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    def list_node(
+        self,
+        *,
+        allow_watch_bookmarks: bool | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int | None = None,
+        watch: bool | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``GET /api/v1/nodes`` — a list, or with ``watch=True`` (added by ``Watch.stream``) a watch."""
+        return self._call(
+            "GET",
+            "/api/v1/nodes",
+            query={
+                "allowWatchBookmarks": allow_watch_bookmarks,
+                "fieldSelector": field_selector,
+                "resourceVersion": resource_version,
+                "timeoutSeconds": timeout_seconds,
+                "watch": watch,
+            },
+            accepts=_LIST_ACCEPTS,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def patch_node(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str | None = None,
+        _content_type: str | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``PATCH /api/v1/nodes/{name}`` with ``body`` as ``_content_type`` (default: JSON patch)."""
+        return self._call(
+            "PATCH",
+            "/api/v1/nodes/{name}",
+            path_params={"name": name},
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,
+            content_type=_content_type,
+            content_types=_PATCH_CONTENT_TYPES,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def _call(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        query: Mapping[str, Any],
+        accepts: list[str],
+        body: Any = None,
+        content_type: str | None = None,
+        content_types: list[str] | None = None,
+        preload_content: bool,
+        request_timeout: float | tuple[float, float] | None,
+    ) -> Any:
+        """Send one request as a generated ``CoreV1Api`` method does: query parameters in ``query``'s order,
+        those that are None left out; ``Accept`` picked from ``accepts``; when the method takes a body
+        (``content_types`` given), ``Content-Type`` is ``content_type`` or else picked from ``content_types``.
+        Answers the raw urllib3 response, or raises ``ApiException`` for a non-2xx."""
+        if preload_content:
+            raise TypeError("NodeApi answers raw responses only: pass _preload_content=False")
+        headers = {"Accept": self.api_client.select_header_accept(accepts)}
+        if content_types is not None:
+            headers["Content-Type"] = content_type or self.api_client.select_header_content_type(content_types)
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=resource_path,
+            path_params=dict(path_params or {}),
+            query_params=[(key, value) for key, value in query.items() if value is not None],
+            header_params=headers,
+            body=body,
+            post_params=[],
+            files={},
+            auth_settings=list(_AUTH_SETTINGS),
+            collection_formats={},
+            _host=None,
+            _request_auth=None,
+        )
+        response = self.api_client.call_api(*request, _request_timeout=request_timeout)
+        if not 200 <= response.status <= 299:
+            # As the generated methods do with _preload_content=False: read the body into the exception.
+            response.read()
+            raise client.ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
