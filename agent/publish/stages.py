@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
 from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
 from agent.publish.consumers import (
-    DevicePluginConfig,
     consumer_problems,
     match_selectors,
-    read_device_plugin_config,
     resources_from_node,
     selector_problems,
     why_zero,

@@ -1,0 +1,15 @@
+"""Diagnose: who consumes the node's RDMA devices, what the Node says they got, and why it is zero.
+
+Two consumers matter (Spiderpool's RDMA guide): the **RDMA shared device plugin**
+(Mellanox/k8s-rdma-shared-dev-plugin; Macvlan/IPVLAN, e.g. ``spidernet.io/hca_shared_devices``),
+which needs netns mode *shared*, and **SR-IOV VFs with RDMA CNI** (sriov-network-device-plugin,
+e.g. ``spidernet.io/mellanoxrdma``), which needs *exclusive*.
+
+Analysis of a NodeSnapshot against those consumers, read alike by status, metrics and labels
+(through the problems the allocatable stage records); nothing here publishes:
+
+* :mod:`agent.diagnose.plugin_config`: the shared plugin's ``config.json``, parsed and validated as
+  the plugin does.
+
+Everything here is pure except :func:`agent.diagnose.plugin_config.read_device_plugin_config`.
+"""
