@@ -9,7 +9,8 @@ Analysis of a NodeSnapshot against those consumers, read alike by status, metric
 (through the problems the allocatable stage records); nothing here publishes:
 
 * :mod:`agent.diagnose.plugin_config`: the shared plugin's ``config.json``, parsed and validated as
-  the plugin does.
+  the plugin does;
+* :mod:`agent.diagnose.quantity`: the Node's extended resources (Kubernetes quantities).
 
 Everything here is pure except :func:`agent.diagnose.plugin_config.read_device_plugin_config`.
 """

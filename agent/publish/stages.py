@@ -14,12 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
+from agent.diagnose.quantity import resources_from_node
 from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
 from agent.publish.consumers import (
     consumer_problems,
     match_selectors,
-    resources_from_node,
     selector_problems,
     why_zero,
 )

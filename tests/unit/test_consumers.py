@@ -1,6 +1,5 @@
 """Consumers of the node's RDMA devices: the shared device plugin's selector matching and its diagnostics,
-extended-resource quantities from the Node, "why is allocatable zero?", and netns-mode / char-device
-mismatches with the consumer."""
+"why is allocatable zero?", and netns-mode / char-device mismatches with the consumer."""
 
 from __future__ import annotations
 
@@ -26,9 +25,7 @@ from agent.publish.consumers import (
     consumer_of,
     consumer_problems,
     match_selectors,
-    parse_quantity,
     plugin_devices,
-    resources_from_node,
     selector_problems,
     why_zero,
 )
@@ -246,55 +243,6 @@ def test_selector_problem_hints_at_case() -> None:
         "hca selects 0x15B3:1017, node has 15b3:1017 (0000:3b:00.0) "
         "(ids must be lowercase hex without 0x, as sysfs prints them)"
     )
-
-
-# --- resources on the Node --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("500", 500),
-        ("0", 0),
-        (" 8 ", 8),
-        ("+3", 3),
-        ("-0", 0),
-        ("1k", 1000),
-        ("1.5k", 1500),
-        ("2Ki", 2048),
-        ("1Mi", 1048576),
-        ("1e3", 1000),
-        ("1E2", 100),
-        ("10e-1", 1),
-        ("9223372036854775807", 2**63 - 1),
-        ("9223372036854775808", None),  # beyond int64
-        ("1e40", None),
-        ("500m", None),  # a fraction is no device count
-        ("1.5", None),
-        ("-1", None),
-        ("", None),
-        ("k", None),
-        ("1 k", None),
-        ("1KB", None),
-        ("abc", None),
-    ],
-)
-def test_parse_quantity(text: str, value: int | None) -> None:
-    assert parse_quantity(text) == value
-
-
-def test_resources_from_node_seed_example() -> None:
-    """The seed guide's SR-IOV node: the shared plugin's resource is 0, the VFs are 8."""
-    capacity = {"cpu": "56", "memory": "131779740Ki", HCA: "0", SRIOV: "8", "rdma/hca_shared_devices_a": "1k",
-                "nvidia.com/gpu": "8"}  # fmt: skip
-    allocatable = {"cpu": "56", HCA: "0", SRIOV: "8", "spidernet.io/odd": "500m"}
-    assert resources_from_node(capacity, allocatable, ("spidernet.io/", "rdma/")) == (
-        ResourceAmount(name="rdma/hca_shared_devices_a", capacity=1000, allocatable=None),
-        ResourceAmount(name=HCA, capacity=0, allocatable=0),
-        ResourceAmount(name=SRIOV, capacity=8, allocatable=8),
-        ResourceAmount(name="spidernet.io/odd", capacity=None, allocatable=None),
-    )
-    assert resources_from_node(capacity, allocatable, ()) == ()
 
 
 # --- why zero -----------------------------------------------------------------------------------------
