@@ -13,16 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
 from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
 from agent.diagnose.quantity import resources_from_node
+from agent.diagnose.selection import match_selectors
 from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
-from agent.publish.consumers import (
-    consumer_problems,
-    match_selectors,
-    selector_problems,
-    why_zero,
-)
 from agent.publish.features_file import write_features
 from agent.publish.kube import NodeLabelPublisher, NodeWatcher
 from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
