@@ -21,7 +21,7 @@ from agent.diagnose.plugin_config import (
     Selectors,
     resource_name_error,
 )
-from agent.diagnose.selection import PluginDevice, plugin_devices, select
+from agent.diagnose.selection import PluginDevice, PluginView, select
 from agent.model import (
     EnforcementState,
     NetnsMode,
@@ -60,12 +60,12 @@ class Consumer(enum.Enum):
 # --- selectors against the node -------------------------------------------------------------------
 
 
-def _node_side(snapshot: NodeSnapshot, selectors: Selectors) -> str:
+def _node_side(view: PluginView, selectors: Selectors) -> str:
     """What the node has, in the terms the selector uses: ``15b3:1017 (0000:3b:00.0, 0000:3b:00.1)``."""
-    devices = plugin_devices(snapshot)
+    devices = view.devices
     if not devices:
-        on_pci = {name for f in snapshot.pci_functions for name in f.rdma_devices}
-        others = [d.name for d in snapshot.devices if d.name not in on_pci]
+        on_pci = {name for f in view.snapshot.pci_functions for name in f.rdma_devices}
+        others = [d.name for d in view.snapshot.devices if d.name not in on_pci]
         tail = f" ({', '.join(others)} {'is' if len(others) == 1 else 'are'} not on PCI)" if others else ""
         return "no PCI network function with an RDMA device" + tail
     groups: dict[str, list[str]] = {}
@@ -83,7 +83,7 @@ def _node_side(snapshot: NodeSnapshot, selectors: Selectors) -> str:
     return "; ".join(f"{what} ({', '.join(addresses)})" for what, addresses in groups.items())
 
 
-def _case_hint(snapshot: NodeSnapshot, selectors: Selectors) -> str:
+def _case_hint(view: PluginView, selectors: Selectors) -> str:
     """A hint when the selector would match if the plugin compared ids without case or ``0x``."""
 
     def norm(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -96,20 +96,20 @@ def _case_hint(snapshot: NodeSnapshot, selectors: Selectors) -> str:
         if_names=selectors.if_names,
         link_types=selectors.link_types,
     )
-    if relaxed != selectors and select(plugin_devices(snapshot), relaxed):
+    if relaxed != selectors and select(view.devices, relaxed):
         return " (ids must be lowercase hex without 0x, as sysfs prints them)"
     return ""
 
 
 def selector_problems(
-    snapshot: NodeSnapshot, matches: Sequence[SelectorMatch], config: DevicePluginConfig
+    view: PluginView, matches: Sequence[SelectorMatch], config: DevicePluginConfig
 ) -> list[Problem]:
     """``selector_matches_nothing`` for a resource whose selector matches no device while the node has
     RDMA devices, naming both sides; ``invalid_resource_name`` for a name kubelet refuses;
     ``device_plugin_config_ignored_field`` for fields the plugin silently ignores."""
     problems: list[Problem] = []
     matched = {m.resource: m.matched for m in matches}
-    if snapshot.devices:
+    if view.snapshot.devices:
         for resource in config.resources:
             if matched.get(resource.full_name, 0) == 0:
                 problems.append(
@@ -117,8 +117,8 @@ def selector_problems(
                         code="selector_matches_nothing",
                         message=(
                             f"{resource.resource_name} selects {resource.selectors.summary()}, "
-                            f"node has {_node_side(snapshot, resource.selectors)}"
-                            f"{_case_hint(snapshot, resource.selectors)}"
+                            f"node has {_node_side(view, resource.selectors)}"
+                            f"{_case_hint(view, resource.selectors)}"
                         ),
                         subject=resource.full_name,
                     )
@@ -181,15 +181,15 @@ def _char_reason(devices: Sequence[PluginDevice]) -> str:
 
 
 def _shared_reasons(
-    snapshot: NodeSnapshot, resource: str, matches: Mapping[str, int], config: DevicePluginConfig | None
+    view: PluginView, resource: str, matches: Mapping[str, int], config: DevicePluginConfig | None
 ) -> list[str]:
     reasons: list[str] = []
-    if snapshot.netns_mode is NetnsMode.EXCLUSIVE:
+    if view.snapshot.netns_mode is NetnsMode.EXCLUSIVE:
         reasons.append(
             "the netns mode is exclusive and the RDMA shared device plugin exits unless it is shared"
         )
     rc = config.resource(resource) if config is not None else None
-    devices = plugin_devices(snapshot)
+    devices = view.devices
     if rc is not None:
         if resource_name_error(resource) is not None:
             reasons.append("kubelet refuses the name (resourcePrefix must be a lowercase DNS subdomain)")
@@ -199,7 +199,7 @@ def _shared_reasons(
         if not matches.get(resource, len(selected)) or not selected:
             reasons.append(
                 f"its selector matches nothing: {rc.resource_name} selects {rc.selectors.summary()}, "
-                f"node has {_node_side(snapshot, rc.selectors)}"
+                f"node has {_node_side(view, rc.selectors)}"
             )
         elif all(d.missing for d in selected):
             reasons.append(_char_reason(selected))
@@ -222,7 +222,7 @@ def _sriov_reasons(snapshot: NodeSnapshot) -> list[str]:
 
 
 def why_zero(
-    snapshot: NodeSnapshot,
+    view: PluginView,
     enforcement: EnforcementState | None,
     resources: Sequence[ResourceAmount],
     matches: Sequence[SelectorMatch],
@@ -231,7 +231,7 @@ def why_zero(
     """One ``zero_allocatable`` Problem per watched resource whose allocatable is 0 or missing while
     the node has RDMA devices, listing every reason found (pure).
 
-    Watched: ``resources`` (from :func:`resources_from_node`) plus the resources the plugin config
+    Watched: ``resources`` (from agent.diagnose.quantity.resources_from_node) plus the resources the plugin config
     names. Shared-plugin reasons: exclusive netns mode (the plugin exits), ``rdmaHcaMax`` 0, a
     selector that matches nothing, matched functions lacking ``rdma_cm``/``umad``/``uverbs``. SR-IOV
     reasons: no capable PF, no VFs enabled, VFs without RDMA devices. When nothing on the node explains
@@ -239,6 +239,7 @@ def why_zero(
     unhealthy). ``enforcement`` adds a note when the mode the consumer needs awaits a reboot.
     Call it only once the Node has been observed: before that every configured resource looks
     missing."""
+    snapshot = view.snapshot
     if not snapshot.devices:
         return []
     matched = {m.resource: m.matched for m in matches}
@@ -248,7 +249,7 @@ def why_zero(
             continue
         consumer = consumer_of(amount.name, config)
         if consumer is Consumer.SHARED_DEVICE_PLUGIN:
-            reasons = _shared_reasons(snapshot, amount.name, matched, config)
+            reasons = _shared_reasons(view, amount.name, matched, config)
             who = "the RDMA shared device plugin"
         else:
             reasons = _sriov_reasons(snapshot)
@@ -281,7 +282,7 @@ def why_zero(
 
 
 def consumer_problems(
-    snapshot: NodeSnapshot,
+    view: PluginView,
     enforcement: EnforcementState | None,
     resources: Sequence[ResourceAmount],
     config: DevicePluginConfig | None,
@@ -293,6 +294,7 @@ def consumer_problems(
     ``consumer_mode_conflict``: the agent is told to enforce a mode it cannot work with;
     ``missing_umad``: an RDMA device lacks its umad node, which the shared plugin requires (missing
     uverbs and rdma_cm are reported by discovery already)."""
+    snapshot = view.snapshot
     problems: list[Problem] = []
     desired = enforcement.desired.netns_mode if enforcement is not None else None
     in_use = [
@@ -321,7 +323,7 @@ def consumer_problems(
                 )
             )
     if any(consumer_of(n, config) is Consumer.SHARED_DEVICE_PLUGIN for n in in_use):
-        for device in plugin_devices(snapshot):
+        for device in view.devices:
             if "umad" in device.missing:
                 problems.append(
                     Problem(

@@ -94,6 +94,23 @@ def plugin_devices(snapshot: NodeSnapshot) -> tuple[PluginDevice, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PluginView:
+    """One cycle's node as the plugin sees it: the snapshot and its :func:`plugin_devices`.
+
+    Built once per cycle by :func:`plugin_view` (the allocatable stage does) and handed to every check
+    that needs the plugin's devices (:func:`match_selectors` and agent.diagnose.diagnosis), so they are
+    computed once, from one snapshot."""
+
+    snapshot: NodeSnapshot
+    devices: tuple[PluginDevice, ...]
+
+
+def plugin_view(snapshot: NodeSnapshot) -> PluginView:
+    """The plugin's view of ``snapshot``; the one place :func:`plugin_devices` runs in a cycle."""
+    return PluginView(snapshot=snapshot, devices=plugin_devices(snapshot))
+
+
 def select(devices: Sequence[PluginDevice], selectors: Selectors) -> tuple[PluginDevice, ...]:
     """GetFilteredDevices: AND across the non-empty fields, OR within one, exact comparison."""
 
@@ -112,14 +129,13 @@ def select(devices: Sequence[PluginDevice], selectors: Selectors) -> tuple[Plugi
     return tuple(d for d in devices if matches(d))
 
 
-def match_selectors(snapshot: NodeSnapshot, config: DevicePluginConfig) -> tuple[SelectorMatch, ...]:
+def match_selectors(view: PluginView, config: DevicePluginConfig) -> tuple[SelectorMatch, ...]:
     """How many of this node's PCI RDMA functions each configured resource's selector matches, in
-    config order. Char devices are not required here (:func:`why_zero` reports them)."""
-    devices = plugin_devices(snapshot)
+    config order. Char devices are not required here (agent.diagnose.diagnosis.why_zero reports them)."""
     return tuple(
         SelectorMatch(
             resource=r.full_name,
-            matched=len(select(devices, r.selectors)),
+            matched=len(select(view.devices, r.selectors)),
             summary=r.selectors.summary(),
         )
         for r in config.resources

@@ -16,7 +16,7 @@ from pathlib import Path
 from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
 from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
 from agent.diagnose.quantity import resources_from_node
-from agent.diagnose.selection import match_selectors
+from agent.diagnose.selection import match_selectors, plugin_view
 from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
 from agent.publish.features_file import write_features
@@ -94,14 +94,14 @@ class AllocatableStage:
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
-        snapshot, enforcement = state.snapshot, state.enforcement
+        view, enforcement = plugin_view(state.snapshot), state.enforcement  # the plugin's devices, once a cycle
         config, problems = self._config()
-        matches = match_selectors(snapshot, config) if config is not None else ()
+        matches = match_selectors(view, config) if config is not None else ()
         if config is not None:
-            problems += selector_problems(snapshot, matches, config)
+            problems += selector_problems(view, matches, config)
         observed = self.watcher.observed() if self.watcher is not None else None
         resources = resources_from_node(observed.capacity, observed.allocatable, self.prefixes) if observed else ()
-        problems += consumer_problems(snapshot, enforcement, resources, config)
+        problems += consumer_problems(view, enforcement, resources, config)
         if observed is not None:  # before the Node is seen every resource would look missing
-            problems += why_zero(snapshot, enforcement, resources, matches, config)
+            problems += why_zero(view, enforcement, resources, matches, config)
         return replace(state, resources=resources, selectors=matches, problems=state.problems + tuple(problems))

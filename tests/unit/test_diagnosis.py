@@ -10,7 +10,7 @@ import pytest
 
 from agent.diagnose.diagnosis import Consumer, consumer_of, consumer_problems, selector_problems, why_zero
 from agent.diagnose.plugin_config import DevicePluginConfig, ResourceConfig, Selectors
-from agent.diagnose.selection import match_selectors
+from agent.diagnose.selection import match_selectors, plugin_view
 from agent.model import (
     DesiredMode,
     EnforcementState,
@@ -28,10 +28,8 @@ from tests.unit.test_labels import mlx5_snapshot
 
 def _problems(snapshot: NodeSnapshot, fixture: str) -> list[tuple[str, str, str | None]]:
     cfg = config(fixture)
-    return [
-        (p.code, p.message, p.subject)
-        for p in selector_problems(snapshot, match_selectors(snapshot, cfg), cfg)
-    ]
+    view = plugin_view(snapshot)
+    return [(p.code, p.message, p.subject) for p in selector_problems(view, match_selectors(view, cfg), cfg)]
 
 
 @pytest.mark.parametrize(
@@ -131,7 +129,7 @@ def test_selector_problems(
 def test_invalid_resource_name_is_a_problem_not_an_error() -> None:
     """The plugin starts with the README's ``example_prefix`` but kubelet refuses the registration."""
     cfg = config("mellanox-readme.json")
-    problems = selector_problems(NO_RDMA, match_selectors(NO_RDMA, cfg), cfg)
+    problems = selector_problems(plugin_view(NO_RDMA), match_selectors(plugin_view(NO_RDMA), cfg), cfg)
     assert [(p.code, p.message) for p in problems] == [
         (
             "invalid_resource_name",
@@ -139,7 +137,7 @@ def test_invalid_resource_name_is_a_problem_not_an_error() -> None:
             "a lowercase RFC 1123 subdomain (e.g. example.com)); kubelet refuses the plugin's registration",
         )
     ]
-    (zero, _) = why_zero(single_pf(), None, [], match_selectors(single_pf(), cfg), cfg)
+    (zero, _) = why_zero(plugin_view(single_pf()), None, [], match_selectors(plugin_view(single_pf()), cfg), cfg)
     assert zero.message.startswith(
         "example_prefix/hca_shared_devices_a is missing from the Node while the node has 1 RDMA device: "
         "kubelet refuses the name (resourcePrefix must be a lowercase DNS subdomain); its selector matches "
@@ -158,7 +156,7 @@ def test_selector_problem_hints_at_case() -> None:
             ),
         ),
     )
-    (problem,) = selector_problems(single_pf(), match_selectors(single_pf(), cfg), cfg)
+    (problem,) = selector_problems(plugin_view(single_pf()), match_selectors(plugin_view(single_pf()), cfg), cfg)
     assert problem.message == (
         "hca selects 0x15B3:1017, node has 15b3:1017 (0000:3b:00.0) "
         "(ids must be lowercase hex without 0x, as sysfs prints them)"
@@ -175,8 +173,8 @@ def _why(
     enforce: EnforcementState | None = None,
 ) -> list[Problem]:
     cfg = config(fixture) if fixture else None
-    matches: tuple[SelectorMatch, ...] = match_selectors(snapshot, cfg) if cfg else ()
-    return why_zero(snapshot, enforce, resources, matches, cfg)
+    matches: tuple[SelectorMatch, ...] = match_selectors(plugin_view(snapshot), cfg) if cfg else ()
+    return why_zero(plugin_view(snapshot), enforce, resources, matches, cfg)
 
 
 ZERO = [ResourceAmount(name=HCA, capacity=500, allocatable=0)]
@@ -294,7 +292,7 @@ def test_why_zero_lists_every_reason() -> None:
     )
     snap = replace(single_pf(), netns_mode=NetnsMode.EXCLUSIVE)
     enforce = replace(enforcement(DesiredMode.SHARED, reboot=True), live=NetnsMode.EXCLUSIVE)
-    (problem,) = why_zero(snap, enforce, ZERO, match_selectors(snap, cfg), cfg)
+    (problem,) = why_zero(plugin_view(snap), enforce, ZERO, match_selectors(plugin_view(snap), cfg), cfg)
     assert problem.message == (
         PREFIX
         + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it is "
@@ -419,5 +417,5 @@ def test_consumer_problems(
     fixture: str | None,
     problems: list[tuple[str, str]],
 ) -> None:
-    found = consumer_problems(snapshot, enforce, resources, config(fixture) if fixture else None)
+    found = consumer_problems(plugin_view(snapshot), enforce, resources, config(fixture) if fixture else None)
     assert [(p.code, p.message) for p in found] == problems

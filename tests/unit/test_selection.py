@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from agent.diagnose.plugin_config import DevicePluginConfig, ResourceConfig, Selectors
-from agent.diagnose.selection import PluginDevice, match_selectors, plugin_devices
+from agent.diagnose.selection import PluginDevice, match_selectors, plugin_devices, plugin_view
 from agent.model import CharDevice, NodeSnapshot, PciFunction
 from tests.deviceplugin_fixtures import NO_RDMA, config, single_pf, without
 from tests.unit.test_labels import mlx5_snapshot
@@ -67,16 +67,16 @@ def test_match_selectors(
             source="t",
             resources=(ResourceConfig(resource_name="r", rdma_hca_max=1, selectors=fixture_or_selectors),),
         )
-    matches = match_selectors(snapshot, cfg)
+    matches = match_selectors(plugin_view(snapshot), cfg)
     assert [m.matched for m in matches] == matched
     assert [m.resource for m in matches] == [r.full_name for r in cfg.resources]
 
 
 def test_selector_summary() -> None:
-    assert [m.summary for m in match_selectors(mlx5_snapshot(), config("spiderpool-default.json"))] == [
+    assert [m.summary for m in match_selectors(plugin_view(mlx5_snapshot()), config("spiderpool-default.json"))] == [
         "15b3:1017"
     ]
-    assert [m.summary for m in match_selectors(mlx5_snapshot(), config("all-selectors.json"))] == [
+    assert [m.summary for m in match_selectors(plugin_view(mlx5_snapshot()), config("all-selectors.json"))] == [
         "15b3:1017, drivers mlx5_core, ifNames ens1f0np0, linkTypes ether"
     ]
     assert (
