@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
 from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
@@ -71,6 +72,14 @@ class LabelsStage:
         return state
 
 
+class PluginConfigRead(NamedTuple):
+    """The device plugin's config as read this cycle: None when there is none or it is invalid (then
+    ``problems`` says why)."""
+
+    config: DevicePluginConfig | None
+    problems: list[Problem]
+
+
 class AllocatableStage:
     """The Node's RDMA extended resources, the shared device plugin's selectors against this node,
     and why an allocatable count is zero."""
@@ -80,16 +89,16 @@ class AllocatableStage:
     def __init__(self, prefixes: tuple[str, ...], plugin_config: Path | None, watcher: NodeWatcher | None) -> None:
         self.prefixes, self.plugin_config, self.watcher = prefixes, plugin_config, watcher
 
-    def _config(self) -> tuple[DevicePluginConfig | None, list[Problem]]:
+    def _config(self) -> PluginConfigRead:
         if self.plugin_config is None:
-            return None, []
+            return PluginConfigRead(None, [])
         if not self.plugin_config.exists():  # an optional ConfigMap that is not mounted: no such consumer
             logger.debug("no device plugin config at %s", self.plugin_config)
-            return None, []
+            return PluginConfigRead(None, [])
         try:
-            return read_device_plugin_config(self.plugin_config), []
+            return PluginConfigRead(read_device_plugin_config(self.plugin_config), [])
         except ConfigError as err:
-            return None, [Problem(code="device_plugin_config_invalid", message=str(err))]
+            return PluginConfigRead(None, [Problem(code="device_plugin_config_invalid", message=str(err))])
 
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
