@@ -109,3 +109,19 @@ def test_plugin_view_is_computed_once_per_cycle(
         (problem, *_) = out.problems
         assert problem.message.endswith("(ids must be lowercase hex without 0x, as sysfs prints them)")
     assert calls == {"plugin_devices": 1, "plugin_view": 1}
+
+
+def test_an_invalid_config_is_a_problem_and_the_rest_still_runs(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"configList": []}')
+    stage = AllocatableStage(("spidernet.io/", "rdma/"), config, _SeenNode(NODE))
+
+    out = stage(AgentState(snapshot=without(mlx5_snapshot(), "umad1")))
+
+    assert out.selectors == ()
+    assert out.problems[0].code == "device_plugin_config_invalid"
+    assert out.problems[0].message == f"{config}: configList: no resources configured (the plugin exits)"
+    assert [p.code for p in out.problems[1:]] == [
+        "consumer_mode_mismatch", "consumer_mode_mismatch", "missing_umad",
+        "zero_allocatable", "zero_allocatable", "zero_allocatable",
+    ]  # fmt: skip
