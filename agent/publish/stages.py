@@ -12,18 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
+from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
+from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
+from agent.diagnose.quantity import resources_from_node
+from agent.diagnose.selection import match_selectors, plugin_view
 from agent.errors import ConfigError, PublishError, StageError
 from agent.model import AgentState, Problem
-from agent.publish.consumers import (
-    DevicePluginConfig,
-    consumer_problems,
-    match_selectors,
-    read_device_plugin_config,
-    resources_from_node,
-    selector_problems,
-    why_zero,
-)
 from agent.publish.features_file import write_features
 from agent.publish.kube.node_labels import NodeLabelPublisher
 from agent.publish.kube.watch import NodeWatcher
@@ -77,6 +73,14 @@ class LabelsStage:
         return state
 
 
+class PluginConfigRead(NamedTuple):
+    """The device plugin's config as read this cycle: None when there is none or it is invalid (then
+    ``problems`` says why)."""
+
+    config: DevicePluginConfig | None
+    problems: list[Problem]
+
+
 class AllocatableStage:
     """The Node's RDMA extended resources, the shared device plugin's selectors against this node,
     and why an allocatable count is zero."""
@@ -86,28 +90,28 @@ class AllocatableStage:
     def __init__(self, prefixes: tuple[str, ...], plugin_config: Path | None, watcher: NodeWatcher | None) -> None:
         self.prefixes, self.plugin_config, self.watcher = prefixes, plugin_config, watcher
 
-    def _config(self) -> tuple[DevicePluginConfig | None, list[Problem]]:
+    def _config(self) -> PluginConfigRead:
         if self.plugin_config is None:
-            return None, []
+            return PluginConfigRead(None, [])
         if not self.plugin_config.exists():  # an optional ConfigMap that is not mounted: no such consumer
             logger.debug("no device plugin config at %s", self.plugin_config)
-            return None, []
+            return PluginConfigRead(None, [])
         try:
-            return read_device_plugin_config(self.plugin_config), []
+            return PluginConfigRead(read_device_plugin_config(self.plugin_config), [])
         except ConfigError as err:
-            return None, [Problem(code="device_plugin_config_invalid", message=str(err))]
+            return PluginConfigRead(None, [Problem(code="device_plugin_config_invalid", message=str(err))])
 
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
-        snapshot, enforcement = state.snapshot, state.enforcement
+        view, enforcement = plugin_view(state.snapshot), state.enforcement  # the plugin's devices, once a cycle
         config, problems = self._config()
-        matches = match_selectors(snapshot, config) if config is not None else ()
+        matches = match_selectors(view, config) if config is not None else ()
         if config is not None:
-            problems += selector_problems(snapshot, matches, config)
+            problems += selector_problems(view, matches, config)
         observed = self.watcher.observed() if self.watcher is not None else None
         resources = resources_from_node(observed.capacity, observed.allocatable, self.prefixes) if observed else ()
-        problems += consumer_problems(snapshot, enforcement, resources, config)
+        problems += consumer_problems(view, enforcement, resources, config)
         if observed is not None:  # before the Node is seen every resource would look missing
-            problems += why_zero(snapshot, enforcement, resources, matches, config)
+            problems += why_zero(view, enforcement, resources, matches, config)
         return replace(state, resources=resources, selectors=matches, problems=state.problems + tuple(problems))

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from agent.cli import main
 from agent.config import Config
+from agent.diagnose.plugin_config import DevicePluginConfig, parse_device_plugin_config
 from agent.discover import modprobe, procfs, sysfs
 from agent.errors import ConfigError
 from agent.labelsyntax import validate_label
@@ -31,7 +32,6 @@ from agent.model import (
     phys_state_name,
     port_state_name,
 )
-from agent.publish.consumers import DevicePluginConfig, parse_device_plugin_config
 from agent.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, load_config
 from tests.kube_standin import KubeStandIn, is_qualified_name, is_valid_label_value
 

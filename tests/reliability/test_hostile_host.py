@@ -276,7 +276,7 @@ def test_a_symlinked_etc_climbing_out_stays_inside(host: Path, outside: Path) ->
      ("modprobe-file", "/etc/modprobe.d/../../../x.conf")],
 )  # fmt: skip
 def test_host_path_settings_cannot_climb_out(host: Path, flag: str, value: str) -> None:
-    code, _, err, _ = run_cli(["status", "--no-kubernetes", f"--host-root={host}", f"--{flag}={value}"])
+    code, _, err, _ = run_cli(["run", "--once", "--no-kubernetes", f"--host-root={host}", f"--{flag}={value}"])
     assert code == 2
     assert err == f"rdma-node-agent: --{flag}: a path cannot contain '..', got {value!r}\n"
 
