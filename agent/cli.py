@@ -43,6 +43,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PROBLEMS = 0, 1, 2, 3
 # After SIGTERM: how long the cycle thread and the Node watcher each get to finish. With the
 # server's own stop, the process is gone within 2 s whatever a cycle is blocked in.
 SHUTDOWN_WAIT_SECONDS = 0.5
+FEATURES_LEASE_INTERVALS, FEATURES_LEASE_MIN_SECONDS = 4, 600.0
 logger = logging.getLogger("agent")
 
 
@@ -164,10 +165,17 @@ def _publish_stages(
         stages.append(
             LabelsStage(
                 config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher,
-                features_file=features, host_root=config.roots.root,
+                features_file=features, host_root=config.roots.root, features_ttl=features_lease(config),
             )
         )
     return stages, closers, watcher
+
+
+def features_lease(config: Config) -> float:
+    """How long NFD keeps the agent's labels without a refresh (``# +expiry-time``): four intervals,
+    at least 10 minutes. The file is rewritten when less than half is left, so a running agent never
+    lets it lapse; an agent that stopped (uninstalled, hung) loses its labels within this time."""
+    return max(FEATURES_LEASE_INTERVALS * config.interval_seconds, FEATURES_LEASE_MIN_SECONDS)
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:

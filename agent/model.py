@@ -236,7 +236,8 @@ class EnforcementState:
     persisted: NetnsMode | None
     compliant: bool  # live == desired (always True when unmanaged)
     reboot_required: bool = False
-    reboot_reason: str | None = None
+    reboot_reason: str | None = None  # in words, for status and the sentinel
+    reboot_reason_code: str | None = None  # stable, for the metric: netns_mode_busy | netns_mode_busy_predicted
     persisted_ineffective: bool = False  # persisted ≠ live though the file predates this boot
     runtime_set_attempts: int = 0  # SYS_SET requests sent so far (a counter)
     next_runtime_attempt: float | None = None  # epoch seconds; None when no retry is pending
@@ -282,4 +283,7 @@ class AgentState:
     stages: tuple[StageHealth, ...] = ()
     resources: tuple[ResourceAmount, ...] = ()
     selectors: tuple[SelectorMatch, ...] = ()
+    # Resources this node should offer (agent.diagnose.expected_resources): allocatable 0 or absent
+    # for one of them is what RdmaAllocatableZero is about. Empty until the Node has been seen.
+    expected_resources: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)

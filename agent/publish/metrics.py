@@ -206,7 +206,8 @@ SPECS: tuple[MetricSpec, ...] = (
     ),
     _g(
         "rdma_reboot_required_info",
-        "Why a reboot is required; exposed only while one is; value is always 1.",
+        "Why a reboot is required, as a code (netns_mode_busy, netns_mode_busy_predicted); exposed only while one "
+        "is; value is always 1.",
         "reason",
     ),
     _g(
@@ -229,10 +230,15 @@ SPECS: tuple[MetricSpec, ...] = (
         "resource",
     ),
     _g(
-        "rdma_device_plugin_selector_matched_devices",
-        "RDMA devices of this node one device-plugin selector matches.",
+        "rdma_node_resource_expected",
+        "An RDMA resource this node should offer: its plugin config selects devices here, or the Node offered "
+        "it since the agent started; value is always 1.",
         "resource",
-        "selector",
+    ),
+    _g(
+        "rdma_device_plugin_selector_matched_devices",
+        "RDMA devices of this node the device plugin's selector for a resource matches (status shows the selector).",
+        "resource",
     ),
 )
 
@@ -422,7 +428,7 @@ def _enforcement(out: _Families, enf: EnforcementState) -> None:
     out.add("rdma_netns_mode_compliant", _bool(enf.compliant))
     out.add("rdma_reboot_required", _bool(enf.reboot_required))
     if enf.reboot_required:
-        out.add("rdma_reboot_required_info", 1, enf.reboot_reason or "")
+        out.add("rdma_reboot_required_info", 1, enf.reboot_reason_code or "")
     out.add("rdma_netns_persisted_ineffective", _bool(enf.persisted_ineffective))
     out.add("rdma_netns_runtime_set_attempts_total", enf.runtime_set_attempts)
     if enf.next_runtime_attempt is not None:
@@ -452,12 +458,9 @@ def build_families(state: AgentState, *, version: str, python_version: str) -> l
             if resource.allocatable is not None:
                 out.add("rdma_node_resource_allocatable", resource.allocatable, resource.name)
         for selector in state.selectors:
-            out.add(
-                "rdma_device_plugin_selector_matched_devices",
-                selector.matched,
-                selector.resource,
-                selector.summary,
-            )
+            out.add("rdma_device_plugin_selector_matched_devices", selector.matched, selector.resource)
+        for resource_name in state.expected_resources:
+            out.add("rdma_node_resource_expected", 1, resource_name)
     found = snap.problems if snap is not None else ()
     _problems(out, (*found, *(state.enforcement.problems if state.enforcement else ()), *state.problems))
     return list(out.families())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
+from agent.diagnose.expected import expected_resources, remember_offered
 from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
 from agent.diagnose.quantity import resources_from_node
 from agent.diagnose.selection import match_selectors, plugin_view
@@ -43,13 +44,16 @@ class LabelsStage:
         watcher: NodeWatcher | None = None,
         features_file: Path | None = None,
         host_root: Path = Path("/"),
+        features_ttl: float | None = None,
         timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.prefix = prefix
         self.hysteresis = Hysteresis(hold_seconds, hysteresis_keys(prefix))
         self.node, self.watcher, self.features_file = node, watcher, features_file
         self.host_root = host_root
-        self.timer = timer
+        self.features_ttl = features_ttl  # the features file's lease (# +expiry-time); None: none
+        self.timer, self.clock = timer, clock
 
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
@@ -60,7 +64,8 @@ class LabelsStage:
         state = replace(state, problems=state.problems + problems)
         if self.features_file is not None:
             try:
-                write_features(self.features_file, labels, root=self.host_root)
+                write_features(self.features_file, labels, root=self.host_root, ttl_seconds=self.features_ttl,
+                               now=self.clock())  # fmt: skip
             except PublishError as err:
                 problem = Problem(code="nfd_features_failed", message=str(err), subject=str(self.features_file))
                 raise StageError(str(err), replace(state, problems=(*state.problems, problem))) from err
@@ -89,6 +94,7 @@ class AllocatableStage:
 
     def __init__(self, prefixes: tuple[str, ...], plugin_config: Path | None, watcher: NodeWatcher | None) -> None:
         self.prefixes, self.plugin_config, self.watcher = prefixes, plugin_config, watcher
+        self.seen: frozenset[str] = frozenset()  # resources this Node offered (capacity > 0) since the start
 
     def _config(self) -> PluginConfigRead:
         if self.plugin_config is None:
@@ -112,6 +118,10 @@ class AllocatableStage:
         observed = self.watcher.observed() if self.watcher is not None else None
         resources = resources_from_node(observed.capacity, observed.allocatable, self.prefixes) if observed else ()
         problems += consumer_problems(view, enforcement, resources, config)
+        expected: tuple[str, ...] = ()
         if observed is not None:  # before the Node is seen every resource would look missing
             problems += why_zero(view, enforcement, resources, matches, config)
-        return replace(state, resources=resources, selectors=matches, problems=state.problems + tuple(problems))
+            self.seen = remember_offered(self.seen, resources)
+            expected = expected_resources(config, matches, self.seen)
+        return replace(state, resources=resources, selectors=matches, expected_resources=expected,
+                       problems=state.problems + tuple(problems))  # fmt: skip

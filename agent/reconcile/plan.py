@@ -162,6 +162,7 @@ class _Runtime:
     problems: tuple[Problem, ...] = ()
     reboot_required: bool = False
     reason: str | None = None
+    code: str | None = None  # the reason as a stable code (a problem code's vocabulary)
     next_attempt: float | None = None
 
 
@@ -193,6 +194,7 @@ def plan(given: PlanInput) -> EnforcementState:
         base,
         reboot_required=runtime.reboot_required,
         reboot_reason=runtime.reason,
+        reboot_reason_code=runtime.code,
         next_runtime_attempt=runtime.next_attempt,
         plan=(*persist, *runtime.actions),
         problems=(*problems, *persist_problems, *runtime.problems),
@@ -270,4 +272,4 @@ def _runtime(given: PlanInput, target: NetnsMode) -> _Runtime:
     )
     actions.append(Action(kind=ActionKind.SIGNAL_REBOOT, mode=target, reason=reason))
     return _Runtime(actions=tuple(actions), problems=problems, reboot_required=True, reason=reason,
-                    next_attempt=next_attempt)  # fmt: skip
+                    code="netns_mode_busy" if busy else "netns_mode_busy_predicted", next_attempt=next_attempt)

@@ -81,8 +81,8 @@ def test_a_kubeconfig_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [("1m30s", 90.0), ("90s", 90.0), ("1h", 3600.0), ("2m0.5s", 120.5)])
 def test_go_durations_are_accepted(tmp_path: Path, text: str, seconds: float) -> None:
-    code, out, err, _ = cli("status", "--no-kubernetes", f"--host-root={tmp_path}",
-                            env={"RDMA_NODE_AGENT_INTERVAL": text, "RDMA_NODE_AGENT_LABEL_HYSTERESIS": text})  # fmt: skip
+    env = {"RDMA_NODE_AGENT_INTERVAL": text, "RDMA_NODE_AGENT_LABEL_HYSTERESIS": text}
+    code, out, err, _ = cli("status", "--no-kubernetes", f"--host-root={tmp_path}", env=env)
     assert code == 0, err
     assert "Problems" in out
     from agent.settings import load_config

@@ -167,3 +167,28 @@ def test_expiry_added_and_dropped(tmp_path: Path) -> None:
 def test_write_rejects_bad_ttl(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ttl_seconds"):
         write_features(tmp_path / "x", LABELS, ttl_seconds=0)
+
+
+def test_the_labels_stage_keeps_a_lease_on_the_features_file(tmp_path: Path) -> None:
+    # NFD drops labels whose # +expiry-time has passed: the agent's lease makes an uninstalled or hung
+    # agent's labels vanish, and a running agent renews it before it lapses.
+    from agent.cli import features_lease
+    from agent.config import Config
+    from agent.model import AgentState
+    from agent.publish.stages import LabelsStage
+    from tests.unit.test_labels import mlx5_snapshot
+
+    now = [NOW]
+    path = tmp_path / "etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent"
+    lease = features_lease(Config(interval_seconds=30.0))
+    assert (lease, features_lease(Config(interval_seconds=3600.0))) == (600.0, 4 * 3600.0)
+    stage = LabelsStage(P, 60.0, features_file=path, features_ttl=lease, clock=lambda: now[0],
+                        timer=lambda: now[0])  # fmt: skip
+    state = AgentState(snapshot=mlx5_snapshot())
+    expiries = []
+    for elapsed in (0, 100, 299, 301, 500, 602):
+        now[0] = NOW + elapsed
+        stage(state)
+        expiries.append(parse_features(path.read_text())[1])
+    # Renewed each time less than half of it is left: never lapses while the agent runs.
+    assert expiries == [NOW + 600] * 3 + [NOW + 301 + 600] * 2 + [NOW + 602 + 600]

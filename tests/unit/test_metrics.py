@@ -195,6 +195,7 @@ def scenario_mlx5_shared_compliant() -> AgentState:
                 resource="spidernet.io/hca_shared_devices", matched=2, summary="vendors 15b3, deviceIDs 1017"
             ),
         ),
+        expected_resources=("spidernet.io/hca_shared_devices",),
     )
 
 
@@ -215,6 +216,7 @@ def scenario_exclusive_reboot_required() -> AgentState:
         compliant=False,
         reboot_required=True,
         reboot_reason=reason,
+        reboot_reason_code="netns_mode_busy",
         runtime_set_attempts=3,
         next_runtime_attempt=T0 + 600.0,
         problems=(
@@ -391,12 +393,9 @@ REBOOT = scenario_exclusive_reboot_required()
         (MLX5, "rdma_node_resource_capacity", {"resource": "spidernet.io/hca_shared_devices"}, 1000.0),
         (MLX5, "rdma_node_resource_capacity", {"resource": "rdma/hca_shared_devices_a"}, None),
         (MLX5, "rdma_node_resource_allocatable", {"resource": "rdma/hca_shared_devices_a"}, 0.0),
-        (
-            MLX5,
-            "rdma_device_plugin_selector_matched_devices",
-            {"resource": "spidernet.io/hca_shared_devices", "selector": "vendors 15b3, deviceIDs 1017"},
-            2.0,
-        ),
+        (MLX5, "rdma_device_plugin_selector_matched_devices", {"resource": "spidernet.io/hca_shared_devices"}, 2.0),
+        (MLX5, "rdma_node_resource_expected", {"resource": "spidernet.io/hca_shared_devices"}, 1.0),
+        (MLX5, "rdma_node_resource_expected", {"resource": "rdma/hca_shared_devices_a"}, None),
         (MLX5, "rdma_agent_stage_success", {"stage": "enforce"}, 1.0),
         (MLX5, "rdma_agent_stage_last_success_timestamp_seconds", {"stage": "labels"}, T0 + 0.25),
         (MLX5, "rdma_agent_stage_duration_seconds", {"stage": "discover"}, 0.0125),
@@ -409,15 +408,7 @@ REBOOT = scenario_exclusive_reboot_required()
         (REBOOT, "rdma_netns_mode_persisted_conflicts", {}, 1.0),
         (REBOOT, "rdma_netns_mode_compliant", {}, 0.0),
         (REBOOT, "rdma_reboot_required", {}, 1.0),
-        (
-            REBOOT,
-            "rdma_reboot_required_info",
-            {
-                "reason": "the kernel refused exclusive mode at runtime (EBUSY); "
-                "the persisted setting applies at the next boot"
-            },
-            1.0,
-        ),
+        (REBOOT, "rdma_reboot_required_info", {"reason": "netns_mode_busy"}, 1.0),  # a code: prose is status's
         (REBOOT, "rdma_netns_runtime_set_attempts_total", {}, 3.0),
         (REBOOT, "rdma_netns_runtime_next_attempt_timestamp_seconds", {}, T0 + 600.0),
         (REBOOT, "rdma_node_ready", {}, 0.0),
