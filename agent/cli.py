@@ -143,6 +143,7 @@ def _publish_stages(
     from agent.publish.kube.client import KubernetesUnavailable, load_api_client, node_name
     from agent.publish.kube.node_labels import NodeLabelPublisher
     from agent.publish.kube.watch import NodeWatcher
+    from agent.publish.ports import PortsStage
     from agent.publish.stages import AllocatableStage, LabelsStage
 
     watcher: NodeWatcher | None = None
@@ -159,7 +160,10 @@ def _publish_stages(
             watcher = started
             if labels and config.label_publisher == "node":
                 node = NodeLabelPublisher(api, watcher, prefix=config.label_prefix)
-    stages: list[Stage] = [AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher)]
+    stages: list[Stage] = [
+        PortsStage(config.link_down_ignore),
+        AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher),
+    ]
     features = config.features_file if labels and config.label_publisher == "nfd" else None
     if node is not None or features is not None:
         stages.append(

@@ -112,6 +112,7 @@ class Config:
     )
     resource_prefixes: tuple[str, ...] = ("spidernet.io/", "rdma/")
     device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json
+    link_down_ignore: tuple[str, ...] = ()  # globs on "device/port" or a netdev: ports never meant to be up
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = "text"  # text | json
 

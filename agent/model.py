@@ -74,6 +74,10 @@ class RdmaPort:
     rate: str | None = None  # sysfs ports/N/rate ("100 Gb/sec (4X EDR)")
     lid: int | None = None  # netlink LID (IB only)
     sm_lid: int | None = None  # netlink SM_LID (IB only)
+    # sysfs class/net/<netdev>/flags & IFF_UP: whether the netdev is administratively up. Read only for
+    # a port that is not up (where it decides whether the port is meant to be); None otherwise, and
+    # when the netdev is not in the host's namespace.
+    netdev_admin_up: bool | None = None
 
     @property
     def link_up(self) -> bool:
@@ -286,4 +290,7 @@ class AgentState:
     # Resources this node should offer (agent.diagnose.expected_resources): allocatable 0 or absent
     # for one of them is what RdmaAllocatableZero is about. Empty until the Node has been seen.
     expected_resources: tuple[str, ...] = ()
+    # Ports meant to be up, as "device/port" (agent.publish.ports): a port down among them is a real
+    # link loss (RdmaPortLinkDown); an uncabled spare port is not among them.
+    ports_expected_up: frozenset[str] = frozenset()
     problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)

@@ -180,6 +180,14 @@ def _prefixes(text: str) -> tuple[str, ...]:
     return items
 
 
+def _globs(text: str) -> tuple[str, ...]:
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in items if not re.fullmatch(r"[A-Za-z0-9_.:/*?\[\]!-]{1,64}", p)]
+    if bad:
+        raise ValueError(f"expected globs on device/port or a netdev name, got {bad[0]!r}")
+    return items
+
+
 def _label_prefix(text: str) -> str:
     error = label_prefix_error(text)  # the publishers' own rule: syntax and reserved namespaces
     if error is not None:
@@ -260,6 +268,9 @@ SETTINGS: tuple[Setting, ...] = (
             "extended resources to watch, by prefix (default spidernet.io/,rdma/)"),
     Setting("device-plugin-config", "device_plugin_config", _absolute_path,
             "the RDMA shared device plugin's config.json (its ConfigMap, mounted)"),
+    Setting("link-down-ignore", "link_down_ignore", _globs,
+            "ports never meant to be up (no RdmaPortLinkDown): comma-separated globs on device/port or the netdev, "
+            "e.g. mlx5_1/1,ens1f1*", status=False),
     Setting("log-level", "log_level", _choice(*LOG_LEVELS), "debug, info (default), warning or error"),
     Setting("log-format", "log_format", _choice(*LOG_FORMATS),
             "text (default; UTC timestamps) or json (one object per line, for a log pipeline)"),

@@ -36,13 +36,17 @@ cat > "$work/components/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [$rel/manifests]
-components: [$rel/manifests/components/reboot-sentinel, $rel/manifests/components/nfd-features]
+components: [$rel/manifests/components/monitoring, $rel/manifests/components/reboot-sentinel,
+             $rel/manifests/components/nfd-features, $rel/manifests/components/netns-shared]
 YAML
 kubectl kustomize "$work/components" > "$work/components.yaml"
-echo "rendered: manifests, overlays/nfd-selected, components/{reboot-sentinel,nfd-features}"
+if grep -q "monitoring.coreos.com" "$work/manifests.yaml"; then
+  echo "check-static: manifests/ renders a monitoring.coreos.com object without components/monitoring" >&2; exit 1
+fi
+echo "rendered: manifests, overlays/nfd-selected, components/{monitoring,reboot-sentinel,nfd-features,netns-shared}"
 
 echo "== promtool check rules / test rules"
-"$python" - "$work/manifests.yaml" "$work/rdma-node-agent.rules.yaml" <<'PY'
+"$python" - "$work/components.yaml" "$work/rdma-node-agent.rules.yaml" <<'PY'
 import sys
 
 import yaml

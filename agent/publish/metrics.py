@@ -135,6 +135,13 @@ SPECS: tuple[MetricSpec, ...] = (
         "device",
         "port",
     ),
+    _g(
+        "rdma_port_expected_up",
+        "Whether the port is meant to be up (1): not ignored, and up now, its netdev administratively up, or — "
+        "without a netdev — up since the agent started. RdmaPortLinkDown fires only for these.",
+        "device",
+        "port",
+    ),
     _g("rdma_port_rate_bytes_per_second", "Port signalling rate from sysfs ports/N/rate.", "device", "port"),
     _g(
         "rdma_pci_function_info",
@@ -366,6 +373,12 @@ def _pci(out: _Families, pci: PciFunction) -> None:
         out.add("rdma_pci_sriov_numvfs", pci.sriov_numvfs, pci.address)
 
 
+def _expected_up(out: _Families, snap: NodeSnapshot, expected: frozenset[str]) -> None:
+    for device in snap.devices:
+        for port in device.ports:
+            out.add("rdma_port_expected_up", _bool(f"{device.name}/{port.port}" in expected), device.name, port.port)
+
+
 def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState | None) -> None:
     out.add("rdma_snapshot_timestamp_seconds", snap.taken_at)
     out.add("rdma_netlink_available", _bool(snap.netlink_available))
@@ -450,6 +463,7 @@ def build_families(state: AgentState, *, version: str, python_version: str) -> l
     snap = state.snapshot
     if snap is not None:
         _snapshot(out, snap, state.enforcement)
+        _expected_up(out, snap, state.ports_expected_up)
         if state.enforcement is not None:
             _enforcement(out, state.enforcement)
         for resource in state.resources:

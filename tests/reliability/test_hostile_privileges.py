@@ -17,6 +17,7 @@ from tests.unit.test_manifests import (
     agent_config,
     container,
     kustomize,
+    kustomize_with,
     one,
 )
 
@@ -30,6 +31,9 @@ def test_the_default_install_has_no_capability_and_no_writable_host_path(tmp_pat
 
 
 def test_the_default_install_serves_no_metrics_in_clear(tmp_path: Path) -> None:
+    monitored = kustomize_with(tmp_path / "k", ("monitoring",))
+    (endpoint,) = one(monitored, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
     objects = kustomize(MANIFESTS)
     config = agent_config(objects, tmp_path)
     host, _ = parse_bind_address(config.metrics_bind_address)
@@ -37,8 +41,7 @@ def test_the_default_install_serves_no_metrics_in_clear(tmp_path: Path) -> None:
     assert [p["name"] for p in container(objects)["ports"]] == ["health"]  # /healthz and /readyz only
     proxy = container(objects, "kube-rbac-proxy")
     assert any(a.startswith("--secure-listen-address=") for a in proxy["args"])
-    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
-    assert endpoint["scheme"] == "https"
+
 
 
 def test_the_admission_policy_bounds_labels_and_the_annotation() -> None:

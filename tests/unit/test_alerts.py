@@ -1,4 +1,4 @@
-"""Alerts (manifests/base/prometheusrule.yaml) and the Grafana dashboard: promtool checks the rules
+"""Alerts (manifests/components/monitoring/prometheusrule.yaml) and the Grafana dashboard: promtool checks the rules
 and runs the unit tests in tests/alerts/ (every alert firing and not firing); every alert explains
 itself and links its runbook; and every metric and label the alerts, their tests and the dashboard
 use exists in the agent's golden /metrics output (tests/fixtures/metrics/*.prom), so they cannot
@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "manifests" / "base" / "prometheusrule.yaml"
+RULES = REPO / "manifests" / "components" / "monitoring" / "prometheusrule.yaml"
 ALERT_TESTS = REPO / "tests" / "alerts"
 GOLDEN = REPO / "tests" / "fixtures" / "metrics"
 DASHBOARD = REPO / "dashboards" / "rdma-node-agent.json"

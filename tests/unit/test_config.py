@@ -79,6 +79,7 @@ BAD = {
     "nfd-features-file": "features",
     "resource-prefixes": " , ",
     "device-plugin-config": "config.json",
+    "link-down-ignore": "mlx5 0/1",
     "log-level": "verbose",
     "log-format": "xml",
 }

@@ -41,7 +41,8 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("reboot-sentinel", "nfd-features")
 MANAGED = ("netns-shared",)  # the mode managed: NET_ADMIN and a writable /etc/modprobe.d
-PLAIN = ("metrics-plain-http",)  # metrics without kube-rbac-proxy
+PLAIN = ("monitoring", "metrics-plain-http")  # metrics without kube-rbac-proxy (after monitoring: it patches it)
+MONITORING = ("monitoring",)  # the ServiceMonitor and the PrometheusRule
 Obj = dict[str, Any]
 
 
@@ -114,10 +115,8 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
         ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
         ("DaemonSet", "rdma-node-agent"),
         ("Namespace", "rdma-node-agent"),
-        ("PrometheusRule", "rdma-node-agent"),
         ("Service", "rdma-node-agent"),
         ("ServiceAccount", "rdma-node-agent"),
-        ("ServiceMonitor", "rdma-node-agent"),
         ("ValidatingAdmissionPolicy", "rdma-node-agent-own-node-labels"),
         ("ValidatingAdmissionPolicyBinding", "rdma-node-agent-own-node-labels"),
     ]
@@ -145,6 +144,7 @@ def _variants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, l
     yield "nfd-selected", kustomize(MANIFESTS / "overlays" / "nfd-selected")
     yield "all components", kustomize_with(tmp_path_factory.mktemp("components"), COMPONENTS + MANAGED)
     yield "plain http", kustomize_with(tmp_path_factory.mktemp("plain"), PLAIN)
+    yield "monitoring", kustomize_with(tmp_path_factory.mktemp("monitoring"), MONITORING)
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
@@ -163,7 +163,7 @@ def test_every_object_is_valid_for_kubernetes(version: str, tmp_path_factory: py
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{variant}: {obj['kind']} {obj['metadata']['name']} is invalid for {version}: {err}")
             checked += 1
-    assert checked == 3 * 11 + 9  # the plain-http variant has no kube-rbac-proxy role and binding
+    assert checked == 4 * 11 + 9  # the plain-http variant has no kube-rbac-proxy role and binding
 
 
 def test_schema_validation_is_strict() -> None:
@@ -474,7 +474,56 @@ def test_read_only_host_mounts_are_recursive_where_they_have_submounts(rendered:
 # Scraping.
 
 
-def test_service_and_servicemonitor_reach_the_metrics_port(rendered: list[Obj]) -> None:
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
+    return kustomize_with(tmp_path_factory.mktemp("monitored"), MONITORING)
+
+
+def test_monitoring_objects_only_with_the_component(rendered: list[Obj], monitored: list[Obj]) -> None:
+    # Without the prometheus-operator CRDs `kubectl apply` of a ServiceMonitor fails: not by default.
+    assert not [o for o in rendered if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert sorted(o["kind"] for o in monitored if o["apiVersion"].startswith("monitoring.coreos.com/")) == [
+        "PrometheusRule", "ServiceMonitor"]  # fmt: skip
+    assert [o for o in monitored if not o["apiVersion"].startswith("monitoring.coreos.com/")] == rendered
+
+
+def test_one_place_for_shared_settings(tmp_path: Path) -> None:
+    # base/settings.yaml feeds the agent's prefix, the admission policy's, the alerts' job and
+    # runbook links: a user's component patching it changes all of them, and nothing else.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
+        "patches": [{"target": {"kind": "ConfigMap", "name": "rdma-node-agent-settings"}, "patch": yaml.safe_dump([
+            {"op": "replace", "path": "/data/labelPrefix", "value": "rdma.example.com/"},
+            {"op": "replace", "path": "/data/prometheusJob", "value": "monitoring/rdma"},
+            {"op": "replace", "path": "/data/runbookBaseUrl", "value": "https://wiki.example.com/rdma"},
+        ])}],
+    }))  # fmt: skip
+    root = tmp_path / "k"
+    root.mkdir()
+    rel = Path(os.path.relpath(REPO, root))
+    (root / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(rel / "manifests")],
+        "components": ["../mine", str(rel / "manifests/components/monitoring")],
+    }))  # fmt: skip
+    objects = kustomize(root)
+    assert agent_config(objects, tmp_path / "mounts").label_prefix == "rdma.example.com/"
+    prefix = next(v for v in one(objects, "ValidatingAdmissionPolicy")["spec"]["variables"] if v["name"] == "prefix")
+    assert prefix["expression"] == "'rdma.example.com/'"
+    rules = [r for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    scrape = {r["alert"]: r["expr"] for r in rules if "up{" in r["expr"]}
+    assert scrape == {"RdmaNodeAgentDown": 'up{job="monitoring/rdma"} == 0',
+                      "RdmaNodeAgentAbsent": 'absent(up{job="monitoring/rdma"})'}  # fmt: skip
+    assert {r["annotations"]["runbook_url"] for r in rules} == {
+        f"https://wiki.example.com/rdma/{r['alert']}.md" for r in rules}  # fmt: skip
+    text = yaml.safe_dump_all(objects)
+    assert "rdma.spidernet.io/" not in text.replace("rdma.spidernet.io/owned-labels", "")
+    assert "rdma-node-agent-settings" not in text  # kustomize's own: never applied
+
+
+def test_service_and_servicemonitor_reach_the_metrics_port(monitored: list[Obj]) -> None:
+    rendered = monitored
     service = one(rendered, "Service")
     monitor = one(rendered, "ServiceMonitor")
     pod_labels = one(rendered, "DaemonSet")["spec"]["template"]["metadata"]["labels"]

@@ -46,6 +46,7 @@ from agent.publish.metrics import (
     RdmaCollector,
     parse_rate_bytes_per_second,
 )
+from agent.publish.ports import PortsStage
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
 from tests.builders import rdma_port, render_metrics
 from tests.host import required_tool
@@ -317,6 +318,14 @@ def _recorded_scenarios() -> dict[str, Callable[[], AgentState]]:
 SCENARIOS.update(_recorded_scenarios())
 
 
+def _published(make: Callable[[], AgentState]) -> Callable[[], AgentState]:
+    """The state as the loop publishes it: after the ports stage (which ports are meant to be up)."""
+    return lambda: PortsStage()(make())
+
+
+SCENARIOS = {name: _published(make) for name, make in SCENARIOS.items()}
+
+
 def _samples(state: AgentState) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(RdmaCollector(lambda: state, version=VERSION, python_version=PYTHON))
@@ -359,8 +368,19 @@ def test_promtool_check_metrics_is_silent_on_golden_files() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Values.
 
-MLX5 = scenario_mlx5_shared_compliant()
-REBOOT = scenario_exclusive_reboot_required()
+MLX5 = SCENARIOS["mlx5_shared_compliant"]()
+REBOOT = SCENARIOS["exclusive_reboot_required"]()
+
+
+def _spare_port_down() -> AgentState:
+    """mlx5_1's port uncabled, its netdev left down: not meant to be up."""
+    snapshot = mlx5_snapshot()
+    spare = replace(rdma_port("ens1f1np1", up=False), netdev_admin_up=False)
+    devices = tuple(replace(d, ports=(spare,)) if d.name == "mlx5_1" else d for d in snapshot.devices)
+    return PortsStage()(AgentState(snapshot=replace(snapshot, devices=devices)))
+
+
+SPARE = _spare_port_down()
 
 
 @pytest.mark.parametrize(
@@ -394,6 +414,10 @@ REBOOT = scenario_exclusive_reboot_required()
         (MLX5, "rdma_node_resource_capacity", {"resource": "rdma/hca_shared_devices_a"}, None),
         (MLX5, "rdma_node_resource_allocatable", {"resource": "rdma/hca_shared_devices_a"}, 0.0),
         (MLX5, "rdma_device_plugin_selector_matched_devices", {"resource": "spidernet.io/hca_shared_devices"}, 2.0),
+        (MLX5, "rdma_port_expected_up", {"device": "mlx5_0", "port": "1"}, 1.0),
+        (SPARE, "rdma_port_expected_up", {"device": "mlx5_1", "port": "1"}, 0.0),
+        (SPARE, "rdma_port_link_up", {"device": "mlx5_1", "port": "1"}, 0.0),
+        (SPARE, "rdma_port_expected_up", {"device": "mlx5_0", "port": "1"}, 1.0),
         (MLX5, "rdma_node_resource_expected", {"resource": "spidernet.io/hca_shared_devices"}, 1.0),
         (MLX5, "rdma_node_resource_expected", {"resource": "rdma/hca_shared_devices_a"}, None),
         (MLX5, "rdma_agent_stage_success", {"stage": "enforce"}, 1.0),
