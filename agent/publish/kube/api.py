@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from kubernetes import client
 
 MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 FIELD_MANAGER = "rdma-node-agent"
 
 
@@ -108,6 +109,76 @@ class NodeApi:
             accepts=_PATCH_ACCEPTS,
             body=body,
             content_type=_content_type,
+            content_types=_PATCH_CONTENT_TYPES,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def patch_node_status(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str | None = None,
+        _content_type: str | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``PATCH /api/v1/nodes/{name}/status`` (``CoreV1Api.patch_node_status``)."""
+        return self._call(
+            "PATCH",
+            "/api/v1/nodes/{name}/status",
+            path_params={"name": name},
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,
+            content_type=_content_type,
+            content_types=_PATCH_CONTENT_TYPES,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def create_event(
+        self,
+        namespace: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``POST /apis/events.k8s.io/v1/namespaces/{namespace}/events`` (``EventsV1Api.create_namespaced_event``)."""
+        return self._call(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            path_params={"namespace": namespace},
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,  # no Content-Type, as EventsV1Api sends it: the server then reads JSON
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def patch_event(
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``PATCH /apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}`` with a merge patch
+        (``EventsV1Api.patch_namespaced_event``)."""
+        return self._call(
+            "PATCH",
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+            path_params={"namespace": namespace, "name": name},
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,
+            content_type=MERGE_PATCH,
             content_types=_PATCH_CONTENT_TYPES,
             preload_content=_preload_content,
             request_timeout=_request_timeout,
