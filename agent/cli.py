@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import ProcessCollector
 
@@ -37,6 +37,9 @@ from agent.publish.status import all_problems, render_json, render_text
 from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
+    from agent.publish.kube.events import EventRecorder
+    from agent.publish.kube.node_labels import NodeLabelPublisher
+    from agent.publish.kube.node_status import ConditionPublisher
     from agent.publish.kube.watch import NodeWatcher
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PROBLEMS = 0, 1, 2, 3
@@ -132,22 +135,45 @@ def _status(config: Config, as_json: bool, fail_on: frozenset[str] | None = None
     return EXIT_PROBLEMS if (codes & fail_on if fail_on else codes) else EXIT_OK
 
 
+class _Writers(NamedTuple):
+    """What writes to the API server for this configuration (None: not wanted, or no Kubernetes)."""
+
+    labels: NodeLabelPublisher | None = None
+    condition: ConditionPublisher | None = None
+    events: EventRecorder | None = None
+
+
+def _writers(config: Config, api: Any, watcher: NodeWatcher) -> _Writers:
+    from agent.publish.kube.client import node_name
+    from agent.publish.kube.events import EventRecorder
+    from agent.publish.kube.node_labels import NodeLabelPublisher
+    from agent.publish.kube.node_status import ConditionPublisher
+
+    node = config.label_publisher == "node"
+    heartbeat = config.node_condition_heartbeat_seconds
+    return _Writers(
+        labels=NodeLabelPublisher(api, watcher, prefix=config.label_prefix) if node else None,
+        condition=ConditionPublisher(api, watcher, heartbeat=heartbeat) if config.node_condition else None,
+        events=EventRecorder(api, node_name(config)) if config.events else None,
+    )
+
+
 def _publish_stages(
     config: Config, *, labels: bool = True
 ) -> tuple[list[Stage], list[Callable[[], None]], NodeWatcher | None]:
-    """The labels and allocatable stages for this configuration, what to stop on exit, the watcher.
+    """The publishing stages for this configuration, what to stop on exit, the watcher. ``labels``:
+    the agent runs (False: ``status``, which reads the Node but writes nothing).
 
     Without in-cluster config or a kubeconfig the agent runs without Kubernetes (a log line says
     so); ``--no-kubernetes`` skips the attempt. Raises ConfigError (exit 2) for a bad kubeconfig or a
     missing node name."""
     from agent.publish.kube.client import KubernetesUnavailable, load_api_client, node_name
-    from agent.publish.kube.node_labels import NodeLabelPublisher
     from agent.publish.kube.watch import NodeWatcher
     from agent.publish.ports import PortsStage
-    from agent.publish.stages import AllocatableStage, LabelsStage
+    from agent.publish.stages import AllocatableStage, ConditionStage, EventsStage, LabelsStage
 
     watcher: NodeWatcher | None = None
-    node: NodeLabelPublisher | None = None
+    writers = _Writers()
     closers: list[Callable[[], None]] = []
     if config.kubernetes:
         try:
@@ -158,20 +184,24 @@ def _publish_stages(
             started = NodeWatcher(api, node_name(config)).start()
             closers.append(lambda: started.stop(timeout=SHUTDOWN_WAIT_SECONDS))
             watcher = started
-            if labels and config.label_publisher == "node":
-                node = NodeLabelPublisher(api, watcher, prefix=config.label_prefix)
+            if labels:
+                writers = _writers(config, api, watcher)
     stages: list[Stage] = [
         PortsStage(config.link_down_ignore),
         AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher),
     ]
     features = config.features_file if labels and config.label_publisher == "nfd" else None
-    if node is not None or features is not None:
+    if writers.labels is not None or features is not None:
         stages.append(
             LabelsStage(
-                config.label_prefix, config.label_hysteresis_seconds, node=node, watcher=watcher,
+                config.label_prefix, config.label_hysteresis_seconds, node=writers.labels, watcher=watcher,
                 features_file=features, host_root=config.roots.root, features_ttl=features_lease(config),
             )
-        )
+        )  # fmt: skip
+    stages.append(ConditionStage(config.label_hysteresis_seconds, writers.condition))
+    if writers.events is not None:
+        stages.append(EventsStage(writers.events))
+        closers.append(lambda: writers.events.stop(timeout=SHUTDOWN_WAIT_SECONDS) if writers.events else None)
     return stages, closers, watcher
 
 

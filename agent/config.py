@@ -84,6 +84,7 @@ INTERVAL_BOUNDS = (1.0, DAY)
 RETRY_BOUNDS = (1.0, 7 * DAY)  # and at least the interval: load_config checks
 DEFAULT_RETRY_SECONDS = 600.0
 HYSTERESIS_BOUNDS = (0.0, DAY)
+HEARTBEAT_BOUNDS = (60.0, DAY)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,6 +113,9 @@ class Config:
     )
     resource_prefixes: tuple[str, ...] = ("spidernet.io/", "rdma/")
     device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json
+    node_condition: bool = True  # publish the RDMAReady Node condition
+    events: bool = True  # record Events about the Node
+    node_condition_heartbeat_seconds: float = 3600.0  # rewrite the unchanged condition this often
     link_down_ignore: tuple[str, ...] = ()  # globs on "device/port" or a netdev: ports never meant to be up
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = "text"  # text | json

@@ -247,6 +247,7 @@ class EnforcementState:
     next_runtime_attempt: float | None = None  # epoch seconds; None when no retry is pending
     dry_run: bool = False
     plan: tuple[Action, ...] = ()
+    applied: tuple[Action, ...] = ()  # the actions carried out this cycle (none in a dry run)
     problems: tuple[Problem, ...] = ()
 
 
@@ -279,6 +280,16 @@ class SelectorMatch:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NodeCondition:
+    """The Node condition the agent publishes (agent.publish.condition), without its timestamps."""
+
+    type: str
+    status: str  # "True" | "False"
+    reason: str  # CamelCase
+    message: str  # one line
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AgentState:
     """Everything the publishers need, replaced atomically by the loop after each cycle."""
 
@@ -293,4 +304,5 @@ class AgentState:
     # Ports meant to be up, as "device/port" (agent.publish.ports): a port down among them is a real
     # link loss (RdmaPortLinkDown); an uncabled spare port is not among them.
     ports_expected_up: frozenset[str] = frozenset()
+    condition: NodeCondition | None = None  # RDMAReady as published (or, in status, as it would be)
     problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.config import (
     DEFAULT_RETRY_SECONDS,
+    HEARTBEAT_BOUNDS,
     HYSTERESIS_BOUNDS,
     INTERVAL_BOUNDS,
     LABEL_PUBLISHERS,
@@ -268,6 +269,12 @@ SETTINGS: tuple[Setting, ...] = (
             "extended resources to watch, by prefix (default spidernet.io/,rdma/)"),
     Setting("device-plugin-config", "device_plugin_config", _absolute_path,
             "the RDMA shared device plugin's config.json (its ConfigMap, mounted)"),
+    Setting("node-condition", "node_condition", parse_bool,
+            "publish the RDMAReady Node condition (nodes/status), default true", status=False),
+    Setting("events", "events", parse_bool, "record Events about the Node (events.k8s.io), default true", status=False),
+    Setting("node-condition-heartbeat", "node_condition_heartbeat_seconds", _bounded_duration(*HEARTBEAT_BOUNDS),
+            "how often the unchanged condition's lastHeartbeatTime is refreshed, 1m to 24h (default 1h)",
+            status=False),
     Setting("link-down-ignore", "link_down_ignore", _globs,
             "ports never meant to be up (no RdmaPortLinkDown): comma-separated globs on device/port or the netdev, "
             "e.g. mlx5_1/1,ens1f1*", status=False),

@@ -1,4 +1,5 @@
-"""The publishing stages the loop runs after discover and enforce: node labels and allocatable.
+"""The publishing stages the loop runs after discover and enforce: allocatable, node labels, the
+Node condition and Events.
 
 Each stage takes the :class:`AgentState` and returns it enriched (resources, selector matches,
 publish-side problems). A stage that could not do its job raises, so the loop records it as failed
@@ -20,9 +21,13 @@ from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_
 from agent.diagnose.quantity import resources_from_node
 from agent.diagnose.selection import match_selectors, plugin_view
 from agent.errors import ConfigError, PublishError, StageError
-from agent.model import AgentState, Problem
+from agent.model import AgentState, NodeCondition, Problem
+from agent.publish.condition import CONDITION_TYPE, desired_condition
+from agent.publish.events import node_events
 from agent.publish.features_file import write_features
+from agent.publish.kube.events import EventRecorder
 from agent.publish.kube.node_labels import NodeLabelPublisher
+from agent.publish.kube.node_status import ConditionPublisher
 from agent.publish.kube.watch import NodeWatcher
 from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
 
@@ -125,3 +130,61 @@ class AllocatableStage:
             expected = expected_resources(config, matches, self.seen)
         return replace(state, resources=resources, selectors=matches, expected_resources=expected,
                        problems=state.problems + tuple(problems))  # fmt: skip
+
+
+class ConditionStage:
+    """The ``RDMAReady`` Node condition: computed every cycle (``status`` shows it), published when a
+    publisher is given. A change of status goes through the same hysteresis as the ``ready`` label, on
+    the same inputs, so the label and the condition never disagree: while a change is held, the last
+    condition stays as it was (message included), so a flapping port writes nothing."""
+
+    name = "condition"
+
+    def __init__(
+        self,
+        hold_seconds: float,
+        publisher: ConditionPublisher | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hysteresis = Hysteresis(hold_seconds, (CONDITION_TYPE,))
+        self.publisher = publisher
+        self.timer, self.clock = timer, clock
+        self.held: NodeCondition | None = None  # the condition published last (status after the hold)
+
+    def __call__(self, state: AgentState) -> AgentState:
+        if state.snapshot is None:
+            return state
+        problems = (*state.snapshot.problems, *(state.enforcement.problems if state.enforcement else ()),
+                    *state.problems)  # fmt: skip
+        now = desired_condition(state.snapshot, state.enforcement, problems)
+        status = self.hysteresis.update(self.timer(), {CONDITION_TYPE: now.status})[CONDITION_TYPE]
+        if status == now.status or self.held is None:
+            self.held = now
+        state = replace(state, condition=self.held)
+        if self.publisher is not None:
+            result = self.publisher.sync(self.held, self.clock())
+            if not result.ok:
+                raise StageError(f"node condition not published: {result.error}", state)
+        return state
+
+
+class EventsStage:
+    """Events for what changed since the last cycle (:func:`agent.publish.events.node_events`),
+    handed to the recorder, which aggregates, rate-limits and sends them in the background."""
+
+    name = "events"
+
+    def __init__(self, recorder: EventRecorder) -> None:
+        self.recorder = recorder
+        self.previous: AgentState | None = None
+
+    def __call__(self, state: AgentState) -> AgentState:
+        if state.snapshot is None:
+            return state
+        for event in node_events(self.previous, state):
+            self.recorder.record(event)
+        self.recorder.tick()
+        self.previous = state
+        return state

@@ -445,7 +445,7 @@ def test_watch_syncs_with_one_list_and_one_watch(api: KubeStandIn, watcher: Node
     assert observed.name == NODE and dict(observed.labels) == api.labels(NODE)
     assert dict(observed.capacity)["spidernet.io/hca_shared_devices"] == "8"
     assert observed.resource_version == api.node(NODE)["metadata"]["resourceVersion"]
-    assert api.counts() == {"get": 0, "list": 1, "watch": 1, "patch": 0, "other": 0}
+    assert api.counts() == {"get": 0, "list": 1, "watch": 1, "patch": 0, "create": 0, "other": 0}
     list_request, watch_request = api.requests
     assert list_request.query["fieldSelector"] == f"metadata.name={NODE}"
     assert watch_request.query["fieldSelector"] == f"metadata.name={NODE}"
@@ -480,7 +480,7 @@ def test_watch_resumes_after_a_clean_end_without_listing(api: KubeStandIn, watch
         assert api.wait_for(lambda s: s.count("watch") == watches, WAIT)  # noqa: B023 - used at once
         api.end_watches()  # as the server does after timeoutSeconds
         assert api.wait_for(lambda s: s.count("watch") == watches + 1 and s.watches_open == 1, WAIT)  # noqa: B023
-    assert api.counts() == {"get": 0, "list": 1, "watch": 4, "patch": 0, "other": 0}
+    assert api.counts() == {"get": 0, "list": 1, "watch": 4, "patch": 0, "create": 0, "other": 0}
     resumed_from = [r.query["resourceVersion"] for r in api.requests if r.kind == "watch"]
     assert resumed_from[1:] == [str(api.resource_version)] * 3
     assert watcher.healthy() and watcher.stats().failures == 0
@@ -635,7 +635,7 @@ def test_zero_requests_in_steady_state(api: KubeStandIn, watcher: NodeWatcher, p
         result = publisher.sync(DESIRED)
         assert result.ok and not result.patched and result.patch is None
     assert api.counts() == before  # no PATCH, and no GET/LIST either: nothing polls
-    assert before == {"get": 0, "list": 1, "watch": 1, "patch": 1, "other": 0}
+    assert before == {"get": 0, "list": 1, "watch": 1, "patch": 1, "create": 0, "other": 0}
 
 
 def test_no_second_patch_while_the_watch_lags(api: KubeStandIn, watcher: NodeWatcher, api_client: Any) -> None:
@@ -749,3 +749,46 @@ def test_nothing_is_sent_before_the_node_is_observed(api: KubeStandIn, api_clien
     result = NodeLabelPublisher(api_client, unsynced, prefix=PREFIX).sync(DESIRED)
     assert result.error is not None and result.error.reason == "NotObserved"
     assert api.count() == 0
+
+
+# --- the status and event requests are those of CoreV1Api / EventsV1Api ------------------------------
+
+
+def test_status_patch_is_that_of_core_v1_api(
+    api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = record_requests(api_client, monkeypatch)
+    body = {"status": {"conditions": [{"type": "RDMAReady", "status": "True", "reason": "RDMAReady", "message": "m",
+                                       "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}  # fmt: skip
+    options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_content_type": STRATEGIC_MERGE_PATCH,
+                               "_preload_content": False, "_request_timeout": (2.0, 2.0)}  # fmt: skip
+    answers = [read(impl(api_client).patch_node_status(NODE, body, **options)) for impl in (client.CoreV1Api, NodeApi)]
+    assert answers[0] == answers[1] and answers[0]["status"]["conditions"][-1]["type"] == "RDMAReady"
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert urlsplit(sent[0][1]).path == f"/api/v1/nodes/{NODE}/status"
+
+
+def test_event_requests_are_those_of_events_v1_api(
+    api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = record_requests(api_client, monkeypatch)
+    event = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "", "namespace": "default"},
+             "eventTime": "2026-01-01T00:00:00.000001Z", "reportingController": "rdma-node-agent",
+             "reportingInstance": f"rdma-node-agent-{NODE}", "action": "CheckReadiness", "reason": "RDMAReady",
+             "type": "Normal", "note": "n",
+             "regarding": {"kind": "Node", "apiVersion": "v1", "name": NODE, "uid": NODE}}  # fmt: skip
+    series = {"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000001Z"}}
+    events_v1: Any = client.EventsV1Api(api_client)  # (typed for its model; it takes a dict as well)
+    ours = NodeApi(api_client)
+    options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_preload_content": False}
+    read(events_v1.create_namespaced_event("default", {**event, "metadata": {"name": "a.1", "namespace": "default"}},
+                                           **options))  # fmt: skip
+    read(ours.create_event("default", {**event, "metadata": {"name": "a.2", "namespace": "default"}}, **options))
+    read(events_v1.patch_namespaced_event("a.1", "default", series, _content_type=MERGE_PATCH, **options))
+    read(ours.patch_event("default", "a.2", series, **options))
+    # Same method, URL shape, query and headers (the generated client re-encodes eventTime from its model).
+    shapes = [(r[0], urlsplit(r[1]).path.rsplit(".", 1)[0], urlsplit(r[1]).query, r[2]) for r in sent]
+    assert shapes[0] == shapes[1] and shapes[2] == shapes[3], shapes
+    assert ("Content-Type", MERGE_PATCH) in shapes[2][3] and not any(h == "Content-Type" for h, _ in shapes[0][3])
+    assert [e["series"]["count"] for e in api.events() if "series" in e] == [2, 2]

@@ -18,7 +18,7 @@ from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
 from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout
 from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure
-from agent.publish.kube.watch import NodeWatcher, ObservedNode, compare_resource_versions
+from agent.publish.kube.watch import FreshView, NodeWatcher, ObservedNode
 
 # One logger for the whole package, so that log lines keep naming agent.publish.kube.
 logger = logging.getLogger(__package__)
@@ -48,14 +48,6 @@ class SyncResult:
         return self.patch is not None and self.error is None
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """Our last successful patch, until the watch has delivered it (or something newer)."""
-
-    before: str  # the watched resourceVersion the patch was computed from
-    node: ObservedNode  # the server's answer to the patch
-
-
 class NodeLabelPublisher:
     """Keeps the agent's labels on its Node equal to the desired ones, one merge patch per change."""
 
@@ -71,25 +63,13 @@ class NodeLabelPublisher:
         self._watcher = watcher
         self._prefix = prefix
         self._request_timeout = RequestTimeout(*request_timeout)
-        self._pending: _Pending | None = None
+        self._view = FreshView(watcher)
         self._lock = threading.Lock()
 
     def current(self) -> ObservedNode | None:
         """The freshest view of the Node: the watch's, or our own patch's answer while the watch lags."""
         with self._lock:
-            return self._current()
-
-    def _current(self) -> ObservedNode | None:
-        watched = self._watcher.observed()
-        pending = self._pending
-        if pending is None or watched is None:
-            return watched
-        order = compare_resource_versions(watched.resource_version, pending.node.resource_version)
-        caught_up = order >= 0 if order is not None else watched.resource_version != pending.before
-        if caught_up:
-            self._pending = None
-            return watched
-        return pending.node
+            return self._view.current()
 
     def sync(self, desired: Mapping[str, str]) -> SyncResult:
         """Make the Node's labels under our prefix equal ``desired``: zero requests when they already are,
@@ -101,7 +81,7 @@ class NodeLabelPublisher:
         valid, skipped = _publishable(desired, self._prefix)
         for key, reason in skipped:
             logger.warning("not publishing label %s: %s", key, reason)
-        node = self._current()
+        node = self._view.current()
         if node is None:
             failure = ApiFailure(status=None, reason="NotObserved",
                                  message=f"node {self._watcher.name} is not known yet (watch not synced)")  # fmt: skip
@@ -125,11 +105,11 @@ class NodeLabelPublisher:
                 response.release_conn()
         except TRANSPORT_ERRORS as err:
             failure = describe_failure(err)
-            self._pending = None  # whatever happened, trust only the watch from now on
+            self._view.forget()
             log = logger.error if failure.status == 422 else logger.warning
             log("patching labels of node %s failed: %s%s", self._watcher.name, failure, _advice(failure))
             return SyncResult(patch=body, error=failure, skipped=skipped)
-        self._pending = _Pending(before=node.resource_version, node=ObservedNode.from_object(answer))
+        self._view.wrote(node, answer)
         logger.info("labels of node %s patched: %s", self._watcher.name, json.dumps(body, sort_keys=True))
         return SyncResult(patch=body, skipped=skipped)
 

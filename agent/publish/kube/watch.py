@@ -35,6 +35,7 @@ WATCH_TIMEOUT_RANGE: tuple[int, int] = (300, 600)
 WATCH_READ_MARGIN = 30.0
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_CONDITIONS: Mapping[str, Mapping[str, str]] = MappingProxyType({})
 
 # The client's Watch is untyped.
 _Watch = cast(Any, Watch)
@@ -49,6 +50,14 @@ def _frozen(value: Any) -> Mapping[str, str]:
     return MappingProxyType({str(k): str(v) for k, v in sorted(value.items())})
 
 
+def _conditions(value: Any) -> Mapping[str, Mapping[str, str]]:
+    if not isinstance(value, list) or not value:
+        return _NO_CONDITIONS
+    out = {str(c["type"]): _frozen({k: v for k, v in c.items() if v is not None})
+           for c in value if isinstance(c, Mapping) and c.get("type")}  # fmt: skip
+    return MappingProxyType(out)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ObservedNode:
     """The parts of our Node the agent reads, as last seen (read-only mappings)."""
@@ -59,6 +68,8 @@ class ObservedNode:
     capacity: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # quantities as written ("8", "1k")
     allocatable: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     resource_version: str = ""
+    # status.conditions by type, each as written ({"status": "True", "reason": …, "lastHeartbeatTime": …}).
+    conditions: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: _NO_CONDITIONS)
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ObservedNode:
@@ -72,6 +83,7 @@ class ObservedNode:
             capacity=_frozen(status.get("capacity")),
             allocatable=_frozen(status.get("allocatable")),
             resource_version=str(meta.get("resourceVersion", "")),
+            conditions=_conditions(status.get("conditions")),
         )
 
 
@@ -317,3 +329,41 @@ def _shutdown(response: Any) -> None:
 
 def _stats_dict(stats: WatcherStats) -> dict[str, Any]:
     return {name: getattr(stats, name) for name in WatcherStats.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A successful write of ours, until the watch has delivered it (or something newer)."""
+
+    before: str  # the watched resourceVersion the write was computed from
+    node: ObservedNode  # the server's answer to the write
+
+
+class FreshView:
+    """The freshest view of the Node for a writer: the watch's, or the answer to the writer's own last
+    patch while the watch has not delivered it yet (so the next cycle does not write the same again).
+    Not thread-safe: each writer holds its own and serializes its calls."""
+
+    def __init__(self, watcher: NodeWatcher) -> None:
+        self.watcher = watcher
+        self._pending: _Pending | None = None
+
+    def current(self) -> ObservedNode | None:
+        watched = self.watcher.observed()
+        pending = self._pending
+        if pending is None or watched is None:
+            return watched
+        order = compare_resource_versions(watched.resource_version, pending.node.resource_version)
+        caught_up = order >= 0 if order is not None else watched.resource_version != pending.before
+        if caught_up:
+            self._pending = None
+            return watched
+        return pending.node
+
+    def wrote(self, before: ObservedNode, answer: Mapping[str, Any]) -> None:
+        """Our patch computed from ``before`` succeeded and the server answered ``answer``."""
+        self._pending = _Pending(before=before.resource_version, node=ObservedNode.from_object(answer))
+
+    def forget(self) -> None:
+        """A write failed: whatever happened, trust only the watch from now on."""
+        self._pending = None
