@@ -70,7 +70,7 @@ class Plan:
         return cls(vm_sizes=(1, 8, 64), vm_repeats=15, scale_sizes=(1, 8, 64, 256, 1024, 2048),
                    scale_min_repeats=5, scale_max_repeats=50, scale_min_seconds=2.0, nics=8, reconciles=10_000,
                    reconcile_chunk=1_000, traced=2_000, scrapes=100, exporter_scrapes=100, scrape_devices=2_000,
-                   scrapers=50, per_scraper=4, solo_scrapes=10, kube_cycles=120, watch_timeout=1, hostile_devices=2_000,
+                   scrapers=50, per_scraper=4, solo_scrapes=10, kube_cycles=100, watch_timeout=1, hostile_devices=2_000,
                    accepts=1_000, idle=3_000, probes=200)  # fmt: skip
 
     @classmethod

@@ -14,6 +14,7 @@ from agent.model import (
     EnforcementState,
     ModprobeOption,
     NetnsMode,
+    NodeCondition,
     NodeSnapshot,
     PciFunction,
     Problem,
@@ -146,7 +147,12 @@ def status_document(state: AgentState) -> dict[str, Any]:
         resources=[{"name": r.name, "capacity": r.capacity, "allocatable": r.allocatable} for r in state.resources],
         selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
         more_problems=state.problems,
+        condition=_condition(state.condition),
     )
+
+
+def _condition(c: NodeCondition | None) -> dict[str, str] | None:
+    return None if c is None else {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
 
 
 def snapshot_to_dict(
@@ -156,6 +162,7 @@ def snapshot_to_dict(
     resources: list[dict[str, Any]] | None = None,
     selectors: list[dict[str, Any]] | None = None,
     more_problems: tuple[Problem, ...] = (),
+    condition: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     problems = s.problems + (enforcement.problems if enforcement else ()) + more_problems
     return {
@@ -191,6 +198,7 @@ def snapshot_to_dict(
         "enforcement": _enforcement(enforcement),
         "resources": resources,
         "selectors": selectors or [],
+        "condition": condition,
         "problems": [_problem(p) for p in problems],
     }
 
@@ -215,6 +223,7 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
         _devices(s),
         _functions(s),
         _resources(state, kubernetes),
+        _condition_lines(state.condition),
         _problems(problems),
     )
     return "\n".join(line for section in sections for line in section) + "\n"
@@ -298,6 +307,13 @@ def _resources(state: AgentState, kubernetes: bool) -> list[str]:
         selectors: list[list[object]] = [[m.resource, m.summary, m.matched] for m in state.selectors]
         lines.extend("  " + line for line in _table(("RESOURCE", "SELECTOR", "MATCHED DEVICES"), selectors))
     return [*lines, ""]
+
+
+def _condition_lines(c: NodeCondition | None) -> list[str]:
+    """The RDMAReady condition as ``kubectl describe node`` would show it."""
+    if c is None:
+        return []
+    return [f"Node condition {c.type}: {c.status} ({c.reason})", f"  {c.message}", ""]
 
 
 def _problems(problems: Sequence[Problem]) -> list[str]:

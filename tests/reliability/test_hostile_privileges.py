@@ -2,24 +2,15 @@
 default) runs without NET_ADMIN and with /etc/modprobe.d read-only; metrics are not served in clear
 to the network (the agent listens on loopback, kube-rbac-proxy answers with TLS and authorization);
 the admission policy bounds the labels under the prefix and the ownership annotation's size. The
-rendering and the CEL evaluation are tests/unit/test_manifests.py's."""
+rendering is tests/manifests.py's, the CEL evaluation tests/unit/test_admission_policy.py's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from agent.settings import parse_bind_address
-from tests.unit.test_manifests import (
-    MANIFESTS,
-    Policy,
-    _node,
-    _request,
-    agent_config,
-    container,
-    kustomize,
-    kustomize_with,
-    one,
-)
+from tests.manifests import MANIFESTS, agent_config, container, kustomize, kustomize_with, one
+from tests.unit.test_admission_policy import Policy, _node, _request
 
 
 def test_the_default_install_has_no_capability_and_no_writable_host_path(tmp_path: Path) -> None:

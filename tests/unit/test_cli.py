@@ -36,6 +36,7 @@ def test_status_text_says_no_rdma_netlink(capsys: pytest.CaptureFixture[str]) ->
     assert "RDMA netlink: unavailable" in out and "EPROTONOSUPPORT" in out
     assert "no RDMA netlink: ib_core is not loaded" in out
     assert "RDMA devices: none" in out
+    assert "Node condition RDMAReady: False (NoRdmaNetlink)\n  rdma_device_present: no RDMA device" in out
 
 
 def test_status_json_is_valid_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,6 +46,7 @@ def test_status_json_is_valid_and_says_so(capsys: pytest.CaptureFixture[str]) ->
     assert (doc["netlink_available"], doc["devices"], doc["netns_mode"]) == (False, [], None)
     assert doc["enforcement"]["desired"] == "unmanaged" and doc["enforcement"]["plan"] == []
     assert [p["code"] for p in doc["problems"]] == ["no_rdma_netlink"]
+    assert doc["condition"]["status"] == "False" and doc["condition"]["reason"] == "NoRdmaNetlink"
 
 
 def test_status_plan_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,7 +93,7 @@ def test_status_shows_allocatable_and_why_zero(
                 "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")), "--node-name", "gpu-1",
                 "--device-plugin-config", str(DEVICE_PLUGIN / "spiderpool-default.json")]  # fmt: skip
         assert main(argv, env={}) == 0
-        assert api.count("patch") == 0  # status never writes
+        assert api.count("patch") == 0 and api.count("create") == 0  # status never writes
     doc = json.loads(capsys.readouterr().out)
     jsonschema.validate(doc, load_schema())
     assert doc["resources"] == [{"name": resource, "capacity": 0, "allocatable": 0}]

@@ -1,7 +1,7 @@
 """manifests/ (kustomize): renders with `kubectl kustomize`, every object valid against the Kubernetes
 schemas (1.30 and the newest kubernetes-validate ships), least privilege of the DaemonSet and RBAC,
-args/env/config/mounts held to the agent's real settings, and the ValidatingAdmissionPolicy's CEL
-evaluated on allowed and denied Node updates.
+and args/env/config/mounts held to the agent's real settings (the admission policy's CEL:
+test_admission_policy.py).
 
 kubectl (with its built-in kustomize) renders the manifests. Without it these tests skip with a
 reason, except under CI=true or RNA_REQUIRE_KUBECTL=1, where they fail.
@@ -11,95 +11,42 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import celpy
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
-from celpy import celtypes
-from celpy.adapter import json_to_cel
-from celpy.evaluation import CELEvalError
 
 import agent
-from agent.cli import build_parser, config_from
 from agent.config import Config
 from agent.discover.procfs import OFED_INFO_SCRIPT
 from agent.errors import ConfigError
-from agent.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, parse_bind_address
-from tests.host import required_tool
-
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "manifests"
-NAMESPACE = "rdma-node-agent"
-IMAGE = "ghcr.io/spidernet-io/rdma-node-agent"
-CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent.settings.load_config)
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-COMPONENTS = ("reboot-sentinel", "nfd-features")
-MANAGED = ("netns-shared",)  # the mode managed: NET_ADMIN and a writable /etc/modprobe.d
-PLAIN = ("monitoring", "metrics-plain-http")  # metrics without kube-rbac-proxy (after monitoring: it patches it)
-MONITORING = ("monitoring",)  # the ServiceMonitor and the PrometheusRule
-Obj = dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rendering.
-
-
-def _kubectl() -> str:
-    return required_tool("kubectl", env="RNA_REQUIRE_KUBECTL", install="CI needs it to render manifests/")
-
-
-def kustomize(directory: Path) -> list[Obj]:
-    result = subprocess.run([_kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def kustomize_with(tmp: Path, components: tuple[str, ...], resource: str = "manifests") -> list[Obj]:
-    """The manifests plus components, as a user's own kustomization would add them. kustomize wants
-    paths relative to the kustomization."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    rel = Path(os.path.relpath(REPO, tmp))
-    (tmp / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [str(rel / resource)],
-                "components": [str(rel / "manifests" / "components" / c) for c in components],
-            }
-        )
-    )
-    return kustomize(tmp)
+from agent.settings import SETTINGS, SETTINGS_BY_KEY, parse_bind_address
+from tests.manifests import (
+    COMPONENTS,
+    CONFIG_ENV,
+    CRD_KINDS,
+    IMAGE,
+    MANAGED,
+    MANIFESTS,
+    MONITORING,
+    NAMESPACE,
+    PLAIN,
+    REPO,
+    Obj,
+    agent_config,
+    container,
+    kustomize,
+    kustomize_with,
+    one,
+)
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[Obj]:
     return kustomize(MANIFESTS)
-
-
-POLICY = "rdma-node-agent-own-node-labels"
-
-
-def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
-    """The object of ``kind`` named ``name`` (default: the agent's own of that kind; a ConfigMap's
-    generated name has a hash: any one)."""
-    name = name or (POLICY if kind.startswith("ValidatingAdmissionPolicy") else "rdma-node-agent")
-    found = [o for o in objects if o["kind"] == kind and (kind == "ConfigMap" or o["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
-def container(objects: list[Obj], name: str = "agent") -> Obj:
-    containers = one(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] in (["agent", "kube-rbac-proxy"], ["agent"])
-    result: Obj = next(c for c in containers if c["name"] == name)
-    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,6 +62,8 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
         ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
         ("DaemonSet", "rdma-node-agent"),
         ("Namespace", "rdma-node-agent"),
+        ("Role", "rdma-node-agent-events"),
+        ("RoleBinding", "rdma-node-agent-events"),
         ("Service", "rdma-node-agent"),
         ("ServiceAccount", "rdma-node-agent"),
         ("ValidatingAdmissionPolicy", "rdma-node-agent-own-node-labels"),
@@ -128,7 +77,9 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
                       "ValidatingAdmissionPolicyBinding"}  # fmt: skip
     for obj in rendered:
-        assert obj["metadata"].get("namespace") == (None if obj["kind"] in cluster_scoped else NAMESPACE), obj["kind"]
+        # Events about a Node live where the kubelet puts them: the Role for them is in "default".
+        namespace = "default" if obj["metadata"]["name"] == "rdma-node-agent-events" else NAMESPACE
+        assert obj["metadata"].get("namespace") == (None if obj["kind"] in cluster_scoped else namespace), obj["kind"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "rdma-node-agent", obj["kind"]
 
 
@@ -163,7 +114,7 @@ def test_every_object_is_valid_for_kubernetes(version: str, tmp_path_factory: py
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{variant}: {obj['kind']} {obj['metadata']['name']} is invalid for {version}: {err}")
             checked += 1
-    assert checked == 4 * 11 + 9  # the plain-http variant has no kube-rbac-proxy role and binding
+    assert checked == 4 * 13 + 11  # the plain-http variant has no kube-rbac-proxy role and binding
 
 
 def test_schema_validation_is_strict() -> None:
@@ -179,9 +130,19 @@ def test_schema_validation_is_strict() -> None:
 # Least privilege.
 
 
-def test_rbac_is_nodes_get_list_watch_patch_only(rendered: list[Obj]) -> None:
+def test_rbac_is_its_node_its_node_status_and_events(rendered: list[Obj]) -> None:
     role = one(rendered, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+    ]
+    events = one(rendered, "Role", "rdma-node-agent-events")
+    assert events["metadata"]["namespace"] == "default"  # the kubelet's namespace for Node events
+    assert events["rules"] == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]
+    events_binding = one(rendered, "RoleBinding", "rdma-node-agent-events")
+    assert events_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                         "name": "rdma-node-agent-events"}  # fmt: skip
+    assert events_binding["subjects"] == one(rendered, "ClusterRoleBinding")["subjects"]
     binding = one(rendered, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -301,49 +262,6 @@ def _mebibytes(quantity: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # The DaemonSet against the agent's real command line, settings and paths.
-
-
-def _env(agent_container: Obj) -> dict[str, str]:
-    """The container's environment as the agent sees it (downward-API values filled in)."""
-    env: dict[str, str] = {}
-    for item in agent_container.get("env", []):
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, item
-            env[item["name"]] = "gpu-a"
-    return env
-
-
-def _config_files(objects: list[Obj], agent_container: Obj, tmp: Path) -> dict[str, Path]:
-    """Mount the ConfigMaps of the pod into ``tmp``: container path → file."""
-    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
-    volumes = {v["name"]: v for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
-    files: dict[str, Path] = {}
-    for mount in agent_container["volumeMounts"]:
-        source = volumes[mount["name"]].get("configMap")
-        if source is None or source["name"] not in configmaps:  # an optional ConfigMap not installed
-            continue
-        for key, text in configmaps[source["name"]]["data"].items():
-            path = tmp / mount["name"] / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            files[f"{mount['mountPath']}/{key}"] = path
-    return files
-
-
-def agent_config(objects: list[Obj], tmp: Path) -> Config:
-    """The Config the agent in this pod starts with: its args, env and mounted config file, parsed by
-    the agent's own parser and loader (any unknown flag or setting, or a bad value, raises)."""
-    agent_container = container(objects)
-    args = build_parser().parse_args(["run", *agent_container.get("args", [])])
-    env = _env(agent_container)
-    files = _config_files(objects, agent_container, tmp)
-    config_path = str(args.config) if args.config is not None else env.get(CONFIG_ENV)
-    assert config_path in files, f"--config {config_path} is not a mounted ConfigMap key ({sorted(files)})"
-    args.config = files[config_path]
-    local_env = {k: v for k, v in env.items() if k != CONFIG_ENV}
-    return config_from(args, local_env)
 
 
 VARIANTS = {"base": (), "reboot-sentinel": ("reboot-sentinel",), "nfd-features": ("nfd-features",),
@@ -553,204 +471,3 @@ def test_nfd_overlay_only_adds_the_node_selector(rendered: list[Obj]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The admission policy, evaluated.
-
-
-class Policy:
-    """Evaluates a ValidatingAdmissionPolicy as the API server does: matchConditions, then the
-    variables in order, then every validation; a request is allowed when all validations hold."""
-
-    def __init__(self, policy: Obj) -> None:
-        self.spec = policy["spec"]
-        self._env = celpy.Environment()
-
-    def _eval(self, expression: str, activation: Mapping[str, Any]) -> Any:
-        program = self._env.program(self._env.compile(expression))
-        return program.evaluate({k: json_to_cel(v) for k, v in activation.items()})
-
-    def applies(self, request: Obj) -> bool:
-        return all(bool(self._eval(c["expression"], {"request": request})) for c in self.spec["matchConditions"])
-
-    def denials(self, request: Obj, obj: Obj | None, old: Obj | None) -> list[str]:
-        """Messages of the validations that fail (an evaluation error also denies: failurePolicy Fail)."""
-        assert self.spec["failurePolicy"] == "Fail"
-        activation: dict[str, Any] = {"request": request, "object": obj, "oldObject": old}
-        variables: dict[str, Any] = {}
-        for variable in self.spec["variables"]:
-            activation["variables"] = variables
-            try:
-                variables[variable["name"]] = _plain(self._eval(variable["expression"], activation))
-            except CELEvalError:
-                variables[variable["name"]] = None
-        activation["variables"] = variables
-        denied = []
-        for validation in self.spec["validations"]:
-            try:
-                ok = bool(self._eval(validation["expression"], activation))
-            except CELEvalError:
-                ok = False
-            if not ok:
-                denied.append(" ".join(validation["message"].split()))
-        return denied
-
-
-def _plain(value: Any) -> Any:
-    """A CEL value back to JSON-like Python, for the next activation."""
-    if isinstance(value, celtypes.BoolType):
-        return bool(value)
-    if isinstance(value, celtypes.StringType):
-        return str(value)
-    return value
-
-
-AGENT = "system:serviceaccount:rdma-node-agent:rdma-node-agent"
-NODE_EXTRA = "authentication.kubernetes.io/node-name"
-
-
-def _request(operation: str = "UPDATE", user: str = AGENT, node: str | None = "gpu-a", **extra: Any) -> Obj:
-    user_info: Obj = {"username": user, "groups": ["system:serviceaccounts", "system:authenticated"]}
-    if node is not None:
-        user_info["extra"] = {NODE_EXTRA: [node], "authentication.kubernetes.io/pod-name": ["rdma-node-agent-x7k2p"]}
-    return {"operation": operation, "userInfo": user_info, **extra}
-
-
-def _node(*, labels: Mapping[str, str | None] | None = None, edits: Mapping[str, Any] | None = None) -> Obj:
-    """A Node as the API server holds it, with labels and annotations the agent must not touch;
-    ``labels`` adds, changes or (None) removes labels, ``edits`` sets (None: removes) dotted paths."""
-    node: Obj = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": "gpu-a",
-            "labels": {
-                "kubernetes.io/hostname": "gpu-a",
-                "feature.node.kubernetes.io/pci-15b3.present": "true",
-                "rdma.spidernet.io/ready": "true",
-            },
-            "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "rdma.spidernet.io/owned-labels": "rdma.spidernet.io/ready",
-            },
-        },
-        "spec": {"podCIDR": "10.244.1.0/24", "taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
-    }
-    for key, value in (labels or {}).items():
-        if value is None:
-            del node["metadata"]["labels"][key]
-        else:
-            node["metadata"]["labels"][key] = value
-    for path, value in (edits or {}).items():
-        *parents, leaf = path.split(".")
-        target = node
-        for part in parents:
-            target = target[part]
-        if value is None:
-            target.pop(leaf, None)
-        else:
-            target[leaf] = value
-    return node
-
-
-def _many(count: int) -> dict[str, str | None]:
-    """``count`` labels under the prefix besides the Node's ``rdma.spidernet.io/ready``."""
-    return {f"rdma.spidernet.io/pci-15b3-{i:04x}.present": "true" for i in range(count)}
-
-
-def _owned(size: int) -> dict[str, str]:
-    value = ",".join(f"rdma.spidernet.io/k{i:05d}" for i in range(size // 24 + 1))[:size]
-    return {"node.alpha.kubernetes.io/ttl": "0", "rdma.spidernet.io/owned-labels": value}
-
-
-OWN = "Node its pod runs on"
-COUNT = "at most 64 labels"
-SIZE = "at most 8192 bytes"
-LABELS = "labels under its prefix"
-ANNOTATIONS = "annotations under its prefix"
-SPEC = "spec"
-VERB = "only update"
-TTL_30 = {"node.alpha.kubernetes.io/ttl": "30", "rdma.spidernet.io/owned-labels": "rdma.spidernet.io/ready"}
-OWNED_AB = {
-    "node.alpha.kubernetes.io/ttl": "0",
-    "rdma.spidernet.io/owned-labels": "rdma.spidernet.io/a,rdma.spidernet.io/b",
-}
-
-# (case, request, new object, old object, denials expected: substrings of the failing messages)
-CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
-    ("no change", _request(), _node(), _node(), set()),
-    ("add a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/mode": "shared"}), _node(), set()),
-    ("change a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/ready": "false"}), _node(), set()),
-    ("remove a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/ready": None}), _node(), set()),
-    ("first labels on a Node without any", _request(),
-     _node(edits={"metadata.labels": {"rdma.spidernet.io/ready": "true"}}), _node(edits={"metadata.labels": None}),
-     set()),
-    ("ownership annotation", _request(), _node(edits={"metadata.annotations": OWNED_AB}), _node(), set()),
-    ("another node", _request(node="gpu-b"), _node(labels={"rdma.spidernet.io/ready": "false"}), _node(), {OWN}),
-    ("a token without the node (static token)", _request(node=None), _node(), _node(), {OWN}),
-    ("change a label outside the prefix", _request(), _node(labels={"kubernetes.io/hostname": "evil"}), _node(),
-     {LABELS}),
-    ("add a label outside the prefix", _request(), _node(labels={"node-role.kubernetes.io/control-plane": ""}),
-     _node(), {LABELS}),
-    ("remove a label outside the prefix", _request(),
-     _node(labels={"feature.node.kubernetes.io/pci-15b3.present": None}), _node(), {LABELS}),
-    ("a key that only starts like the prefix", _request(), _node(labels={"rdma.spidernet.io.evil.com/x": "1"}),
-     _node(), {LABELS}),
-    ("change an annotation outside the prefix", _request(), _node(edits={"metadata.annotations": TTL_30}), _node(),
-     {ANNOTATIONS}),
-    ("remove a taint", _request(), _node(edits={"spec.taints": None}), _node(), {SPEC}),
-    ("cordon", _request(), _node(edits={"spec.unschedulable": True}), _node(), {SPEC}),
-    ("add a finalizer", _request(), _node(edits={"metadata.finalizers": ["example.com/keep"]}), _node(), {SPEC}),
-    ("delete the Node", _request("DELETE"), None, _node(), {VERB}),
-    ("create a Node", _request("CREATE"), _node(), None, {VERB}),
-    ("update the status subresource", _request(subResource="status"), _node(), _node(), {VERB}),
-    ("64 labels under the prefix", _request(), _node(labels=_many(63)), _node(), set()),
-    ("65 labels under the prefix", _request(), _node(labels=_many(64)), _node(), {COUNT}),
-    ("an 8,192-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8192)}), _node(),
-     set()),
-    ("an 8,193-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8193)}), _node(),
-     {SIZE}),
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def policy(rendered: list[Obj]) -> Policy:
-    return Policy(one(rendered, "ValidatingAdmissionPolicy"))
-
-
-@pytest.mark.parametrize(("case", "request_", "obj", "old", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_admission_policy(
-    policy: Policy, case: str, request_: Obj, obj: Obj | None, old: Obj | None, expected: set[str]
-) -> None:
-    assert policy.applies(request_)
-    denials = policy.denials(request_, obj, old)
-    assert {e for e in expected if any(e in d for d in denials)} == expected, denials
-    if not expected:
-        assert denials == [], case
-    else:
-        assert len(denials) == len(expected), denials  # denied for that reason, not by accident
-
-
-@pytest.mark.parametrize(
-    ("user", "applies"),
-    [
-        (AGENT, True),
-        ("system:serviceaccount:rdma-system:rdma-node-agent", True),  # installed in another namespace
-        ("system:serviceaccount:kube-system:rdma-node-agent-other", False),
-        ("system:node:gpu-a", False),  # kubelet: the Node authorizer's business, not ours
-        ("kubernetes-admin", False),
-    ],
-)
-def test_admission_policy_matches_only_the_agent(policy: Policy, user: str, applies: bool) -> None:
-    assert policy.applies(_request(user=user)) is applies
-
-
-def test_admission_policy_binding_and_prefix(rendered: list[Obj], tmp_path: Path) -> None:
-    policy = one(rendered, "ValidatingAdmissionPolicy")
-    binding = one(rendered, "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert "Deny" in binding["spec"]["validationActions"]
-    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    prefix = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "prefix")
-    assert prefix == repr(agent_config(rendered, tmp_path).label_prefix)  # the CEL string literal
-    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
-        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["*"], "resources": ["nodes", "nodes/*"]}
-    ]

@@ -254,3 +254,17 @@ def test_the_stage_records_transitions_only(api: KubeStandIn, recorder: tuple[Ev
     assert rec.flush()
     assert [e["reason"] for e in api.events()] == ["RDMANotReady", "RDMAReady"]
     assert rec.stats.by_reason == {"RDMANotReady": 1, "RDMAReady": 1}
+
+
+@pytest.mark.parametrize(("prev", "now", "expected"), [c[1:] for c in TRANSITIONS if c[3]],
+                         ids=[c[0] for c in TRANSITIONS if c[3]])  # fmt: skip
+def test_each_transition_reaches_the_server_as_a_valid_event(
+    api: KubeStandIn, recorder: tuple[EventRecorder, Clock], prev: AgentState, now: AgentState, expected: list[str]
+) -> None:
+    rec, _ = recorder
+    stage = EventsStage(rec)
+    stage(prev)
+    stage(now)
+    assert rec.flush()
+    assert [e["reason"] for e in api.events("default")] == expected
+    assert rec.stats.failed == 0

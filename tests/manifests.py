@@ -1,0 +1,122 @@
+"""Rendering manifests/ with kustomize and reading what a pod of it would run with: shared by the
+manifest, admission-policy and Helm chart tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.cli import build_parser, config_from
+from agent.config import Config
+from agent.settings import ENV_PREFIX
+from tests.host import required_tool
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = REPO / "manifests"
+NAMESPACE = "rdma-node-agent"
+IMAGE = "ghcr.io/spidernet-io/rdma-node-agent"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"  # --config as an environment variable (agent.settings.load_config)
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+COMPONENTS = ("reboot-sentinel", "nfd-features")
+MANAGED = ("netns-shared",)  # the mode managed: NET_ADMIN and a writable /etc/modprobe.d
+PLAIN = ("monitoring", "metrics-plain-http")  # metrics without kube-rbac-proxy (after monitoring: it patches it)
+MONITORING = ("monitoring",)  # the ServiceMonitor and the PrometheusRule
+Obj = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering.
+
+
+def kubectl() -> str:
+    return required_tool("kubectl", env="RNA_REQUIRE_KUBECTL", install="CI needs it to render manifests/")
+
+
+def kustomize(directory: Path) -> list[Obj]:
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def kustomize_with(tmp: Path, components: tuple[str, ...], resource: str = "manifests") -> list[Obj]:
+    """The manifests plus components, as a user's own kustomization would add them. kustomize wants
+    paths relative to the kustomization."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(REPO, tmp))
+    (tmp / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(rel / resource)],
+                "components": [str(rel / "manifests" / "components" / c) for c in components],
+            }
+        )
+    )
+    return kustomize(tmp)
+
+
+POLICY = "rdma-node-agent-own-node-labels"
+
+
+def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
+    """The object of ``kind`` named ``name`` (default: the agent's own of that kind; a ConfigMap's
+    generated name has a hash: any one)."""
+    name = name or (POLICY if kind.startswith("ValidatingAdmissionPolicy") else "rdma-node-agent")
+    found = [o for o in objects if o["kind"] == kind and (kind == "ConfigMap" or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def container(objects: list[Obj], name: str = "agent") -> Obj:
+    containers = one(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] in (["agent", "kube-rbac-proxy"], ["agent"])
+    result: Obj = next(c for c in containers if c["name"] == name)
+    return result
+
+
+def container_env(agent_container: Obj) -> dict[str, str]:
+    """The container's environment as the agent sees it (downward-API values filled in)."""
+    env: dict[str, str] = {}
+    for item in agent_container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, item
+            env[item["name"]] = "gpu-a"
+    return env
+
+
+def config_files(objects: list[Obj], agent_container: Obj, tmp: Path) -> dict[str, Path]:
+    """Mount the ConfigMaps of the pod into ``tmp``: container path → file."""
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    files: dict[str, Path] = {}
+    for mount in agent_container["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source is None or source["name"] not in configmaps:  # an optional ConfigMap not installed
+            continue
+        for key, text in configmaps[source["name"]]["data"].items():
+            path = tmp / mount["name"] / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            files[f"{mount['mountPath']}/{key}"] = path
+    return files
+
+
+def agent_config(objects: list[Obj], tmp: Path) -> Config:
+    """The Config the agent in this pod starts with: its args, env and mounted config file, parsed by
+    the agent's own parser and loader (any unknown flag or setting, or a bad value, raises)."""
+    agent_container = container(objects)
+    args = build_parser().parse_args(["run", *agent_container.get("args", [])])
+    env = container_env(agent_container)
+    files = config_files(objects, agent_container, tmp)
+    config_path = str(args.config) if args.config is not None else env.get(CONFIG_ENV)
+    assert config_path in files, f"--config {config_path} is not a mounted ConfigMap key ({sorted(files)})"
+    args.config = files[config_path]
+    local_env = {k: v for k, v in env.items() if k != CONFIG_ENV}
+    return config_from(args, local_env)
