@@ -37,10 +37,12 @@ from agent.publish.status import all_problems, render_json, render_text
 from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
+    from agent.publish.kube.configmap import ConfigMapWatcher
     from agent.publish.kube.events import EventRecorder
     from agent.publish.kube.node_labels import NodeLabelPublisher
     from agent.publish.kube.node_status import ConditionPublisher
     from agent.publish.kube.watch import NodeWatcher
+    from agent.publish.plugin_source import PluginConfigSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PROBLEMS = 0, 1, 2, 3
 # After SIGTERM: how long the cycle thread and the Node watcher each get to finish. With the
@@ -116,16 +118,19 @@ def _status(config: Config, as_json: bool, fail_on: frozenset[str] | None = None
     read — its RDMA resources and why they are zero. Never changes the host or the Node. Exit 0,
     or 3 when ``fail_on`` is given and the report lists a problem it names (empty: any)."""
     try:
-        stages, closers, watcher = _publish_stages(config, labels=False)
+        publishing = _publish_stages(config, labels=False)
     except ConfigError as err:  # e.g. a kubeconfig but no NODE_NAME: report without Kubernetes
         logger.warning("status without Kubernetes: %s", err)
-        stages, closers, watcher = _publish_stages(replace(config, kubernetes=False), labels=False)
+        publishing = _publish_stages(replace(config, kubernetes=False), labels=False)
+    watcher = publishing.watcher
     try:
         if watcher is not None and not watcher.wait_synced(timeout=10):
             logger.warning("the Node was not read within 10 s: allocatable unknown")
-        state = Agent(replace(config, dry_run=True), stages=stages).run_once()
+        if publishing.configmap is not None and not publishing.configmap.wait_synced(timeout=10):
+            logger.warning("ConfigMap %s was not read within 10 s", publishing.configmap.ref)
+        state = Agent(replace(config, dry_run=True), stages=publishing.stages).run_once()
     finally:
-        for close in closers:
+        for close in publishing.closers:
             close()
     kubernetes = watcher is not None and watcher.observed() is not None
     sys.stdout.write(render_json(state) if as_json else render_text(state, kubernetes=kubernetes))
@@ -158,10 +163,32 @@ def _writers(config: Config, api: Any, watcher: NodeWatcher) -> _Writers:
     )
 
 
-def _publish_stages(
-    config: Config, *, labels: bool = True
-) -> tuple[list[Stage], list[Callable[[], None]], NodeWatcher | None]:
-    """The publishing stages for this configuration, what to stop on exit, the watcher. ``labels``:
+class _Publishing(NamedTuple):
+    """The publishing stages for a configuration, what to stop on exit, and the watchers."""
+
+    stages: list[Stage]
+    closers: list[Callable[[], None]]
+    watcher: NodeWatcher | None = None
+    configmap: ConfigMapWatcher | None = None  # the device plugin's ConfigMap
+
+
+def _plugin_source(config: Config, api: Any | None) -> tuple[PluginConfigSource | None, ConfigMapWatcher | None]:
+    """The device plugin's config: a file when one is configured, else its ConfigMap (through the API,
+    so only with Kubernetes), else none."""
+    from agent.publish.kube.configmap import ConfigMapWatcher
+    from agent.publish.plugin_source import ConfigMapSource, FileSource
+
+    if config.device_plugin_config is not None:
+        return FileSource(config.device_plugin_config), None
+    if config.device_plugin_configmap is None or api is None:
+        return None, None
+    namespace, name = config.device_plugin_configmap
+    watcher = ConfigMapWatcher(api, namespace, name).start()
+    return ConfigMapSource(watcher, config.device_plugin_configmap_key), watcher
+
+
+def _publish_stages(config: Config, *, labels: bool = True) -> _Publishing:
+    """The publishing stages for this configuration, what to stop on exit, the watchers. ``labels``:
     the agent runs (False: ``status``, which reads the Node but writes nothing).
 
     Without in-cluster config or a kubeconfig the agent runs without Kubernetes (a log line says
@@ -173,6 +200,7 @@ def _publish_stages(
     from agent.publish.stages import AllocatableStage, ConditionStage, EventsStage, LabelsStage
 
     watcher: NodeWatcher | None = None
+    api: Any | None = None
     writers = _Writers()
     closers: list[Callable[[], None]] = []
     if config.kubernetes:
@@ -186,9 +214,12 @@ def _publish_stages(
             watcher = started
             if labels:
                 writers = _writers(config, api, watcher)
+    source, configmap = _plugin_source(config, api)
+    if configmap is not None:
+        closers.append(lambda: configmap.stop(timeout=SHUTDOWN_WAIT_SECONDS))
     stages: list[Stage] = [
         PortsStage(config.link_down_ignore),
-        AllocatableStage(config.resource_prefixes, config.device_plugin_config, watcher),
+        AllocatableStage(config.resource_prefixes, source, watcher),
     ]
     features = config.features_file if labels and config.label_publisher == "nfd" else None
     if writers.labels is not None or features is not None:
@@ -202,7 +233,7 @@ def _publish_stages(
     if writers.events is not None:
         stages.append(EventsStage(writers.events))
         closers.append(lambda: writers.events.stop(timeout=SHUTDOWN_WAIT_SECONDS) if writers.events else None)
-    return stages, closers, watcher
+    return _Publishing(stages, closers, watcher, configmap)
 
 
 def features_lease(config: Config) -> float:
@@ -232,7 +263,7 @@ def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
 
 def _run(config: Config, once: bool) -> int:
     stop, wake = _install_signal_handlers()
-    stages, closers, _ = _publish_stages(config)
+    stages, closers, *_ = _publish_stages(config)
     try:
         return _serve(config, once, stages, stop, wake)
     finally:

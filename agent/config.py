@@ -112,7 +112,10 @@ class Config:
         None  # default: <host root>/etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent
     )
     resource_prefixes: tuple[str, ...] = ("spidernet.io/", "rdma/")
-    device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json
+    device_plugin_config: Path | None = None  # the RDMA shared device plugin's config.json, as a file
+    # ... or its ConfigMap (namespace, name), watched through the API; the file wins when both are set.
+    device_plugin_configmap: tuple[str, str] | None = ("kube-system", "spiderpool-rdma-shared-device-plugin")
+    device_plugin_configmap_key: str = "config.json"
     node_condition: bool = True  # publish the RDMAReady Node condition
     events: bool = True  # record Events about the Node
     node_condition_heartbeat_seconds: float = 3600.0  # rewrite the unchanged condition this often

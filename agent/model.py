@@ -280,6 +280,16 @@ class SelectorMatch:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PluginConfigState:
+    """Where the device plugin's config.json was read from this cycle, and whether it was
+    (agent.publish.plugin_source)."""
+
+    source: str  # "configmap" | "file"
+    ref: str  # NAMESPACE/NAME[:KEY] of the ConfigMap, or the file's path
+    loaded: bool  # read and parsed; False: a problem says why
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NodeCondition:
     """The Node condition the agent publishes (agent.publish.condition), without its timestamps."""
 
@@ -305,4 +315,7 @@ class AgentState:
     # link loss (RdmaPortLinkDown); an uncabled spare port is not among them.
     ports_expected_up: frozenset[str] = frozenset()
     condition: NodeCondition | None = None  # RDMAReady as published (or, in status, as it would be)
+    # The device plugin's config source (agent.publish.plugin_source); None: none configured, or the
+    # ConfigMap not listed yet.
+    plugin_config: PluginConfigState | None = None
     problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)

@@ -181,6 +181,27 @@ def _prefixes(text: str) -> tuple[str, ...]:
     return items
 
 
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_SUBDOMAIN = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+
+
+def _configmap_ref(text: str) -> tuple[str, str] | None:
+    """``NAMESPACE/NAME`` of a ConfigMap (a DNS label and a DNS subdomain, as the API server requires);
+    empty: none."""
+    if text.strip() == "":
+        return None
+    namespace, _, name = text.strip().partition("/")
+    if not re.fullmatch(_DNS_LABEL, namespace) or len(name) > 253 or not re.fullmatch(_DNS_SUBDOMAIN, name):
+        raise ValueError(f"expected NAMESPACE/NAME of a ConfigMap (lowercase DNS names), got {text!r}")
+    return namespace, name
+
+
+def _configmap_key(text: str) -> str:
+    if not re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", text):  # apimachinery IsConfigMapKey
+        raise ValueError(f"expected a ConfigMap key (letters, digits, '-', '_', '.'), got {text!r}")
+    return text
+
+
 def _globs(text: str) -> tuple[str, ...]:
     items = tuple(p.strip() for p in text.split(",") if p.strip())
     bad = [p for p in items if not re.fullmatch(r"[A-Za-z0-9_.:/*?\[\]!-]{1,64}", p)]
@@ -267,8 +288,13 @@ SETTINGS: tuple[Setting, ...] = (
             "host path of the NFD features.d file (label-publisher nfd)", host_path=True, status=False),
     Setting("resource-prefixes", "resource_prefixes", _prefixes,
             "extended resources to watch, by prefix (default spidernet.io/,rdma/)"),
+    Setting("device-plugin-configmap", "device_plugin_configmap", _configmap_ref,
+            "NAMESPACE/NAME of the RDMA shared device plugin's ConfigMap, read through the API "
+            "(default kube-system/spiderpool-rdma-shared-device-plugin, Spiderpool's); empty: none"),
+    Setting("device-plugin-configmap-key", "device_plugin_configmap_key", _configmap_key,
+            "the key of its config.json in that ConfigMap (default config.json)"),
     Setting("device-plugin-config", "device_plugin_config", _absolute_path,
-            "the RDMA shared device plugin's config.json (its ConfigMap, mounted)"),
+            "a file with the plugin's config.json instead of the ConfigMap (e.g. mounted)"),
     Setting("node-condition", "node_condition", parse_bool,
             "publish the RDMAReady Node condition (nodes/status), default true", status=False),
     Setting("events", "events", parse_bool, "record Events about the Node (events.k8s.io), default true", status=False),

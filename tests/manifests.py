@@ -120,3 +120,41 @@ def agent_config(objects: list[Obj], tmp: Path) -> Config:
     args.config = files[config_path]
     local_env = {k: v for k, v in env.items() if k != CONFIG_ENV}
     return config_from(args, local_env)
+
+
+# Labels node-feature-discovery's default configuration gives nodes (source/custom/static_features.go,
+# source/pci: by default only classes 03, 0b40 and 12 get pci-<class>_<vendor> labels), and whether
+# the agent belongs there: a ConnectX node with NFD >= 0.14, the same with an older NFD (or NFD's
+# sample NodeFeatureRule), a GPU-only node, a Soft-RoCE-only node.
+_NFD_COMMON = {
+    "feature.node.kubernetes.io/kernel-version.major": "6",
+    "feature.node.kubernetes.io/cpu-model.vendor_id": "AMD",
+}
+NFD_NODES: list[tuple[dict[str, str], bool]] = [
+    ({**_NFD_COMMON, "feature.node.kubernetes.io/rdma.capable": "true",
+      "feature.node.kubernetes.io/rdma.available": "true", "feature.node.kubernetes.io/pci-0300_10de.present": "true"},
+     True),
+    ({**_NFD_COMMON, "feature.node.kubernetes.io/custom-rdma.capable": "true"}, True),
+    ({**_NFD_COMMON, "feature.node.kubernetes.io/pci-0300_10de.present": "true"}, False),
+    ({**_NFD_COMMON, "feature.node.kubernetes.io/rdma.available": "true"}, False),  # rdma_rxe, no 15b3 device
+]  # fmt: skip
+
+
+def _requirement(expression: Obj, labels: dict[str, str]) -> bool:
+    key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    raise AssertionError(f"operator {operator} not modelled")
+
+
+def affinity_selects(affinity: Obj, labels: dict[str, str]) -> bool:
+    """Whether a pod with this ``affinity`` may be scheduled on a node with ``labels`` (required
+    node affinity: the terms are ORed, the expressions of a term ANDed)."""
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return any(all(_requirement(e, labels) for e in term["matchExpressions"]) for term in terms)

@@ -8,7 +8,7 @@ the plugin itself does (pkg/types/types.go, pkg/resources/resources_manager.go):
 * Keys map onto fields as Go's encoding/json does (exact, else case-insensitive); what the plugin
   rejects at start is a ConfigError naming the file and field.
 
-Pure except :func:`read_device_plugin_config`.
+Pure except :func:`read_device_plugin_text` and :func:`read_device_plugin_config`.
 """
 
 from __future__ import annotations
@@ -219,12 +219,17 @@ def resource_name_error(full_name: str) -> str | None:
     return qualified_name_error("requests." + full_name)
 
 
-def read_device_plugin_config(path: Path) -> DevicePluginConfig:
-    """Read and parse the config file (the plugin's ConfigMap, mounted into the agent's pod)."""
+def read_device_plugin_text(path: Path) -> str:
+    """The config file's text; ConfigError (``--device-plugin-config``) when it cannot be read: absent,
+    refused (a FIFO, a device, over the size cap), not UTF-8."""
     try:
-        text = decode_text(read_host_file(str(path)), str(path))
+        return decode_text(read_host_file(str(path)), str(path))
     except Refused as err:
         raise ConfigError("--device-plugin-config", f"{path} {err.strerror}") from err
     except OSError as err:
         raise ConfigError("--device-plugin-config", f"cannot read {path}: {err.strerror}") from err
-    return parse_device_plugin_config(text, str(path))
+
+
+def read_device_plugin_config(path: Path) -> DevicePluginConfig:
+    """Read and parse the config file."""
+    return parse_device_plugin_config(read_device_plugin_text(path), str(path))

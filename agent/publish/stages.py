@@ -13,14 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
 from agent.diagnose.diagnosis import consumer_problems, selector_problems, why_zero
 from agent.diagnose.expected import expected_resources, remember_offered
-from agent.diagnose.plugin_config import DevicePluginConfig, read_device_plugin_config
 from agent.diagnose.quantity import resources_from_node
 from agent.diagnose.selection import match_selectors, plugin_view
-from agent.errors import ConfigError, PublishError, StageError
+from agent.errors import PublishError, StageError
 from agent.model import AgentState, NodeCondition, Problem
 from agent.publish.condition import CONDITION_TYPE, desired_condition
 from agent.publish.events import node_events
@@ -30,6 +28,7 @@ from agent.publish.kube.node_labels import NodeLabelPublisher
 from agent.publish.kube.node_status import ConditionPublisher
 from agent.publish.kube.watch import NodeWatcher
 from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
+from agent.publish.plugin_source import NoSource, PluginConfigSource
 
 logger = logging.getLogger(__name__)
 
@@ -83,40 +82,25 @@ class LabelsStage:
         return state
 
 
-class PluginConfigRead(NamedTuple):
-    """The device plugin's config as read this cycle: None when there is none or it is invalid (then
-    ``problems`` says why)."""
-
-    config: DevicePluginConfig | None
-    problems: list[Problem]
-
-
 class AllocatableStage:
     """The Node's RDMA extended resources, the shared device plugin's selectors against this node,
     and why an allocatable count is zero."""
 
     name = "allocatable"
 
-    def __init__(self, prefixes: tuple[str, ...], plugin_config: Path | None, watcher: NodeWatcher | None) -> None:
-        self.prefixes, self.plugin_config, self.watcher = prefixes, plugin_config, watcher
+    def __init__(
+        self, prefixes: tuple[str, ...], plugin_config: PluginConfigSource | None, watcher: NodeWatcher | None
+    ) -> None:
+        self.prefixes, self.watcher = prefixes, watcher
+        self.plugin_config = plugin_config if plugin_config is not None else NoSource()
         self.seen: frozenset[str] = frozenset()  # resources this Node offered (capacity > 0) since the start
-
-    def _config(self) -> PluginConfigRead:
-        if self.plugin_config is None:
-            return PluginConfigRead(None, [])
-        if not self.plugin_config.exists():  # an optional ConfigMap that is not mounted: no such consumer
-            logger.debug("no device plugin config at %s", self.plugin_config)
-            return PluginConfigRead(None, [])
-        try:
-            return PluginConfigRead(read_device_plugin_config(self.plugin_config), [])
-        except ConfigError as err:
-            return PluginConfigRead(None, [Problem(code="device_plugin_config_invalid", message=str(err))])
 
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
         view, enforcement = plugin_view(state.snapshot), state.enforcement  # the plugin's devices, once a cycle
-        config, problems = self._config()
+        config, read_problems, source = self.plugin_config.read()
+        problems = list(read_problems)
         matches = match_selectors(view, config) if config is not None else ()
         if config is not None:
             problems += selector_problems(view, matches, config)
@@ -129,7 +113,7 @@ class AllocatableStage:
             self.seen = remember_offered(self.seen, resources)
             expected = expected_resources(config, matches, self.seen)
         return replace(state, resources=resources, selectors=matches, expected_resources=expected,
-                       problems=state.problems + tuple(problems))  # fmt: skip
+                       plugin_config=source, problems=state.problems + tuple(problems))  # fmt: skip
 
 
 class ConditionStage:

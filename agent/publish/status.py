@@ -148,6 +148,8 @@ def status_document(state: AgentState) -> dict[str, Any]:
         selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
         more_problems=state.problems,
         condition=_condition(state.condition),
+        plugin_config=None if state.plugin_config is None else {
+            "source": state.plugin_config.source, "ref": state.plugin_config.ref, "loaded": state.plugin_config.loaded},
     )
 
 
@@ -163,6 +165,7 @@ def snapshot_to_dict(
     selectors: list[dict[str, Any]] | None = None,
     more_problems: tuple[Problem, ...] = (),
     condition: dict[str, str] | None = None,
+    plugin_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     problems = s.problems + (enforcement.problems if enforcement else ()) + more_problems
     return {
@@ -198,6 +201,7 @@ def snapshot_to_dict(
         "enforcement": _enforcement(enforcement),
         "resources": resources,
         "selectors": selectors or [],
+        "device_plugin_config": plugin_config,
         "condition": condition,
         "problems": [_problem(p) for p in problems],
     }
@@ -302,6 +306,11 @@ def _resources(state: AgentState, kubernetes: bool) -> list[str]:
         lines.append("RDMA resources on the Node: none advertised")
     else:
         lines.append("RDMA resources on the Node: unknown (no Kubernetes access)")
+    if state.plugin_config is not None:
+        source = state.plugin_config
+        what = "ConfigMap" if source.source == "configmap" else "file"
+        read = "read" if source.loaded else "NOT read: see problems"
+        lines.append(f"Device plugin config: {what} {source.ref} ({read})")
     if state.selectors:
         lines.append("Device plugin selectors")
         selectors: list[list[object]] = [[m.resource, m.summary, m.matched] for m in state.selectors]

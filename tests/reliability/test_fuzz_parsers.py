@@ -232,6 +232,7 @@ VALID = {
     "node-name": "gpu-node-1", "label-publisher": "nfd", "label-prefix": "rdma.example.com/",
     "label-hysteresis": "60s", "nfd-features-file": "/etc/kubernetes/node-feature-discovery/features.d/x",
     "resource-prefixes": "spidernet.io/,rdma/", "device-plugin-config": "/k8s-rdma-shared-dev-plugin/config.json",
+    "device-plugin-configmap": "kube-system/rdma-devices", "device-plugin-configmap-key": "config.json",
     "node-condition": "true", "events": "false", "node-condition-heartbeat": "30m",
     "link-down-ignore": "mlx5_1/1,ens1f1*", "log-level": "debug", "log-format": "json",
 }  # fmt: skip

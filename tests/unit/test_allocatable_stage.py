@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from agent.diagnose import selection
-from agent.model import AgentState
+from agent.model import AgentState, PluginConfigState
 from agent.publish.kube.watch import NodeWatcher, ObservedNode
+from agent.publish.plugin_source import FileSource
 from agent.publish.stages import AllocatableStage
 from tests.deviceplugin_fixtures import HCA, SRIOV, without
 from tests.unit.test_labels import mlx5_snapshot
@@ -98,7 +99,8 @@ def test_plugin_view_is_computed_once_per_cycle(
     config = tmp_path / "config.json"
     if with_config:
         config.write_text(json.dumps(CONFIG))
-    stage = AllocatableStage(("spidernet.io/", "rdma/"), config, _SeenNode(node))
+    source = FileSource(config) if with_config else None
+    stage = AllocatableStage(("spidernet.io/", "rdma/"), source, _SeenNode(node))
     state = AgentState(snapshot=without(mlx5_snapshot(), "umad1"))
     calls = _count_calls(monkeypatch, selection.plugin_devices, selection.plugin_view)
 
@@ -114,10 +116,11 @@ def test_plugin_view_is_computed_once_per_cycle(
 def test_an_invalid_config_is_a_problem_and_the_rest_still_runs(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text('{"configList": []}')
-    stage = AllocatableStage(("spidernet.io/", "rdma/"), config, _SeenNode(NODE))
+    stage = AllocatableStage(("spidernet.io/", "rdma/"), FileSource(config), _SeenNode(NODE))
 
     out = stage(AgentState(snapshot=without(mlx5_snapshot(), "umad1")))
 
+    assert out.plugin_config == PluginConfigState(source="file", ref=str(config), loaded=False)
     assert out.selectors == ()
     assert out.problems[0].code == "device_plugin_config_invalid"
     assert out.problems[0].message == f"{config}: configList: no resources configured (the plugin exits)"
@@ -125,3 +128,11 @@ def test_an_invalid_config_is_a_problem_and_the_rest_still_runs(tmp_path: Path) 
         "consumer_mode_mismatch", "consumer_mode_mismatch", "missing_umad",
         "zero_allocatable", "zero_allocatable", "zero_allocatable",
     ]  # fmt: skip
+
+
+def test_a_configured_file_that_is_missing_is_a_problem_not_silence(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "config.json"
+    stage = AllocatableStage(("spidernet.io/",), FileSource(missing), _SeenNode(NODE))
+    out = stage(AgentState(snapshot=mlx5_snapshot()))
+    assert out.problems[0].code == "device_plugin_config_unreadable" and str(missing) in out.problems[0].message
+    assert out.plugin_config == PluginConfigState(source="file", ref=str(missing), loaded=False)

@@ -79,6 +79,8 @@ BAD = {
     "nfd-features-file": "features",
     "resource-prefixes": " , ",
     "device-plugin-config": "config.json",
+    "device-plugin-configmap": "kube-system/Bad_Name",
+    "device-plugin-configmap-key": "config json",
     "node-condition": "sometimes",
     "events": "many",
     "node-condition-heartbeat": "10s",

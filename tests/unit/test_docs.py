@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.publish.metrics import SPECS
+from agent.publish.metric_specs import SPECS
 from agent.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -33,9 +33,11 @@ from tests.manifests import (
     MANIFESTS,
     MONITORING,
     NAMESPACE,
+    NFD_NODES,
     PLAIN,
     REPO,
     Obj,
+    affinity_selects,
     agent_config,
     container,
     kustomize,
@@ -62,7 +64,9 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
         ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
         ("DaemonSet", "rdma-node-agent"),
         ("Namespace", "rdma-node-agent"),
+        ("Role", "rdma-node-agent-device-plugin-config"),
         ("Role", "rdma-node-agent-events"),
+        ("RoleBinding", "rdma-node-agent-device-plugin-config"),
         ("RoleBinding", "rdma-node-agent-events"),
         ("Service", "rdma-node-agent"),
         ("ServiceAccount", "rdma-node-agent"),
@@ -77,8 +81,10 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
                       "ValidatingAdmissionPolicyBinding"}  # fmt: skip
     for obj in rendered:
-        # Events about a Node live where the kubelet puts them: the Role for them is in "default".
-        namespace = "default" if obj["metadata"]["name"] == "rdma-node-agent-events" else NAMESPACE
+        # Events about a Node live where the kubelet puts them: the Role for them is in "default";
+        # the device plugin's ConfigMap where the plugin keeps it (Spiderpool's: kube-system).
+        namespace = {"rdma-node-agent-events": "default", "rdma-node-agent-device-plugin-config": "kube-system"}.get(
+            obj["metadata"]["name"], NAMESPACE)  # fmt: skip
         assert obj["metadata"].get("namespace") == (None if obj["kind"] in cluster_scoped else namespace), obj["kind"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "rdma-node-agent", obj["kind"]
 
@@ -114,7 +120,7 @@ def test_every_object_is_valid_for_kubernetes(version: str, tmp_path_factory: py
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{variant}: {obj['kind']} {obj['metadata']['name']} is invalid for {version}: {err}")
             checked += 1
-    assert checked == 4 * 13 + 11  # the plain-http variant has no kube-rbac-proxy role and binding
+    assert checked == 4 * 15 + 13  # the plain-http variant has no kube-rbac-proxy role and binding
 
 
 def test_schema_validation_is_strict() -> None:
@@ -300,7 +306,13 @@ def test_config_file_defaults(rendered: list[Obj], tmp_path: Path) -> None:
     assert config.dry_run is False and config.label_publisher == "node"
     assert config.label_prefix == "rdma.spidernet.io/"
     assert config.resource_prefixes == ("spidernet.io/", "rdma/")
-    assert config.device_plugin_config == Path("/etc/rdma-shared-device-plugin/config.json")
+    assert config.device_plugin_config is None  # no file: the plugin's ConfigMap, through the API
+    assert config.device_plugin_configmap == ("kube-system", "spiderpool-rdma-shared-device-plugin")
+    assert config.device_plugin_configmap_key == "config.json"
+    role = one(rendered, "Role", "rdma-node-agent-device-plugin-config")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["spiderpool-rdma-shared-device-plugin"],
+                              "verbs": ["get", "list", "watch"]}]  # fmt: skip
 
 
 def test_a_bad_config_file_is_caught(rendered: list[Obj], tmp_path: Path) -> None:
@@ -416,6 +428,8 @@ def test_one_place_for_shared_settings(tmp_path: Path) -> None:
             {"op": "replace", "path": "/data/labelPrefix", "value": "rdma.example.com/"},
             {"op": "replace", "path": "/data/prometheusJob", "value": "monitoring/rdma"},
             {"op": "replace", "path": "/data/runbookBaseUrl", "value": "https://wiki.example.com/rdma"},
+            {"op": "replace", "path": "/data/devicePluginConfigMapNamespace", "value": "spiderpool"},
+            {"op": "replace", "path": "/data/devicePluginConfigMapName", "value": "rdma-devices"},
         ])}],
     }))  # fmt: skip
     root = tmp_path / "k"
@@ -435,8 +449,14 @@ def test_one_place_for_shared_settings(tmp_path: Path) -> None:
                       "RdmaNodeAgentAbsent": 'absent(up{job="monitoring/rdma"})'}  # fmt: skip
     assert {r["annotations"]["runbook_url"] for r in rules} == {
         f"https://wiki.example.com/rdma/{r['alert']}.md" for r in rules}  # fmt: skip
+    config = agent_config(objects, tmp_path / "mounts2")
+    assert config.device_plugin_configmap == ("spiderpool", "rdma-devices")
+    role = one(objects, "Role", "rdma-node-agent-device-plugin-config")
+    assert role["metadata"]["namespace"] == "spiderpool" and role["rules"][0]["resourceNames"] == ["rdma-devices"]
+    assert one(objects, "RoleBinding", "rdma-node-agent-device-plugin-config")["metadata"]["namespace"] == "spiderpool"
     text = yaml.safe_dump_all(objects)
     assert "rdma.spidernet.io/" not in text.replace("rdma.spidernet.io/owned-labels", "")
+    assert "spiderpool-rdma-shared-device-plugin" not in text
     assert "rdma-node-agent-settings" not in text  # kustomize's own: never applied
 
 
@@ -463,10 +483,12 @@ def test_service_and_servicemonitor_reach_the_metrics_port(monitored: list[Obj])
     assert service["metadata"]["name"] == "rdma-node-agent"
 
 
-def test_nfd_overlay_only_adds_the_node_selector(rendered: list[Obj]) -> None:
+def test_nfd_overlay_only_adds_the_nfd_affinity(rendered: list[Obj]) -> None:
     overlay = kustomize(MANIFESTS / "overlays" / "nfd-selected")
     pod = one(overlay, "DaemonSet")["spec"]["template"]["spec"]
-    assert pod.pop("nodeSelector") == {"feature.node.kubernetes.io/pci-15b3.present": "true"}
+    affinity = pod.pop("affinity")
+    for node, selected in NFD_NODES:
+        assert affinity_selects(affinity, node) is selected, node
     assert overlay == rendered
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.model import (
     AgentState,
@@ -41,11 +42,8 @@ from agent.model import (
     SelectorMatch,
     StageHealth,
 )
-from agent.publish.metrics import (
-    SPECS,
-    RdmaCollector,
-    parse_rate_bytes_per_second,
-)
+from agent.publish.metric_specs import SPECS
+from agent.publish.metrics import RdmaCollector, parse_rate_bytes_per_second
 from agent.publish.ports import PortsStage
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
 from tests.builders import rdma_port, render_metrics
@@ -363,6 +361,18 @@ def test_promtool_check_metrics_is_silent_on_golden_files() -> None:
         )
         output = (result.stdout + result.stderr).decode()
         assert (result.returncode, output) == (0, ""), f"{path.name}: {output}"
+
+
+def test_no_label_value_in_a_golden_file_is_prose() -> None:
+    """Label values are codes and identifiers: no space (each rewording would be a new series)."""
+    checked = 0
+    for path in sorted(GOLDEN_DIR.glob("*.prom")):
+        for family in text_string_to_metric_families(path.read_text()):
+            for sample in family.samples:
+                spaced = {k: v for k, v in sample.labels.items() if " " in v}
+                assert not spaced, f"{path.name}: {sample.name}{spaced}"
+                checked += len(sample.labels)
+    assert checked > 100
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The requests the agent sends to kube-apiserver, exactly as the generated ``CoreV1Api`` would send them.
 
-:class:`NodeApi` offers ``list_node`` (a list, or a watch through ``Watch.stream``) and ``patch_node``;
-another request is one more method that names its path, query parameters and headers and hands them to
+:class:`NodeApi` offers ``list_node`` and ``list_namespaced_config_map`` (a list, or a watch through
+``Watch.stream``), ``patch_node``, ``patch_node_status``, ``create_event`` and ``patch_event``; another
+request is one more method that names its path, query parameters and headers and hands them to
 the private ``_call``. Also the constants every request shares: field manager, content type, timeouts.
 """
 
@@ -78,6 +79,35 @@ class NodeApi:
         return self._call(
             "GET",
             "/api/v1/nodes",
+            query={
+                "allowWatchBookmarks": allow_watch_bookmarks,
+                "fieldSelector": field_selector,
+                "resourceVersion": resource_version,
+                "timeoutSeconds": timeout_seconds,
+                "watch": watch,
+            },
+            accepts=_LIST_ACCEPTS,
+            preload_content=_preload_content,
+            request_timeout=_request_timeout,
+        )
+
+    def list_namespaced_config_map(
+        self,
+        namespace: str,
+        *,
+        allow_watch_bookmarks: bool | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: int | None = None,
+        watch: bool | None = None,
+        _preload_content: bool,
+        _request_timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """``GET /api/v1/namespaces/{namespace}/configmaps`` (``CoreV1Api.list_namespaced_config_map``)."""
+        return self._call(
+            "GET",
+            "/api/v1/namespaces/{namespace}/configmaps",
+            path_params={"namespace": namespace},
             query={
                 "allowWatchBookmarks": allow_watch_bookmarks,
                 "fieldSelector": field_selector,

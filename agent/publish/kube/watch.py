@@ -1,9 +1,10 @@
-"""The agent's view of its own Node: one LIST, then one WATCH kept open, in a background thread.
+"""The agent's view of one named object: one LIST, then one WATCH kept open, in a background thread.
 
-:class:`NodeWatcher` does LIST (field selector ``metadata.name=<node>``) then WATCH from the list's
-resourceVersion, keeping an immutable :class:`ObservedNode` current. No polling: a watch the server ends
-after ``timeoutSeconds`` is resumed from the last resourceVersion without a list; 410 Gone relists at once;
-any other failure backs off (exponential, jittered) and relists.
+:class:`ObjectWatcher` does LIST (field selector ``metadata.name=<name>``) then WATCH from the list's
+resourceVersion, keeping an immutable parsed view of the object current. No polling: a watch the server
+ends after ``timeoutSeconds`` is resumed from the last resourceVersion without a list; 410 Gone relists at
+once; any other failure backs off (exponential, jittered) and relists. :class:`NodeWatcher` watches the
+agent's own Node (:class:`ObservedNode`); :mod:`agent.publish.kube.configmap` one ConfigMap.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 from kubernetes.watch import Watch
 
@@ -115,11 +116,17 @@ class WatcherStats:
     last_error: str | None = None
 
 
-class NodeWatcher:
-    """One LIST+WATCH of our own Node in a background thread; ``observed()`` is always the latest view.
+T = TypeVar("T")
+
+
+class ObjectWatcher(Generic[T]):
+    """One LIST+WATCH of one named object in a background thread; ``observed()`` is always the latest
+    view. Subclasses say what to list (:meth:`_list_call`) and how to read an object (:meth:`_parse`).
 
     ``wait`` (default: an interruptible wait on the stop event, so ``stop()`` is prompt) sleeps the
     backoff delays and returns True when the watcher is being stopped; tests inject their own."""
+
+    kind = "object"  # for logs and the thread's name
 
     def __init__(
         self,
@@ -142,22 +149,40 @@ class NodeWatcher:
         self._stopping = threading.Event()
         self._wait = wait or self._stopping.wait
         self._cond = threading.Condition(threading.RLock())
-        self._observed: ObservedNode | None = None
+        self._observed: T | None = None
         self._synced = False
         self._healthy = False
+        self._failing = False  # the last request failed and none has succeeded since
         self._stats = WatcherStats()
         self._response: Any = None  # the open watch response, for stop() to cut
-        self._thread = threading.Thread(target=self._run, name=f"node-watch-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-watch-{name}", daemon=True)
+
+    # --- what to watch (subclasses) -------------------------------------------------------------------
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        """The list request (a watch when ``Watch.stream`` adds ``watch=True``)."""
+        raise NotImplementedError
+
+    def _parse(self, obj: Mapping[str, Any]) -> T:
+        raise NotImplementedError
 
     # --- read side (any thread) ---------------------------------------------------------------------
 
-    def observed(self) -> ObservedNode | None:
-        """Our Node as last listed or watched; None before the first list or while it does not exist."""
+    def observed(self) -> T | None:
+        """The object as last listed or watched; None before the first list or while it does not exist."""
         return self._observed
 
+    def synced(self) -> bool:
+        """The first LIST has succeeded (the object may not exist: then ``observed()`` is None)."""
+        return self._synced
+
     def healthy(self) -> bool:
-        """The last list succeeded, found the node, and no request has failed since."""
+        """The last list succeeded, found the object, and no request has failed since."""
         return self._healthy
+
+    def failing(self) -> bool:
+        """The last request failed (``stats().last_error`` says how) and none has succeeded since."""
+        return self._failing
 
     def stats(self) -> WatcherStats:
         return self._stats
@@ -166,7 +191,7 @@ class NodeWatcher:
         """Wait until the first LIST has succeeded (True) or ``timeout`` seconds passed (False)."""
         return self.wait_until(lambda _: self._synced, timeout)
 
-    def wait_until(self, predicate: Callable[[NodeWatcher], bool], timeout: float) -> bool:
+    def wait_until(self, predicate: Callable[[Self], bool], timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds, re-checked after each list, event and failure."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -179,7 +204,7 @@ class NodeWatcher:
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
-    def start(self) -> NodeWatcher:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -193,7 +218,7 @@ class NodeWatcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def __enter__(self) -> NodeWatcher:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -231,21 +256,22 @@ class NodeWatcher:
                     # no event in between is not progress, and backs off like any failure.
                     self._count(expired=1)
                     expired_at = self._stats.events
-                    logger.info("watch of node %s expired (%s); relisting", self.name, failure.message)
+                    logger.info("watch of %s %s expired (%s); relisting", self.kind, self.name, failure.message)
                     continue
                 expired_at = None
                 delay = self._backoff.next_delay()
                 with self._cond:
                     self._healthy = False
+                    self._failing = True
                     self._stats = WatcherStats(**{**_stats_dict(self._stats), "failures": self._stats.failures + 1,
                                                   "last_error": str(failure)})  # fmt: skip
                     self._cond.notify_all()
-                logger.warning("watching node %s failed: %s; resyncing in %.1fs", self.name, failure, delay)
+                logger.warning("watching %s %s failed: %s; resyncing in %.1fs", self.kind, self.name, failure, delay)
                 if self._wait(delay):
                     break
             except Exception:
                 # A bug, not the API: keep the loop alive but say so loudly.
-                logger.exception("node watcher for %s crashed; resyncing", self.name)
+                logger.exception("%s watcher for %s crashed; resyncing", self.kind, self.name)
                 self._update(_healthy=False)
                 if self._wait(self._backoff.next_delay()):
                     break
@@ -253,7 +279,7 @@ class NodeWatcher:
 
     def _list(self) -> str:
         self._count(lists=1)
-        response = self._core.list_node(
+        response = self._list_call(
             field_selector=self._selector, _preload_content=False, _request_timeout=self._request_timeout
         )
         try:
@@ -262,10 +288,10 @@ class NodeWatcher:
             response.release_conn()
         items = [i for i in data.get("items") or () if (i.get("metadata") or {}).get("name") == self.name]
         resource_version = str((data.get("metadata") or {}).get("resourceVersion", ""))
-        observed = ObservedNode.from_object(items[0]) if items else None
+        observed = self._parse(items[0]) if items else None
         if observed is None:
-            logger.warning("node %s not found; waiting for it to appear", self.name)
-        self._update(_observed=observed, _synced=True, _healthy=observed is not None)
+            logger.warning("%s %s not found; waiting for it to appear", self.kind, self.name)
+        self._update(_observed=observed, _synced=True, _healthy=observed is not None, _failing=False)
         return resource_version
 
     def _watch_once(self, resource_version: str) -> str:
@@ -277,7 +303,7 @@ class NodeWatcher:
         def open_watch(**kwargs: Any) -> Any:
             # Runs inside stream(): publish the response so stop() can cut it; if stop() came first
             # (it could not see the response yet), cut it here. Either way no read blocks past stop().
-            response = self._core.list_node(**kwargs)
+            response = self._list_call(**kwargs)
             with self._cond:
                 self._response = response
                 stopping = self._stopping.is_set()
@@ -311,12 +337,24 @@ class NodeWatcher:
         resource_version = str(meta.get("resourceVersion") or resource_version)
         self._backoff.reset()
         if kind in ("ADDED", "MODIFIED") and meta.get("name") == self.name:
-            self._update(_observed=ObservedNode.from_object(obj), _healthy=True)
+            self._update(_observed=self._parse(obj), _healthy=True)
         elif kind == "DELETED" and meta.get("name") == self.name:
-            logger.warning("node %s was deleted", self.name)
+            logger.warning("%s %s was deleted", self.kind, self.name)
             self._update(_observed=None, _healthy=False)
         self._count(events=1)
         return resource_version
+
+
+class NodeWatcher(ObjectWatcher[ObservedNode]):
+    """The agent's own Node."""
+
+    kind = "node"
+
+    def _list_call(self, **kwargs: Any) -> Any:
+        return self._core.list_node(**kwargs)
+
+    def _parse(self, obj: Mapping[str, Any]) -> ObservedNode:
+        return ObservedNode.from_object(obj)
 
 
 def _shutdown(response: Any) -> None:
