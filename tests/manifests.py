@@ -4,14 +4,17 @@ manifest, admission-policy and Helm chart tests."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from agent.cli import build_parser, config_from
 from agent.config import Config
+from agent.discover.procfs import OFED_INFO_SCRIPT
 from agent.settings import ENV_PREFIX
 from tests.host import required_tool
 
@@ -64,11 +67,12 @@ POLICY = "rdma-node-agent-own-node-labels"
 
 
 def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
-    """The object of ``kind`` named ``name`` (default: the agent's own of that kind; a ConfigMap's
-    generated name has a hash: any one)."""
+    """The object of ``kind`` named ``name`` (default: the agent's own of that kind; its config
+    ConfigMap's name may carry kustomize's content hash)."""
     name = name or (POLICY if kind.startswith("ValidatingAdmissionPolicy") else "rdma-node-agent")
-    found = [o for o in objects if o["kind"] == kind and (kind == "ConfigMap" or o["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    pattern = re.escape(name) + (r"(-[a-z0-9]{10})?" if kind == "ConfigMap" else "")
+    found = [o for o in objects if o["kind"] == kind and re.fullmatch(pattern, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
     return found[0]
 
 
@@ -158,3 +162,71 @@ def affinity_selects(affinity: Obj, labels: dict[str, str]) -> bool:
     node affinity: the terms are ORed, the expressions of a term ANDed)."""
     terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     return any(all(_requirement(e, labels) for e in term["matchExpressions"]) for term in terms)
+
+
+@dataclass(frozen=True)
+class Mount:
+    container_path: PurePosixPath
+    writable: bool
+    host_path: PurePosixPath | None  # None: not a hostPath volume
+
+    def covers(self, path: PurePosixPath) -> bool:
+        return path == self.container_path or self.container_path in path.parents
+
+
+def mounts(objects: list[Obj]) -> list[Mount]:
+    volumes = {v["name"]: v for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    result = []
+    for m in container(objects)["volumeMounts"]:
+        host = volumes[m["name"]].get("hostPath")
+        result.append(
+            Mount(
+                container_path=PurePosixPath(m["mountPath"]),
+                writable=not m.get("readOnly", False),
+                host_path=PurePosixPath(host["path"]) if host else None,
+            )
+        )
+    return result
+
+
+def _paths(config: Config) -> tuple[set[PurePosixPath], set[PurePosixPath]]:
+    """(paths the agent reads, directories it writes in), as container paths."""
+    roots = config.roots
+    reads = {roots.sysfs, roots.procfs, roots.devfs, *roots.modprobe_dirs(), roots.host(OFED_INFO_SCRIPT)}
+    if config.device_plugin_config is not None:
+        reads.add(config.device_plugin_config)
+    # Files are replaced atomically by a rename in their directory, so the directory must be writable.
+    writes = set()
+    if config.netns_mode.value != "unmanaged":
+        writes.add(config.managed_modprobe_file.parent)
+    if config.reboot_sentinel is not None:
+        writes.add(config.reboot_sentinel.parent)
+    if config.label_publisher == "nfd":
+        writes.add(config.features_file.parent)
+    return {PurePosixPath(p) for p in reads | writes}, {PurePosixPath(p) for p in writes}
+
+
+def check_mounts(objects: list[Obj], tmp: Path) -> None:
+    """The pod's volumes cover every path the agent in it reads and writes; only the directories it
+    writes in are writable; a host directory appears at the same place under the host root."""
+    config = agent_config(objects, tmp)
+    touched, written = _paths(config)
+    pod_mounts = mounts(objects)
+    host_root = PurePosixPath(config.roots.root)
+
+    def deepest(path: PurePosixPath) -> Mount:
+        covering = [m for m in pod_mounts if m.covers(path)]
+        assert covering, f"{path}: the agent uses it but no volume is mounted there"
+        return max(covering, key=lambda m: len(m.container_path.parts))
+
+    for path in sorted(touched):
+        deepest(path)
+    for directory in sorted(written):
+        assert deepest(directory).writable, f"{directory}: the agent writes here but its mount is read-only"
+    for mount in pod_mounts:
+        if mount.writable:
+            assert any(mount.covers(d) for d in written), f"{mount.container_path}: writable but never written"
+        if mount.host_path is not None:
+            # A host directory appears at the same place under the host root, or host paths lie.
+            assert mount.container_path == host_root / mount.host_path.relative_to("/"), mount
+    assert all(m.host_path is None or m.container_path.is_relative_to(host_root) for m in pod_mounts)

@@ -12,16 +12,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
 import agent
-from agent.config import Config
-from agent.discover.procfs import OFED_INFO_SCRIPT
 from agent.errors import ConfigError
 from agent.settings import SETTINGS, SETTINGS_BY_KEY, parse_bind_address
 from tests.manifests import (
@@ -39,6 +36,7 @@ from tests.manifests import (
     Obj,
     affinity_selects,
     agent_config,
+    check_mounts,
     container,
     kustomize,
     kustomize_with,
@@ -323,72 +321,10 @@ def test_a_bad_config_file_is_caught(rendered: list[Obj], tmp_path: Path) -> Non
         agent_config(broken, tmp_path)
 
 
-@dataclass(frozen=True)
-class Mount:
-    container_path: PurePosixPath
-    writable: bool
-    host_path: PurePosixPath | None  # None: not a hostPath volume
-
-    def covers(self, path: PurePosixPath) -> bool:
-        return path == self.container_path or self.container_path in path.parents
-
-
-def mounts(objects: list[Obj]) -> list[Mount]:
-    volumes = {v["name"]: v for v in one(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
-    result = []
-    for m in container(objects)["volumeMounts"]:
-        host = volumes[m["name"]].get("hostPath")
-        result.append(
-            Mount(
-                container_path=PurePosixPath(m["mountPath"]),
-                writable=not m.get("readOnly", False),
-                host_path=PurePosixPath(host["path"]) if host else None,
-            )
-        )
-    return result
-
-
-def _paths(config: Config) -> tuple[set[PurePosixPath], set[PurePosixPath]]:
-    """(paths the agent reads, directories it writes in), as container paths."""
-    roots = config.roots
-    reads = {roots.sysfs, roots.procfs, roots.devfs, *roots.modprobe_dirs(), roots.host(OFED_INFO_SCRIPT)}
-    if config.device_plugin_config is not None:
-        reads.add(config.device_plugin_config)
-    # Files are replaced atomically by a rename in their directory, so the directory must be writable.
-    writes = set()
-    if config.netns_mode.value != "unmanaged":
-        writes.add(config.managed_modprobe_file.parent)
-    if config.reboot_sentinel is not None:
-        writes.add(config.reboot_sentinel.parent)
-    if config.label_publisher == "nfd":
-        writes.add(config.features_file.parent)
-    return {PurePosixPath(p) for p in reads | writes}, {PurePosixPath(p) for p in writes}
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_mounts_cover_what_the_agent_touches_and_only_writes_are_writable(variant: str, tmp_path: Path) -> None:
     objects = kustomize_with(tmp_path / "k", VARIANTS[variant]) if VARIANTS[variant] else kustomize(MANIFESTS)
-    config = agent_config(objects, tmp_path / "mounts")
-    touched, written = _paths(config)
-    pod_mounts = mounts(objects)
-    host_root = PurePosixPath(config.roots.root)
-
-    def deepest(path: PurePosixPath) -> Mount:
-        covering = [m for m in pod_mounts if m.covers(path)]
-        assert covering, f"{path}: the agent uses it but no volume is mounted there"
-        return max(covering, key=lambda m: len(m.container_path.parts))
-
-    for path in sorted(touched):
-        deepest(path)
-    for directory in sorted(written):
-        assert deepest(directory).writable, f"{directory}: the agent writes here but its mount is read-only"
-    for mount in pod_mounts:
-        if mount.writable:
-            assert any(mount.covers(d) for d in written), f"{mount.container_path}: writable but never written"
-        if mount.host_path is not None:
-            # A host directory appears at the same place under the host root, or host paths lie.
-            assert mount.container_path == host_root / mount.host_path.relative_to("/"), mount
-    assert all(m.host_path is None or m.container_path.is_relative_to(host_root) for m in pod_mounts)
+    check_mounts(objects, tmp_path / "mounts")
 
 
 def test_read_only_host_mounts_are_recursive_where_they_have_submounts(rendered: list[Obj]) -> None:
@@ -458,6 +394,21 @@ def test_one_place_for_shared_settings(tmp_path: Path) -> None:
     assert "rdma.spidernet.io/" not in text.replace("rdma.spidernet.io/owned-labels", "")
     assert "spiderpool-rdma-shared-device-plugin" not in text
     assert "rdma-node-agent-settings" not in text  # kustomize's own: never applied
+
+
+def test_monitoring_takes_kube_prometheus_stacks_release_label_from_an_overlay(tmp_path: Path) -> None:
+    # The overlay docs/install.md shows: both objects get the label kube-prometheus-stack selects on.
+    root = tmp_path / "k"
+    root.mkdir()
+    rel = Path(os.path.relpath(REPO, root))
+    patch = "- {op: add, path: /metadata/labels/release, value: kps}"
+    (root / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(rel / "manifests")], "components": [str(rel / "manifests/components/monitoring")],
+        "patches": [{"target": {"group": "monitoring.coreos.com"}, "patch": patch}],
+    }))  # fmt: skip
+    objects = kustomize(root)
+    assert [o["metadata"]["labels"].get("release") for o in objects if o["kind"] in CRD_KINDS] == ["kps", "kps"]
+    assert all("release" not in o["metadata"]["labels"] for o in objects if o["kind"] not in CRD_KINDS)
 
 
 def test_service_and_servicemonitor_reach_the_metrics_port(monitored: list[Obj]) -> None:
