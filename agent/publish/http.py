@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import email.utils
 import errno
 import logging
 import selectors
@@ -44,11 +43,20 @@ from prometheus_client.registry import Collector
 
 from agent.errors import ConfigError, PublishError
 from agent.publish.exposition import Exposition, Representation, negotiate
-from agent.settings import parse_bind_address as config_parse_bind_address
+from agent.publish.httpwire import (
+    SETTING,
+    BadRequest,
+    Request,
+    encode_answer,
+    head_end,
+    listen,
+    parse_bind_address,
+    parse_request,
+    show,
+)
 
 logger = logging.getLogger(__name__)
 
-SETTING: Final = "--metrics-bind-address"
 CONNECTION_TIMEOUT_SECONDS: Final = 5.0
 MAX_ANSWER_SECONDS: Final = 60.0  # however slowly a client reads, an answer is dropped after this
 MAX_REQUEST_HEAD_BYTES: Final = 8192  # request line + headers; Prometheus and kubelet send a few hundred
@@ -59,126 +67,8 @@ ACCEPT_BACKOFF_SECONDS: Final = 0.1
 _ACCEPTS_PER_WAKEUP: Final = 64
 _ACCEPT_EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _RECV: Final = 4096
-TEXT: Final = "text/plain; charset=utf-8"
-SERVER: Final = "rdma-node-agent"  # the Server header: no Python version advertised
 NOT_FOUND: Final = b"not found: try /metrics, /healthz or /readyz\n"
 _PROBES: Final = ("/healthz", "/readyz")
-
-
-def parse_bind_address(text: str, setting: str = SETTING) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)`` (see :func:`agent.settings.parse_bind_address`), raising
-    :class:`ConfigError` naming ``setting``."""
-    try:
-        return config_parse_bind_address(text)
-    except ValueError as err:
-        raise ConfigError(setting, str(err)) from None
-
-
-def _listen_address(host: str, port: int, setting: str) -> tuple[socket.AddressFamily, str, bool]:
-    """(family, host to bind, dual-stack?) for a parsed bind address."""
-    if host == "":
-        if socket.has_dualstack_ipv6():
-            return socket.AF_INET6, "::", True
-        return socket.AF_INET, "0.0.0.0", False  # noqa: S104 - ":PORT" asks for every address
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as err:
-        raise ConfigError(setting, f"cannot resolve {host!r}: {err.strerror}") from err
-    family, _, _, _, sockaddr = infos[0]
-    return family, str(sockaddr[0]), False
-
-
-def _listen(bind: str, setting: str) -> socket.socket:
-    host, port = parse_bind_address(bind, setting)
-    family, address, dual_stack = _listen_address(host, port, setting)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if dual_stack:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        # The kernel hands a connection to accept() only once its first data has arrived (or a
-        # second later): a client that connects and says nothing costs the agent nothing, and a
-        # request is always there to read when a connection is accepted past the cap.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
-        sock.bind((address, port))
-        # The kernel caps the backlog at net.core.somaxconn (Go's net.Listen asks for somaxconn): a
-        # short queue overflows in a burst, and a dropped SYN makes a probe wait for the client's
-        # 1 s retransmit, failing kubelet's 1 s probe timeout.
-        sock.listen(4096)
-        sock.setblocking(False)
-    except OSError as err:
-        sock.close()
-        raise PublishError(f"{setting}: cannot listen on {_show(address, port)}: {err.strerror}") from err
-    return sock
-
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# --- requests ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str  # without the query
-    headers: dict[str, str]  # lower-case names; a repeated header keeps the last value
-
-
-class BadRequest(Exception):  # noqa: N818 - an answer, not a failure of ours
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _request_line(line: str) -> tuple[str, str]:
-    """(method, target) of ``METHOD SP TARGET SP HTTP/1.x``; :class:`BadRequest` otherwise (HTTP/0.9's
-    two words included)."""
-    words = line.split(" ")
-    if len(words) == 2:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served")
-    if len(words) != 3 or not all(words) or not words[0].isalpha() or not words[0].isupper():
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad request line")
-    method, target, version = words
-    if not version.startswith("HTTP/") or len(version) != 8 or version[6] != ".":
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad HTTP version")
-    if version[5] != "1":
-        raise BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.x is served")
-    return method, target
-
-
-def parse_request(head: bytes) -> Request:
-    """A request head (request line and header lines, without the blank line)."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "request head is not ASCII") from None
-    lines = text.replace("\r\n", "\n").split("\n")
-    method, target = _request_line(lines[0])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad header line")
-        headers[name.lower()] = value.strip()
-    if target.startswith(("http://", "https://")):  # absolute form: keep the path
-        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
-    return Request(method=method, path=target.split("?", 1)[0], headers=headers)
-
-
-def _answer(status: HTTPStatus, body: Sequence[bytes], *, content_type: str = TEXT,
-            headers: Sequence[tuple[str, str]] = (), head_only: bool = False) -> list[bytes]:  # fmt: skip
-    """The response as buffers to send: status line and headers, then the body (unless HEAD)."""
-    length = sum(len(b) for b in body)
-    lines = [f"HTTP/1.0 {status.value} {status.phrase}", f"Server: {SERVER}",
-             f"Date: {email.utils.formatdate(usegmt=True)}", f"Content-Type: {content_type}",
-             f"Content-Length: {length}", "Connection: close"]  # fmt: skip
-    lines += [f"{name}: {value}" for name, value in headers]
-    out = ["\r\n".join([*lines, "", ""]).encode("latin-1")]
-    if not head_only:
-        out += [b for b in body if b]
-    return out
 
 
 # --- connections ---------------------------------------------------------------------------------
@@ -328,7 +218,7 @@ class _Loop:
             data = sock.recv(_RECV, socket.MSG_DONTWAIT)
         except OSError:
             data = b""
-        end = _head_end(data)
+        end = head_end(data)
         if end < 0:
             self.refused += 1
             sock.close()
@@ -363,12 +253,13 @@ class _Loop:
             self._close(conn)
             return
         conn.buf += chunk
-        end = _head_end(conn.buf)
+        end = head_end(conn.buf)
         if end < 0:
             if len(conn.buf) > MAX_REQUEST_HEAD_BYTES:
-                self._respond(conn, _answer(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, [b"request head too large\n"]))
+                too_large = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+                self._respond(conn, encode_answer(too_large, [b"request head too large\n"]))
             elif b"\n" in conn.buf and conn.buf.split(b"\n", 1)[0].rstrip(b"\r").count(b" ") == 1:
-                self._respond(conn, _answer(HTTPStatus.BAD_REQUEST, [b"HTTP/0.9 is not served\n"]))
+                self._respond(conn, encode_answer(HTTPStatus.BAD_REQUEST, [b"HTTP/0.9 is not served\n"]))
             return
         self._handle(conn, end)
 
@@ -377,7 +268,7 @@ class _Loop:
         try:
             request = parse_request(bytes(conn.buf[:end]))
         except BadRequest as bad:
-            self._respond(conn, _answer(bad.status, [f"{bad}\n".encode()]))
+            self._respond(conn, encode_answer(bad.status, [f"{bad}\n".encode()]))
             return
         self._route(conn, request)
 
@@ -386,14 +277,15 @@ class _Loop:
     def _route(self, conn: _Conn, request: Request) -> None:
         head_only = request.method == "HEAD"
         if request.method not in ("GET", "HEAD"):
-            answer = _answer(HTTPStatus.METHOD_NOT_ALLOWED, [b"method not allowed\n"], headers=[("Allow", "GET, HEAD")])
+            allow = [("Allow", "GET, HEAD")]
+            answer = encode_answer(HTTPStatus.METHOD_NOT_ALLOWED, [b"method not allowed\n"], headers=allow)
         elif request.path in _PROBES:
             answer = self._probe(request.path, head_only)
         elif request.path == "/metrics" and conn.metrics:
             self._scrape(conn, request, head_only)
             return
         else:
-            answer = _answer(HTTPStatus.NOT_FOUND, [NOT_FOUND], head_only=head_only)
+            answer = encode_answer(HTTPStatus.NOT_FOUND, [NOT_FOUND], head_only=head_only)
         self._respond(conn, answer)
 
     def _probe(self, path: str, head_only: bool) -> list[bytes]:
@@ -404,13 +296,13 @@ class _Loop:
             logger.exception("the %s check raised", name)
             ok = False
         if ok:
-            return _answer(HTTPStatus.OK, [b"ok\n"], head_only=head_only)
-        return _answer(HTTPStatus.SERVICE_UNAVAILABLE, [f"{name} failed\n".encode()], head_only=head_only)
+            return encode_answer(HTTPStatus.OK, [b"ok\n"], head_only=head_only)
+        return encode_answer(HTTPStatus.SERVICE_UNAVAILABLE, [f"{name} failed\n".encode()], head_only=head_only)
 
     def _scrape(self, conn: _Conn, request: Request, head_only: bool) -> None:
         if self._scrapes >= self._limits.max_parallel_scrapes:
             busy = b"too many concurrent scrapes, retry later\n"
-            self._respond(conn, _answer(HTTPStatus.SERVICE_UNAVAILABLE, [busy]))
+            self._respond(conn, encode_answer(HTTPStatus.SERVICE_UNAVAILABLE, [busy]))
             return
         self._scrapes += 1
         conn.scrape = True
@@ -424,11 +316,11 @@ class _Loop:
             parts = self._exposition.parts(chosen)
         except Exception:
             logger.exception("collecting metrics failed")
-            self.post(conn, _answer(HTTPStatus.INTERNAL_SERVER_ERROR,
+            self.post(conn, encode_answer(HTTPStatus.INTERNAL_SERVER_ERROR,
                                     [b"collecting metrics failed, see the agent log\n"]))  # fmt: skip
             return
         headers = [("Vary", "Accept, Accept-Encoding")] + ([("Content-Encoding", "gzip")] if chosen.gzip else [])
-        self.post(conn, _answer(HTTPStatus.OK, parts, content_type=chosen.content_type, headers=headers,
+        self.post(conn, encode_answer(HTTPStatus.OK, parts, content_type=chosen.content_type, headers=headers,
                                 head_only=head_only))  # fmt: skip
 
     def _park(self, conn: _Conn) -> None:
@@ -443,13 +335,13 @@ class _Loop:
         while self._done:
             conn, answer = self._done.popleft()
             if conn.sock.fileno() in self._busy:
-                self._send_answer(conn, answer)
+                self._sendanswer(conn, answer)
 
     def _respond(self, conn: _Conn, answer: list[bytes]) -> None:
         self._park(conn)
-        self._send_answer(conn, answer)
+        self._sendanswer(conn, answer)
 
-    def _send_answer(self, conn: _Conn, answer: list[bytes]) -> None:
+    def _sendanswer(self, conn: _Conn, answer: list[bytes]) -> None:
         now = time.monotonic()
         conn.out.extend(memoryview(b) for b in answer)
         conn.deadline = min(now + self._limits.connection_timeout, conn.started + MAX_ANSWER_SECONDS)
@@ -502,14 +394,6 @@ class _Loop:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-
-
-def _head_end(buf: bytes | bytearray) -> int:
-    """Where the request head ends (before the blank line), or -1."""
-    crlf = buf.find(b"\r\n\r\n")
-    lf = buf.find(b"\n\n")
-    found = [i for i in (crlf, lf) if i >= 0]
-    return min(found) if found else -1
 
 
 def _peer(conn: _Conn) -> str:
@@ -568,11 +452,11 @@ class MetricsServer:
         """Listen and serve in a daemon thread; returns the metrics listener's bound (host, port)."""
         if self._loop is not None:
             raise RuntimeError("MetricsServer already started")
-        metrics = _listen(self._bind, SETTING)
+        metrics = listen(self._bind, SETTING)
         listeners = [(metrics, True)]
         if self._health_bind:
             try:
-                health = _listen(self._health_bind, "--health-bind-address")
+                health = listen(self._health_bind, "--health-bind-address")
             except PublishError:
                 metrics.close()
                 raise
@@ -582,8 +466,8 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._loop.run, name="metrics-http", daemon=True)
         self._thread.start()
         host, port = str(metrics.getsockname()[0]), int(metrics.getsockname()[1])
-        probes = f"; probes also on http://{_show(*self.health_address)}" if self.health_address else ""
-        logger.info("serving /metrics, /healthz and /readyz on http://%s%s", _show(host, port), probes)
+        probes = f"; probes also on http://{show(*self.health_address)}" if self.health_address else ""
+        logger.info("serving /metrics, /healthz and /readyz on http://%s%s", show(host, port), probes)
         return host, port
 
     def stop(self) -> None:

@@ -32,8 +32,8 @@ from agent.publish.http import (
     Limits,
     MetricsServer,
     _Loop,
-    parse_bind_address,
 )
+from agent.publish.httpwire import parse_bind_address
 from agent.publish.metrics import RdmaCollector
 from tests.builders import render_metrics
 
