@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,26 @@ def test_fail_on_problems_without_problems_exits_0(tmp_path: Path) -> None:
     build_host(root)
     result = _run(["status", "--no-kubernetes", f"--host-root={root}", "--fail-on-problems"])
     assert "Problems: none" in result.stdout and result.returncode == 0, result.stdout
+
+
+def test_the_serving_line_is_logged_once(host: Path) -> None:
+    """One line per event: the listener announces itself once (it used to be twice)."""
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "agent", "run", "--no-kubernetes", f"--host-root={host}",
+            "--metrics-bind-address=127.0.0.1:0", "--health-bind-address=127.0.0.1:0", "--interval=1h"]  # fmt: skip
+    agent = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+                             env=environment)  # fmt: skip
+    try:
+        assert agent.stderr is not None
+        seen = []
+        for line in agent.stderr:  # blocks on the agent's own output, no sleep
+            seen.append(line)
+            if "serving /metrics" in line:
+                break
+        agent.send_signal(signal.SIGTERM)
+        rest = agent.communicate(timeout=30)[1]
+    finally:
+        agent.kill()
+    serving = [line for line in [*seen, *rest.splitlines()] if "serving /metrics" in line]
+    assert len(serving) == 1, seen + rest.splitlines()
+    assert agent.returncode == 0
