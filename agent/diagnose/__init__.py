@@ -16,5 +16,5 @@ problems), where status and metrics read them:
 * :mod:`agent.diagnose.diagnosis`: which consumer a resource has, whether the node suits it, and why
   its allocatable is zero.
 
-Everything here is pure except :func:`agent.diagnose.plugin_config.read_device_plugin_config`.
+Everything here is pure except the two readers of a config file in :mod:`agent.diagnose.plugin_config`.
 """
