@@ -8,6 +8,7 @@ the private ``_call``. Also the constants every request shares: field manager, c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -48,6 +49,25 @@ _PATCH_CONTENT_TYPES = [
     "application/apply-patch+cbor",
 ]
 _AUTH_SETTINGS = ("BearerToken",)
+# The list options the agent passes (Python name → query parameter), in the order the generated list
+# methods put them on the wire.
+_LIST_QUERY = {
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "field_selector": "fieldSelector",
+    "resource_version": "resourceVersion",
+    "timeout_seconds": "timeoutSeconds",
+    "watch": "watch",
+}
+Timeout = float | tuple[float, float] | None
+
+
+def read_json(response: Any) -> Any:
+    """The JSON body of a raw (``_preload_content=False``) response; its connection goes back to the
+    pool whatever the body. ValueError when it is not JSON."""
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
 
 
 class NodeApi:
@@ -65,60 +85,19 @@ class NodeApi:
         self.api_client = api_client
 
     def list_node(
-        self,
-        *,
-        allow_watch_bookmarks: bool | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int | None = None,
-        watch: bool | None = None,
-        _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
+        self, *, _preload_content: bool, _request_timeout: Timeout = None, **query: bool | str | int | None
     ) -> Any:
-        """``GET /api/v1/nodes`` — a list, or with ``watch=True`` (added by ``Watch.stream``) a watch."""
-        return self._call(
-            "GET",
-            "/api/v1/nodes",
-            query={
-                "allowWatchBookmarks": allow_watch_bookmarks,
-                "fieldSelector": field_selector,
-                "resourceVersion": resource_version,
-                "timeoutSeconds": timeout_seconds,
-                "watch": watch,
-            },
-            accepts=_LIST_ACCEPTS,
-            preload_content=_preload_content,
-            request_timeout=_request_timeout,
-        )
+        """``GET /api/v1/nodes`` — a list, or with ``watch=True`` (added by ``Watch.stream``) a watch.
+        ``query``: the list options of :data:`_LIST_QUERY`."""
+        return self._list("/api/v1/nodes", {}, query, _preload_content, _request_timeout)
 
     def list_namespaced_config_map(
-        self,
-        namespace: str,
-        *,
-        allow_watch_bookmarks: bool | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: int | None = None,
-        watch: bool | None = None,
-        _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
-    ) -> Any:
+        self, namespace: str, *, _preload_content: bool, _request_timeout: Timeout = None,
+        **query: bool | str | int | None,
+    ) -> Any:  # fmt: skip
         """``GET /api/v1/namespaces/{namespace}/configmaps`` (``CoreV1Api.list_namespaced_config_map``)."""
-        return self._call(
-            "GET",
-            "/api/v1/namespaces/{namespace}/configmaps",
-            path_params={"namespace": namespace},
-            query={
-                "allowWatchBookmarks": allow_watch_bookmarks,
-                "fieldSelector": field_selector,
-                "resourceVersion": resource_version,
-                "timeoutSeconds": timeout_seconds,
-                "watch": watch,
-            },
-            accepts=_LIST_ACCEPTS,
-            preload_content=_preload_content,
-            request_timeout=_request_timeout,
-        )
+        path = "/api/v1/namespaces/{namespace}/configmaps"
+        return self._list(path, {"namespace": namespace}, query, _preload_content, _request_timeout)
 
     def patch_node(
         self,
@@ -128,21 +107,11 @@ class NodeApi:
         field_manager: str | None = None,
         _content_type: str | None = None,
         _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
+        _request_timeout: Timeout = None,
     ) -> Any:
         """``PATCH /api/v1/nodes/{name}`` with ``body`` as ``_content_type`` (default: JSON patch)."""
-        return self._call(
-            "PATCH",
-            "/api/v1/nodes/{name}",
-            path_params={"name": name},
-            query={"fieldManager": field_manager},
-            accepts=_PATCH_ACCEPTS,
-            body=body,
-            content_type=_content_type,
-            content_types=_PATCH_CONTENT_TYPES,
-            preload_content=_preload_content,
-            request_timeout=_request_timeout,
-        )
+        return self._patch("/api/v1/nodes/{name}", {"name": name}, body, field_manager, _content_type,
+                           _preload_content, _request_timeout)  # fmt: skip
 
     def patch_node_status(
         self,
@@ -152,21 +121,11 @@ class NodeApi:
         field_manager: str | None = None,
         _content_type: str | None = None,
         _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
+        _request_timeout: Timeout = None,
     ) -> Any:
         """``PATCH /api/v1/nodes/{name}/status`` (``CoreV1Api.patch_node_status``)."""
-        return self._call(
-            "PATCH",
-            "/api/v1/nodes/{name}/status",
-            path_params={"name": name},
-            query={"fieldManager": field_manager},
-            accepts=_PATCH_ACCEPTS,
-            body=body,
-            content_type=_content_type,
-            content_types=_PATCH_CONTENT_TYPES,
-            preload_content=_preload_content,
-            request_timeout=_request_timeout,
-        )
+        return self._patch("/api/v1/nodes/{name}/status", {"name": name}, body, field_manager, _content_type,
+                           _preload_content, _request_timeout)  # fmt: skip
 
     def create_event(
         self,
@@ -175,7 +134,7 @@ class NodeApi:
         *,
         field_manager: str | None = None,
         _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
+        _request_timeout: Timeout = None,
     ) -> Any:
         """``POST /apis/events.k8s.io/v1/namespaces/{namespace}/events`` (``EventsV1Api.create_namespaced_event``)."""
         return self._call(
@@ -197,22 +156,34 @@ class NodeApi:
         *,
         field_manager: str | None = None,
         _preload_content: bool,
-        _request_timeout: float | tuple[float, float] | None = None,
+        _request_timeout: Timeout = None,
     ) -> Any:
         """``PATCH /apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}`` with a merge patch
         (``EventsV1Api.patch_namespaced_event``)."""
-        return self._call(
-            "PATCH",
-            "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
-            path_params={"namespace": namespace, "name": name},
-            query={"fieldManager": field_manager},
-            accepts=_PATCH_ACCEPTS,
-            body=body,
-            content_type=MERGE_PATCH,
-            content_types=_PATCH_CONTENT_TYPES,
-            preload_content=_preload_content,
-            request_timeout=_request_timeout,
-        )
+        path = "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}"
+        return self._patch(path, {"namespace": namespace, "name": name}, body, field_manager, MERGE_PATCH,
+                           _preload_content, _request_timeout)  # fmt: skip
+
+    def _list(
+        self, path: str, path_params: Mapping[str, str], query: Mapping[str, bool | str | int | None],
+        preload_content: bool, request_timeout: Timeout,
+    ) -> Any:  # fmt: skip
+        unknown = sorted(set(query) - set(_LIST_QUERY))
+        if unknown:
+            raise TypeError(f"unexpected list options: {', '.join(unknown)}")
+        return self._call("GET", path, path_params=path_params,
+                          query={wire: query.get(name) for name, wire in _LIST_QUERY.items()},
+                          accepts=_LIST_ACCEPTS, preload_content=preload_content,
+                          request_timeout=request_timeout)  # fmt: skip
+
+    def _patch(
+        self, path: str, path_params: Mapping[str, str], body: Mapping[str, Any], field_manager: str | None,
+        content_type: str | None, preload_content: bool, request_timeout: Timeout,
+    ) -> Any:  # fmt: skip
+        return self._call("PATCH", path, path_params=path_params, query={"fieldManager": field_manager},
+                          accepts=_PATCH_ACCEPTS, body=body, content_type=content_type,
+                          content_types=_PATCH_CONTENT_TYPES, preload_content=preload_content,
+                          request_timeout=request_timeout)  # fmt: skip
 
     def _call(
         self,
@@ -226,7 +197,7 @@ class NodeApi:
         content_type: str | None = None,
         content_types: list[str] | None = None,
         preload_content: bool,
-        request_timeout: float | tuple[float, float] | None,
+        request_timeout: Timeout,
     ) -> Any:
         """Send one request as a generated ``CoreV1Api`` method does: query parameters in ``query``'s order,
         those that are None left out; ``Accept`` picked from ``accepts``; when the method takes a body

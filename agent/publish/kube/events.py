@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import queue
 import threading
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from agent.publish.events import EventSpec
-from agent.publish.kube.api import FIELD_MANAGER, REQUEST_TIMEOUT, NodeApi, RequestTimeout
+from agent.publish.kube.api import FIELD_MANAGER, REQUEST_TIMEOUT, NodeApi, RequestTimeout, read_json
 from agent.publish.kube.failures import TRANSPORT_ERRORS, describe_failure
 
 logger = logging.getLogger(__package__)
@@ -248,10 +247,7 @@ class EventRecorder:
                 response = self._api.patch_event(NAMESPACE, request.name, request.patch, field_manager=FIELD_MANAGER,
                                                  _preload_content=False, _request_timeout=self._timeout)  # fmt: skip
                 kind = "patched"
-            try:
-                json.loads(response.data)
-            finally:
-                response.release_conn()
+            read_json(response)
         except TRANSPORT_ERRORS as err:
             failure = describe_failure(err)
             with self._lock:

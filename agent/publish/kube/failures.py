@@ -54,3 +54,8 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,  # a body that is not JSON
 )
+
+
+def not_observed(node: str) -> ApiFailure:
+    """Nothing can be written before the watch has listed the Node: there is nothing to compare with."""
+    return ApiFailure(status=None, reason="NotObserved", message=f"node {node} is not known yet (watch not synced)")

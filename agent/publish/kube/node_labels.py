@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
-from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout
-from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure
+from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout, read_json
+from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure, not_observed
 from agent.publish.kube.watch import FreshView, NodeWatcher, ObservedNode
 
 # One logger for the whole package, so that log lines keep naming agent.publish.kube.
@@ -83,9 +83,7 @@ class NodeLabelPublisher:
             logger.warning("not publishing label %s: %s", key, reason)
         node = self._view.current()
         if node is None:
-            failure = ApiFailure(status=None, reason="NotObserved",
-                                 message=f"node {self._watcher.name} is not known yet (watch not synced)")  # fmt: skip
-            return SyncResult(error=failure, skipped=skipped)
+            return SyncResult(error=not_observed(self._watcher.name), skipped=skipped)
         # Labels and the ownership annotation in one body, so they cannot drift apart.
         body = label_rules.plan_node_patch(node.labels, node.annotations, valid, self._prefix)
         if body is None:
@@ -99,10 +97,7 @@ class NodeLabelPublisher:
                 _preload_content=False,
                 _request_timeout=self._request_timeout,
             )
-            try:
-                answer = json.loads(response.data)
-            finally:
-                response.release_conn()
+            answer = read_json(response)
         except TRANSPORT_ERRORS as err:
             failure = describe_failure(err)
             self._view.forget()

@@ -10,7 +10,6 @@ no request between heartbeats.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -19,8 +18,15 @@ from typing import Any
 
 from agent.model import NodeCondition
 from agent.publish.condition import CONDITION_TYPE, condition_patch, plan_condition
-from agent.publish.kube.api import FIELD_MANAGER, REQUEST_TIMEOUT, STRATEGIC_MERGE_PATCH, NodeApi, RequestTimeout
-from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure
+from agent.publish.kube.api import (
+    FIELD_MANAGER,
+    REQUEST_TIMEOUT,
+    STRATEGIC_MERGE_PATCH,
+    NodeApi,
+    RequestTimeout,
+    read_json,
+)
+from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure, not_observed
 from agent.publish.kube.watch import FreshView, NodeWatcher
 
 logger = logging.getLogger(__package__)
@@ -66,8 +72,7 @@ class ConditionPublisher:
         with self._lock:
             node = self._view.current()
             if node is None:
-                unknown = f"node {self._watcher.name} is not known yet (watch not synced)"
-                return ConditionResult(error=ApiFailure(status=None, reason="NotObserved", message=unknown))
+                return ConditionResult(error=not_observed(self._watcher.name))
             wanted = plan_condition(node.conditions.get(CONDITION_TYPE), condition, now, self._heartbeat)
             if wanted is None:
                 return ConditionResult()
@@ -80,10 +85,7 @@ class ConditionPublisher:
                     _preload_content=False,
                     _request_timeout=self._request_timeout,
                 )
-                try:
-                    answer = json.loads(response.data)
-                finally:
-                    response.release_conn()
+                answer = read_json(response)
             except TRANSPORT_ERRORS as err:
                 failure = describe_failure(err)
                 self._view.forget()

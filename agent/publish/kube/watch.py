@@ -10,7 +10,6 @@ agent's own Node (:class:`ObservedNode`); :mod:`agent.publish.kube.configmap` on
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import socket
@@ -23,7 +22,7 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 from kubernetes.watch import Watch
 
-from agent.publish.kube.api import REQUEST_TIMEOUT, NodeApi, RequestTimeout
+from agent.publish.kube.api import REQUEST_TIMEOUT, NodeApi, RequestTimeout, read_json
 from agent.publish.kube.backoff import Backoff
 from agent.publish.kube.failures import TRANSPORT_ERRORS, describe_failure
 
@@ -282,10 +281,7 @@ class ObjectWatcher(Generic[T]):
         response = self._list_call(
             field_selector=self._selector, _preload_content=False, _request_timeout=self._request_timeout
         )
-        try:
-            data = json.loads(response.data)
-        finally:
-            response.release_conn()
+        data = read_json(response)
         items = [i for i in data.get("items") or () if (i.get("metadata") or {}).get("name") == self.name]
         resource_version = str((data.get("metadata") or {}).get("resourceVersion", ""))
         observed = self._parse(items[0]) if items else None
