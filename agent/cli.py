@@ -75,12 +75,19 @@ def _settings_parser(*, status: bool) -> _Parser:
             common.add_argument("--dry-run", dest="dry-run", action="store_const", const="true", help=setting.help)
         elif setting.key == "kubernetes":
             common.add_argument(
-                "--no-kubernetes", dest="kubernetes", action="store_const", const="false",
+                "--no-kubernetes",
+                dest="kubernetes",
+                action="store_const",
+                const="false",
                 help="run without the Kubernetes publisher (labels, allocatable watch)",
-            )  # fmt: skip
+            )
         else:
-            common.add_argument(setting.flag, dest=setting.key, metavar=setting.key.upper().replace("-", "_"),
-                                help=f"{setting.help} [env {setting.env}]")  # fmt: skip
+            common.add_argument(
+                setting.flag,
+                dest=setting.key,
+                metavar=setting.key.upper().replace("-", "_"),
+                help=f"{setting.help} [env {setting.env}]",
+            )
     return common
 
 
@@ -88,15 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rdma-node-agent", description="Observe, enforce and publish a node's RDMA state.")
     parser.add_argument("--version", action="version", version=f"rdma-node-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    status = sub.add_parser("status", parents=[_settings_parser(status=True)],
-                            help="print this node's RDMA state once and exit")  # fmt: skip
+    status = sub.add_parser(
+        "status", parents=[_settings_parser(status=True)], help="print this node's RDMA state once and exit"
+    )
     status.add_argument("--json", action="store_true", help="print the snapshot as JSON (agent/status.schema.json)")
     status.add_argument(
-        "--fail-on-problems", nargs="?", const="", default=None, metavar="CODES",
+        "--fail-on-problems",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CODES",
         help="exit 3 when the report lists problems: any, or only those of the comma-separated codes given",
-    )  # fmt: skip
-    run = sub.add_parser("run", parents=[_settings_parser(status=False)],
-                         help="run the agent: reconcile every interval, serve metrics")  # fmt: skip
+    )
+    run = sub.add_parser(
+        "run", parents=[_settings_parser(status=False)], help="run the agent: reconcile every interval, serve metrics"
+    )
     run.add_argument("--once", action="store_true", help="one reconcile, print the status, exit")
     return parser
 
@@ -225,10 +238,15 @@ def _publish_stages(config: Config, *, labels: bool = True) -> _Publishing:
     if writers.labels is not None or features is not None:
         stages.append(
             LabelsStage(
-                config.label_prefix, config.label_hysteresis_seconds, node=writers.labels, watcher=watcher,
-                features_file=features, host_root=config.roots.root, features_ttl=features_lease(config),
+                config.label_prefix,
+                config.label_hysteresis_seconds,
+                node=writers.labels,
+                watcher=watcher,
+                features_file=features,
+                host_root=config.roots.root,
+                features_ttl=features_lease(config),
             )
-        )  # fmt: skip
+        )
     stages.append(ConditionStage(config.label_hysteresis_seconds, writers.condition))
     if writers.events is not None:
         stages.append(EventsStage(writers.events))
@@ -243,29 +261,37 @@ def features_lease(config: Config) -> float:
     return max(FEATURES_LEASE_INTERVALS * config.interval_seconds, FEATURES_LEASE_MIN_SECONDS)
 
 
-def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
+class _Signals(NamedTuple):
+    stop: threading.Event  # SIGTERM or SIGINT: stop
+    wake: threading.Event  # any of them: the cycle thread ends its wait between cycles
+    notice: threading.Event  # any of them: the main thread logs what arrived
+    received: list[int]  # which arrived
+
+
+def _install_signal_handlers() -> _Signals:
     """SIGTERM/SIGINT → stop, SIGHUP → reconcile now. Installed before anything slow starts, so a
-    SIGTERM during start-up is a clean exit too (not the default action's exit 143)."""
-    stop, wake = threading.Event(), threading.Event()
+    SIGTERM during start-up is a clean exit too (not the default action's exit 143). The handler only
+    sets events: it runs in the main thread wherever that was, and a log line written from it could
+    land inside another write to stderr ("reentrant call") and abort before the events were set."""
+    signals = _Signals(threading.Event(), threading.Event(), threading.Event(), [])
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            logger.info("SIGHUP: reconciling now")
-        else:
-            logger.info("%s: stopping", signal.Signals(signum).name)
-            stop.set()
-        wake.set()
+        signals.received.append(signum)
+        if signum != signal.SIGHUP:
+            signals.stop.set()
+        signals.wake.set()
+        signals.notice.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    return stop, wake
+    return signals
 
 
 def _run(config: Config, once: bool) -> int:
-    stop, wake = _install_signal_handlers()
+    signals = _install_signal_handlers()
     stages, closers, *_ = _publish_stages(config)
     try:
-        return _serve(config, once, stages, stop, wake)
+        return _serve(config, once, stages, signals)
     finally:
         for close in closers:
             close()
@@ -274,31 +300,58 @@ def _run(config: Config, once: bool) -> int:
 def metrics_exposition(agent: Agent) -> Exposition:
     """What ``/metrics`` serves: the node's metrics change once per cycle, so they are rendered once
     per published state and served from memory; the process collector is rendered per scrape."""
-    return Exposition(cached=RdmaCollector(agent.state, version=__version__), version=agent.state,
-                      live=ProcessCollector(registry=None))  # fmt: skip
+    return Exposition(
+        cached=RdmaCollector(agent.state, version=__version__),
+        version=agent.state,
+        live=ProcessCollector(registry=None),
+    )
 
 
-def _serve(config: Config, once: bool, stages: list[Stage], stop: threading.Event, wake: threading.Event) -> int:
+def _log_signals_until_stop(signals: _Signals) -> None:
+    """Wait in the main thread, logging each signal as it arrives, until one says stop."""
+    seen = 0
+    while True:
+        signals.notice.wait()
+        signals.notice.clear()
+        for signum in signals.received[seen:]:
+            done = "reconciling now" if signum == signal.SIGHUP else "stopping"
+            logger.info("%s: %s", signal.Signals(signum).name, done)
+        seen = len(signals.received)
+        if signals.stop.is_set():
+            return
+
+
+def _serve(config: Config, once: bool, stages: list[Stage], signals: _Signals) -> int:
     agent = Agent(config, stages=stages)
     if once:
         sys.stdout.write(render_json(agent.run_once()))
         return EXIT_OK
-    server = MetricsServer(config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy,
-                           ready=agent.ready, health_bind=config.health_bind_address)  # fmt: skip
+    server = MetricsServer(
+        config.metrics_bind_address,
+        metrics_exposition(agent),
+        healthy=agent.healthy,
+        ready=agent.ready,
+        health_bind=config.health_bind_address,
+    )
     try:
         server.start()
     except PublishError as err:
         print(f"rdma-node-agent: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    logger.info("rdma-node-agent %s: desired netns mode %s, every %ss", __version__, config.netns_mode.value,
-                config.interval_seconds)  # fmt: skip
+    logger.info(
+        "rdma-node-agent %s: desired netns mode %s, every %ss",
+        __version__,
+        config.netns_mode.value,
+        config.interval_seconds,
+    )
     # The cycles run in a thread of their own, so that the main thread is never inside a host read:
     # a SIGTERM ends the process in time even when a cycle is stuck (a read that blocks ignores the
     # signal: the kernel restarts it), and /healthz says so once the cycle passes its deadline.
-    cycles = threading.Thread(target=agent.run_forever, args=(stop, wake), name="reconcile", daemon=True)
+    cycles = threading.Thread(
+        target=agent.run_forever, args=(signals.stop, signals.wake), name="reconcile", daemon=True
+    )
     cycles.start()
-    while not stop.wait(timeout=None):
-        pass
+    _log_signals_until_stop(signals)
     server.stop()
     cycles.join(timeout=SHUTDOWN_WAIT_SECONDS)
     if cycles.is_alive():

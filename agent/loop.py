@@ -146,8 +146,9 @@ class Agent:
         if signals:
             self.memory, more = self.enforcer.apply(signals, self.memory, self._clock())
             state = self._plan(snapshot)  # reflects the signal just given
-        return snapshot, replace(state, problems=state.problems + tuple(problems) + tuple(more),
-                                 applied=(*changing, *signals))  # fmt: skip
+        return snapshot, replace(
+            state, problems=state.problems + tuple(problems) + tuple(more), applied=(*changing, *signals)
+        )
 
     def run_once(self) -> AgentState:
         self._cycle_started = self._timer()

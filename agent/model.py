@@ -30,9 +30,19 @@ class NetnsMode(enum.Enum):
 NODE_TYPE_NAMES = ("unknown", "ca", "switch", "router", "rnic", "usnic", "usnic_udp", "unspecified")
 PORT_STATE_NAMES = ("NOP", "DOWN", "INIT", "ARMED", "ACTIVE", "ACTIVE_DEFER")
 PHYS_STATE_NAMES = (
-    "NOP", "SLEEP", "POLLING", "DISABLED", "ARMED", "LINK_UP", "LINK_ERROR_RECOVER", "PHY_TEST",
-    "UNKNOWN", "OPA_OFFLINE", "UNKNOWN", "OPA_TEST",
-)  # fmt: skip
+    "NOP",
+    "SLEEP",
+    "POLLING",
+    "DISABLED",
+    "ARMED",
+    "LINK_UP",
+    "LINK_ERROR_RECOVER",
+    "PHY_TEST",
+    "UNKNOWN",
+    "OPA_OFFLINE",
+    "UNKNOWN",
+    "OPA_TEST",
+)
 
 
 def node_type_name(value: int) -> str:

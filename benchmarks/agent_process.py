@@ -76,15 +76,23 @@ def serve(args: argparse.Namespace) -> int:
         stages, closers = wiring[0], wiring[1]
         agent = Agent(config, netlink=exchange.factory, stages=stages)
         limits = {} if args.max_parallel_scrapes is None else {"max_parallel_scrapes": args.max_parallel_scrapes}
-        server = MetricsServer(config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy,
-                               ready=agent.ready, **limits)  # fmt: skip
+        server = MetricsServer(
+            config.metrics_bind_address, metrics_exposition(agent), healthy=agent.healthy, ready=agent.ready, **limits
+        )
         _, port = server.start()
         try:
             state = agent.run_once()
             gc.collect()
             devices = len(state.snapshot.devices) if state.snapshot else 0
-            _reply(out, {"pid": os.getpid(), "port": port, "devices": devices,
-                         "stages": {s.stage: s.success for s in state.stages}})  # fmt: skip
+            _reply(
+                out,
+                {
+                    "pid": os.getpid(),
+                    "port": port,
+                    "devices": devices,
+                    "stages": {s.stage: s.success for s in state.stages},
+                },
+            )
             for line in sys.stdin:
                 words = line.split()
                 if not words:
@@ -92,8 +100,14 @@ def serve(args: argparse.Namespace) -> int:
                 if words[0] == "reconcile":
                     for _ in range(int(words[1])):
                         state = agent.run_once()
-                    _reply(out, {"cycles": agent.cycles, "stages": {s.stage: s.success for s in state.stages},
-                                 "problems": sorted({p.code for p in state.problems})})  # fmt: skip
+                    _reply(
+                        out,
+                        {
+                            "cycles": agent.cycles,
+                            "stages": {s.stage: s.success for s in state.stages},
+                            "problems": sorted({p.code for p in state.problems}),
+                        },
+                    )
                 elif words[0] == "trace":
                     _reply(out, _trace(agent.run_once, int(words[1])))
                 elif words[0] == "quit":
@@ -119,8 +133,10 @@ def _trace(cycle: Any, count: int) -> dict[str, Any]:
 
     def growth(a: tracemalloc.Snapshot, b: tracemalloc.Snapshot) -> tuple[int, list[dict[str, Any]]]:
         diff = b.compare_to(a, "lineno")
-        top = [{"where": str(d.traceback[0]), "size_diff": d.size_diff, "count_diff": d.count_diff}
-               for d in sorted(diff, key=lambda d: -d.size_diff)[:5]]  # fmt: skip
+        top = [
+            {"where": str(d.traceback[0]), "size_diff": d.size_diff, "count_diff": d.count_diff}
+            for d in sorted(diff, key=lambda d: -d.size_diff)[:5]
+        ]
         return sum(d.size_diff for d in diff), top
 
     try:
@@ -137,9 +153,16 @@ def _trace(cycle: Any, count: int) -> dict[str, Any]:
         total, top = growth(start, end)
         second, second_top = growth(middle, end)
         current, peak = tracemalloc.get_traced_memory()
-        return {"cycles": count, "growth_bytes": total, "top": top, "second_half_cycles": count - half,
-                "second_half_growth_bytes": second, "second_half_top": second_top, "traced_bytes": current,
-                "traced_peak_bytes": peak}  # fmt: skip
+        return {
+            "cycles": count,
+            "growth_bytes": total,
+            "top": top,
+            "second_half_cycles": count - half,
+            "second_half_growth_bytes": second,
+            "second_half_top": second_top,
+            "traced_bytes": current,
+            "traced_peak_bytes": peak,
+        }
     finally:
         tracemalloc.stop()
 
@@ -158,16 +181,26 @@ class AgentProcess:
         max_parallel_scrapes: int | None = None,
         stderr: Path | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "benchmarks.agent_process", "--functions", str(functions),
-                "--per-pf", str(per_pf), "--netns-mode", netns_mode]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.agent_process",
+            "--functions",
+            str(functions),
+            "--per-pf",
+            str(per_pf),
+            "--netns-mode",
+            netns_mode,
+        ]
         if kubeconfig is not None:
             argv += ["--kubeconfig", str(kubeconfig), "--node-name", node_name or ""]
         if max_parallel_scrapes is not None:
             argv += ["--max-parallel-scrapes", str(max_parallel_scrapes)]
         self._stderr_path = stderr
         self._stderr: IO[bytes] = stderr.open("w+b") if stderr else tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, name="agent-process-stdout", daemon=True).start()
         self.hello = self._read(START_TIMEOUT)

@@ -88,17 +88,31 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             subprocess.run(RDMA_LINK, check=True, capture_output=True)
             theirs.append(time.perf_counter() - started)
-        points.append({
-            "size": size, "devices_seen": len(snapshot.devices), "links_listed": len(listed),
-            "netlink_available": snapshot.netlink_available,
-            "warm_equals_cold": replace(warm, taken_at=0.0) == replace(snapshot, taken_at=0.0),
-            "ours_s": ours, "cold_s": cold, "rdma_s": theirs,
-            "ours_median_s": statistics.median(ours), "cold_median_s": statistics.median(cold),
-            "rdma_median_s": statistics.median(theirs),
-            "breakdown_s": snapshot_breakdown(roots, RdmaNetlink, cache=steady),
-        })  # fmt: skip
-    json.dump({"kernel": platform.release(), "iproute2": sh("rdma", "-V").strip(), "python": platform.python_version(),
-               "points": points}, sys.stdout)  # fmt: skip
+        points.append(
+            {
+                "size": size,
+                "devices_seen": len(snapshot.devices),
+                "links_listed": len(listed),
+                "netlink_available": snapshot.netlink_available,
+                "warm_equals_cold": replace(warm, taken_at=0.0) == replace(snapshot, taken_at=0.0),
+                "ours_s": ours,
+                "cold_s": cold,
+                "rdma_s": theirs,
+                "ours_median_s": statistics.median(ours),
+                "cold_median_s": statistics.median(cold),
+                "rdma_median_s": statistics.median(theirs),
+                "breakdown_s": snapshot_breakdown(roots, RdmaNetlink, cache=steady),
+            }
+        )
+    json.dump(
+        {
+            "kernel": platform.release(),
+            "iproute2": sh("rdma", "-V").strip(),
+            "python": platform.python_version(),
+            "points": points,
+        },
+        sys.stdout,
+    )
     return 0
 
 

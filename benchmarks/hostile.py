@@ -110,9 +110,13 @@ def _flood(pid: int, port: int, idle: int, rate: float, probes: int) -> tuple[li
     opened, peak RSS, server threads)."""
     # The flooder runs at the lowest priority: a real attacker's CPU is on another machine, and on
     # this 2-core box it would otherwise take a core from the server and the prober alike.
-    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(port), str(idle), str(rate)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: os.nice(19))  # fmt: skip
+    flooder = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, str(port), str(idle), str(rate)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.nice(19),
+    )
     try:
         assert flooder.stdout is not None
         flooder.stdout.readline()  # "start"
@@ -143,33 +147,56 @@ def run(*, devices: int, accepts: int, idle: int, probes: int, results: Results,
             status, _ = _get(agent.port, "/metrics", accept + "Accept-Encoding: gzip\r\n")
             failures += status != 200
         after = _rss(agent.pid)
-        results.rows.append(Row(
-            benchmark=NAME, size=f"{size}, RSS after {accepts:,} scrapes with distinct Accept headers",
-            unit="MiB", ours=after / MIB, baseline=before / MIB, target="≤ +2 MiB",
-            met=after - before <= 2 * MIB and failures == 0,
-        ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{size}, RSS after {accepts:,} scrapes with distinct Accept headers",
+                unit="MiB",
+                ours=after / MIB,
+                baseline=before / MIB,
+                target="≤ +2 MiB",
+                met=after - before <= 2 * MIB and failures == 0,
+            )
+        )
 
         quiet = _probes(agent.port, probes)
         resting = _rss(agent.pid)
         flooded, opened, peak, threads = _flood(agent.pid, agent.port, idle, FLOOD_RATE, probes)
         burst, burst_opened, _, _ = _flood(agent.pid, agent.port, idle, 0, probes)
-    results.rows.append(Row(
-        benchmark=NAME, size=f"{size}, peak RSS with {idle:,} idle connections (vs RSS before)", unit="MiB",
-        ours=peak / MIB, baseline=resting / MIB, target=f"≤ {DAEMONSET_MEMORY_LIMIT_MIB} MiB",
-        met=peak <= DAEMONSET_MEMORY_LIMIT_MIB * MIB,
-    ))  # fmt: skip
+    results.rows.append(
+        Row(
+            benchmark=NAME,
+            size=f"{size}, peak RSS with {idle:,} idle connections (vs RSS before)",
+            unit="MiB",
+            ours=peak / MIB,
+            baseline=resting / MIB,
+            target=f"≤ {DAEMONSET_MEMORY_LIMIT_MIB} MiB",
+            met=peak <= DAEMONSET_MEMORY_LIMIT_MIB * MIB,
+        )
+    )
     p99_flood = stats.percentile(flooded, 99) * 1000 if flooded else None
     p99_quiet = stats.percentile(quiet, 99) * 1000 if quiet else None
-    results.rows.append(Row(
-        benchmark=NAME, size=f"/healthz p99 during that flood (vs without), {len(flooded)} probes", unit="ms",
-        ours=p99_flood, baseline=p99_quiet, target="≤ 2×",
-        met=p99_flood is not None and p99_quiet is not None and p99_flood <= 2 * p99_quiet,
-    ))  # fmt: skip
+    results.rows.append(
+        Row(
+            benchmark=NAME,
+            size=f"/healthz p99 during that flood (vs without), {len(flooded)} probes",
+            unit="ms",
+            ours=p99_flood,
+            baseline=p99_quiet,
+            target="≤ 2×",
+            met=p99_flood is not None and p99_quiet is not None and p99_flood <= 2 * p99_quiet,
+        )
+    )
     p99_burst = stats.percentile(burst, 99) * 1000 if burst else None
-    results.rows.append(Row(
-        benchmark=NAME, size=f"/healthz p99 while {idle:,} connections open at full speed, {len(burst)} probes",
-        unit="ms", ours=p99_burst, baseline=p99_quiet,
-    ))  # fmt: skip
+    results.rows.append(
+        Row(
+            benchmark=NAME,
+            size=f"/healthz p99 while {idle:,} connections open at full speed, {len(burst)} probes",
+            unit="ms",
+            ours=p99_burst,
+            baseline=p99_quiet,
+        )
+    )
     results.notes.append(
         f"Hostile clients: {accepts:,} scrapes with distinct Accept headers, {failures} not answered 200; the flood "
         f"opened {opened} idle half-sent requests at {FLOOD_RATE:,.0f} a second from a separate process and held "

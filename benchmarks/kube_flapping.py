@@ -47,18 +47,26 @@ class SimClock:
 
 
 def _port(up: bool) -> RdmaPort:
-    return RdmaPort(port=1, state="ACTIVE" if up else "DOWN", state_code=4 if up else 1,
-                    physical_state="LINK_UP" if up else "DISABLED", physical_state_code=5 if up else 3,
-                    netdev="ens1f0np0", link_layer="Ethernet")  # fmt: skip
+    return RdmaPort(
+        port=1,
+        state="ACTIVE" if up else "DOWN",
+        state_code=4 if up else 1,
+        physical_state="LINK_UP" if up else "DISABLED",
+        physical_state_code=5 if up else 3,
+        netdev="ens1f0np0",
+        link_layer="Ethernet",
+    )
 
 
 def _state(up: bool) -> AgentState:
     device = RdmaDevice(name="mlx5_0", ports=(_port(up),), char_devices=("uverbs0",))
-    chars = (CharDevice(name="uverbs0", kind="uverbs", path="/dev/infiniband/uverbs0", present=True,
-                        rdma_device="mlx5_0"),
-             CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True))  # fmt: skip
-    snapshot = NodeSnapshot(taken_at=0.0, netlink_available=True, devices=(device,), char_devices=chars,
-                            netns_mode=NetnsMode.SHARED)  # fmt: skip
+    chars = (
+        CharDevice(name="uverbs0", kind="uverbs", path="/dev/infiniband/uverbs0", present=True, rdma_device="mlx5_0"),
+        CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True),
+    )
+    snapshot = NodeSnapshot(
+        taken_at=0.0, netlink_available=True, devices=(device,), char_devices=chars, netns_mode=NetnsMode.SHARED
+    )
     return AgentState(snapshot=snapshot)
 
 
@@ -72,8 +80,10 @@ def _hour(api: KubeStandIn, client: Any, watcher: NodeWatcher, every: int) -> tu
     cycles, and how many times it changed."""
     timer, epoch = SimClock(1000.0), SimClock(1.8e9)
     recorder = EventRecorder(client, NODE, clock=epoch)
-    stages = (ConditionStage(HOLD, ConditionPublisher(client, watcher), timer=timer, clock=epoch),
-              EventsStage(recorder))  # fmt: skip
+    stages = (
+        ConditionStage(HOLD, ConditionPublisher(client, watcher), timer=timer, clock=epoch),
+        EventsStage(recorder),
+    )
     try:
         state = _state(True)
         for stage in stages:  # start-up: the condition is written (not counted)
@@ -108,11 +118,25 @@ def run(results: Results) -> None:
                 status, events, changes = _hour(api, client, watcher, every)
                 size = f"{what}, {CYCLES} cycles = 1 h simulated, {changes} link changes"
                 results.rows += [
-                    Row(benchmark=NAME, size=f"status patches/h, {size}", unit="/h", ours=status, baseline=CYCLES,
-                        target=f"≤ {STATUS_BOUND:g}", met=status <= STATUS_BOUND),
-                    Row(benchmark=NAME, size=f"events/h (create + patch), {size}", unit="/h", ours=events,
-                        baseline=CYCLES, target=f"≤ {EVENTS_BOUND:g}", met=events <= EVENTS_BOUND),
-                ]  # fmt: skip
+                    Row(
+                        benchmark=NAME,
+                        size=f"status patches/h, {size}",
+                        unit="/h",
+                        ours=status,
+                        baseline=CYCLES,
+                        target=f"≤ {STATUS_BOUND:g}",
+                        met=status <= STATUS_BOUND,
+                    ),
+                    Row(
+                        benchmark=NAME,
+                        size=f"events/h (create + patch), {size}",
+                        unit="/h",
+                        ours=events,
+                        baseline=CYCLES,
+                        target=f"≤ {EVENTS_BOUND:g}",
+                        met=events <= EVENTS_BOUND,
+                    ),
+                ]
         finally:
             watcher.stop()
             client.close()
@@ -123,5 +147,3 @@ def run(results: Results) -> None:
         f"second occurrence and then every 30 min) and cut by the spam filter ({SPAM_BURST} at once, then one per "
         f"{SPAM_REFILL_SECONDS / 60:g} min per type), so ≤ {EVENTS_BOUND:g} in the first hour."
     )
-
-

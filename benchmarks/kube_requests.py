@@ -82,11 +82,20 @@ def _naive(api: KubeStandIn, token: str | None, labels: dict[str, str], conditio
     _send(url, headers)
     _send(url, headers, {"metadata": {"labels": labels}}, "PATCH", "application/merge-patch+json")
     beat = {**condition, "lastHeartbeatTime": f"2026-01-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"}
-    _send(url + "/status", headers, {"status": {"conditions": [beat]}}, "PATCH",
-          "application/strategic-merge-patch+json")  # fmt: skip
-    event = {"metadata": {"name": f"{NODE}.naive{i:x}"}, "eventTime": micro_time(1.8e9 + i),
-             "reportingController": "naive", "reportingInstance": "naive", "action": "Check", "reason": "RDMAReady",
-             "type": "Normal", "note": "RDMA is usable", "regarding": {"kind": "Node", "name": NODE}}  # fmt: skip
+    _send(
+        url + "/status", headers, {"status": {"conditions": [beat]}}, "PATCH", "application/strategic-merge-patch+json"
+    )
+    event = {
+        "metadata": {"name": f"{NODE}.naive{i:x}"},
+        "eventTime": micro_time(1.8e9 + i),
+        "reportingController": "naive",
+        "reportingInstance": "naive",
+        "action": "Check",
+        "reason": "RDMAReady",
+        "type": "Normal",
+        "note": "RDMA is usable",
+        "regarding": {"kind": "Node", "name": NODE},
+    }
     _send(f"{api.url}/apis/events.k8s.io/v1/namespaces/default/events", headers, event, "POST", "application/json")
 
 
@@ -111,12 +120,14 @@ def run(*, cycles: int, watch_timeout: int, results: Results) -> None:
             recorder = EventRecorder(client, NODE, clock=epoch)
             stages: list[Stage] = [
                 AllocatableStage(config.resource_prefixes, None, watcher),
-                LabelsStage(config.label_prefix, config.label_hysteresis_seconds, node=publisher, watcher=watcher,
-                            timer=clock),
-                ConditionStage(config.label_hysteresis_seconds, ConditionPublisher(client, watcher), timer=clock,
-                               clock=epoch),
+                LabelsStage(
+                    config.label_prefix, config.label_hysteresis_seconds, node=publisher, watcher=watcher, timer=clock
+                ),
+                ConditionStage(
+                    config.label_hysteresis_seconds, ConditionPublisher(client, watcher), timer=clock, clock=epoch
+                ),
                 EventsStage(recorder),
-            ]  # fmt: skip
+            ]
             agent = Agent(config, netlink=exchange.factory, stages=stages)
             agent.run_once()  # start-up: labels and the condition are patched once
             prefix = config.label_prefix
@@ -157,18 +168,35 @@ def run(*, cycles: int, watch_timeout: int, results: Results) -> None:
     polls, naive_polls = ours["get"] + ours["list"], naive["get"] + naive["list"]
     total, naive_total = sum(ours.values()), sum(naive.values())
     size = f"{cycles} cycles = {simulated / 3600:.3g} h simulated"
-    rows = (("label patches/h", "nodes"), ("status patches/h (between heartbeats)", "nodes/status"),
-            ("events/h (create + patch)", "events"))  # fmt: skip
+    rows = (
+        ("label patches/h", "nodes"),
+        ("status patches/h (between heartbeats)", "nodes/status"),
+        ("events/h (create + patch)", "events"),
+    )
     results.rows += [
-        Row(benchmark=NAME, size=f"{what}, {size}", unit="/h", ours=writes[resource] * per_hour,
-            baseline=naive_writes[resource] * per_hour, target="0", met=writes[resource] == 0)
+        Row(
+            benchmark=NAME,
+            size=f"{what}, {size}",
+            unit="/h",
+            ours=writes[resource] * per_hour,
+            baseline=naive_writes[resource] * per_hour,
+            target="0",
+            met=writes[resource] == 0,
+        )
         for what, resource in rows
     ]
     results.rows += [
-        Row(benchmark=NAME, size=f"polls (GET/LIST)/h, {size}", unit="/h", ours=polls, baseline=naive_polls,
-            target="0", met=polls == 0),
+        Row(
+            benchmark=NAME,
+            size=f"polls (GET/LIST)/h, {size}",
+            unit="/h",
+            ours=polls,
+            baseline=naive_polls,
+            target="0",
+            met=polls == 0,
+        ),
         Row(benchmark=NAME, size=f"all requests/h, {size}", unit="/h", ours=total, baseline=naive_total),
-    ]  # fmt: skip
+    ]
     results.notes.append(
         f"Kubernetes: time compressed {compression:g}× (watch timeout {watch_timeout} s standing for the "
         f"production mean of {WATCH_MEAN:.0f} s, a cycle every {pace * 1000:.0f} ms standing for {INTERVAL:.0f} s; "
@@ -178,15 +206,24 @@ def run(*, cycles: int, watch_timeout: int, results: Results) -> None:
         f"(kubelet-style status updates every {KUBELET_STATUS_EVERY / 60:.0f} simulated min, bookmarks) caused no "
         f"request; failed stages: {failed}."
     )
-    results.details["kube"] = {"ours_per_hour": ours, "naive_per_hour": naive, "compression": compression,
-                               "wall_s": wall, "events": events, "writes": writes}  # fmt: skip
+    results.details["kube"] = {
+        "ours_per_hour": ours,
+        "naive_per_hour": naive,
+        "compression": compression,
+        "wall_s": wall,
+        "events": events,
+        "writes": writes,
+    }
     kube_flapping.run(results)
 
 
 def _writes(api: KubeStandIn, before: dict[str, int]) -> dict[str, int]:
     """Writes by resource since ``before``: node patches, status patches, event creates and patches."""
-    now = {"nodes": api.count("patch", resource="nodes"), "nodes/status": api.count("patch", resource="nodes/status"),
-           "events": api.count("patch", resource="events") + api.count("create", resource="events")}  # fmt: skip
+    now = {
+        "nodes": api.count("patch", resource="nodes"),
+        "nodes/status": api.count("patch", resource="nodes/status"),
+        "events": api.count("patch", resource="events") + api.count("create", resource="events"),
+    }
     return {k: v - before.get(k, 0) for k, v in now.items()}
 
 

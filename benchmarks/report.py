@@ -54,8 +54,9 @@ class Row:
 
 
 def skipped(benchmark: str, sizes: Sequence[str], unit: str, target: str, reason: str) -> list[Row]:
-    return [Row(benchmark=benchmark, size=s, unit=unit, ours=None, baseline=None, target=target, note=reason)
-            for s in sizes]  # fmt: skip
+    return [
+        Row(benchmark=benchmark, size=s, unit=unit, ours=None, baseline=None, target=target, note=reason) for s in sizes
+    ]
 
 
 def fmt(value: float, unit: str) -> str:
@@ -158,8 +159,9 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(results: Results, *, command: str, date: str, machine_info: dict[str, Any],
-                    load: dict[str, Any]) -> str:  # fmt: skip
+def render_markdown(
+    results: Results, *, command: str, date: str, machine_info: dict[str, Any], load: dict[str, Any]
+) -> str:
     m = machine_info
     out = [
         "# rdma-node-agent benchmarks",
@@ -176,10 +178,14 @@ def render_markdown(results: Results, *, command: str, date: str, machine_info: 
         markdown_table(results.rows),
     ]
     if results.curve:
-        out += ["", "Snapshot cost by size (no kernel; synthesized netlink, generated sysfs on tmpfs):", "",
-                "| functions | steady state | per function | cold | per function | mean over a refresh period "
-                "| read-loop baseline | per function | steady / baseline |",
-                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            "",
+            "Snapshot cost by size (no kernel; synthesized netlink, generated sysfs on tmpfs):",
+            "",
+            "| functions | steady state | per function | cold | per function | mean over a refresh period "
+            "| read-loop baseline | per function | steady / baseline |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for p in results.curve:
             out.append(
                 f"| {p['n']:,.0f} | {fmt(p['ms'], 'ms')} | {p['ms'] / p['n'] * 1000:.1f} µs | "
@@ -196,8 +202,9 @@ def _load(values: Sequence[float]) -> str:
     return " / ".join(f"{v:.2f}" for v in values)
 
 
-def save(results: Results, out: Path, *, command: str, date: str, machine_info: dict[str, Any],
-         load: dict[str, Any]) -> tuple[Path, Path]:  # fmt: skip
+def save(
+    results: Results, out: Path, *, command: str, date: str, machine_info: dict[str, Any], load: dict[str, Any]
+) -> tuple[Path, Path]:
     """Write ``out`` (markdown) and the JSON next to it (same name, ``.json``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_markdown(results, command=command, date=date, machine_info=machine_info, load=load))

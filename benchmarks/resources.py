@@ -83,8 +83,11 @@ class NodeExporter:
 
     def __init__(self, binary: str) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:  # it listens within a second; poll for it (a benchmark, not a test)
             try:
@@ -124,8 +127,9 @@ def _scrape_cpu(ps: psutil.Process, port: int, count: int) -> tuple[float, int]:
     return (cpu_seconds(ps) - before) / count, size
 
 
-def measure_agent(*, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int, scrapes: int,
-                  log: Path | None) -> dict[str, Any]:  # fmt: skip
+def measure_agent(
+    *, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int, scrapes: int, log: Path | None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rna-bench-kube-") as tmp, KubeStandIn() as api:
         api.put_node(NODE)
         kubeconfig = api.write_kubeconfig(Path(tmp) / "kubeconfig")
@@ -145,8 +149,16 @@ def measure_agent(*, functions: int, per_pf: int, reconciles: int, chunk: int, t
             cpu_scrape, body = _scrape_cpu(ps, agent.port, scrapes)
             trace = agent.command(f"trace {traced}")
         requests = api.counts()
-    return {"idle_rss": idle, "rss_curve": curve, "cpu_per_reconcile": cpu_reconcile, "cpu_per_scrape": cpu_scrape,
-            "metrics_bytes": body, "trace": trace, "last": last, "kube_requests": requests}  # fmt: skip
+    return {
+        "idle_rss": idle,
+        "rss_curve": curve,
+        "cpu_per_reconcile": cpu_reconcile,
+        "cpu_per_scrape": cpu_scrape,
+        "metrics_bytes": body,
+        "trace": trace,
+        "last": last,
+        "kube_requests": requests,
+    }
 
 
 def measure_node_exporter(binary: str, *, scrapes: int) -> dict[str, Any]:
@@ -158,20 +170,38 @@ def measure_node_exporter(binary: str, *, scrapes: int) -> dict[str, Any]:
         after = ne.ps.memory_info().rss
         version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
     banner = (version.stdout or version.stderr).splitlines()
-    return {"rss_started": started, "rss_first_scrape": first, "rss_after": after, "scrapes": scrapes,
-            "cpu_per_scrape": cpu_scrape, "metrics_bytes": body, "version": banner[0] if banner else ""}  # fmt: skip
+    return {
+        "rss_started": started,
+        "rss_first_scrape": first,
+        "rss_after": after,
+        "scrapes": scrapes,
+        "cpu_per_scrape": cpu_scrape,
+        "metrics_bytes": body,
+        "version": banner[0] if banner else "",
+    }
 
 
-def run(*, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int, scrapes: int, exporter_scrapes: int,
-        results: Results, log: Path | None = None) -> None:  # fmt: skip
+def run(
+    *,
+    functions: int,
+    per_pf: int,
+    reconciles: int,
+    chunk: int,
+    traced: int,
+    scrapes: int,
+    exporter_scrapes: int,
+    results: Results,
+    log: Path | None = None,
+) -> None:
     size = f"{functions} NICs"
     hide = HIDE.format(names=TEST_ONLY_PACKAGES)
     bare = peak_rss("pass")
     imports = peak_rss(hide + RUNTIME_IMPORTS)
     agent_modules = peak_rss(hide + AGENT_IMPORTS)
     core_api = peak_rss(hide + AGENT_IMPORTS + "\nimport kubernetes.client\nkubernetes.client.CoreV1Api")
-    agent = measure_agent(functions=functions, per_pf=per_pf, reconciles=reconciles, chunk=chunk, traced=traced,
-                          scrapes=scrapes, log=log)  # fmt: skip
+    agent = measure_agent(
+        functions=functions, per_pf=per_pf, reconciles=reconciles, chunk=chunk, traced=traced, scrapes=scrapes, log=log
+    )
     binary = shutil.which(NODE_EXPORTER) or shutil.which("node_exporter")
     ne: dict[str, Any] | None = None
     reason = f"{NODE_EXPORTER} not installed ({INSTALL}, or benchmarks/install-deps.sh)"
@@ -196,29 +226,79 @@ def run(*, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int
     name_mem = "Memory (vs node_exporter)"
     name_cpu = "CPU (vs node_exporter)"
     rows = [
-        Row(benchmark=name_mem, size=f"{size}, RSS after start", unit="MiB", ours=idle / MIB,
-            baseline=ne_idle / MIB if ne_idle is not None else None, target="≤ 64 MiB", met=idle <= 64 * MIB),
-        Row(benchmark=name_mem, size=f"{size}, RSS above the {imports / MIB:.1f} MiB import floor", unit="MiB",
-            ours=(idle - imports) / MIB, baseline=None),
-        Row(benchmark=name_mem, size=f"{size}, RSS growth over {reconciles:,} reconciles", unit="MiB",
-            ours=growth / MIB, baseline=ne_growth / MIB if ne_growth is not None else None, target="≤ 1 MiB",
-            met=growth <= MIB),
-    ]  # fmt: skip
+        Row(
+            benchmark=name_mem,
+            size=f"{size}, RSS after start",
+            unit="MiB",
+            ours=idle / MIB,
+            baseline=ne_idle / MIB if ne_idle is not None else None,
+            target="≤ 64 MiB",
+            met=idle <= 64 * MIB,
+        ),
+        Row(
+            benchmark=name_mem,
+            size=f"{size}, RSS above the {imports / MIB:.1f} MiB import floor",
+            unit="MiB",
+            ours=(idle - imports) / MIB,
+            baseline=None,
+        ),
+        Row(
+            benchmark=name_mem,
+            size=f"{size}, RSS growth over {reconciles:,} reconciles",
+            unit="MiB",
+            ours=growth / MIB,
+            baseline=ne_growth / MIB if ne_growth is not None else None,
+            target="≤ 1 MiB",
+            met=growth <= MIB,
+        ),
+    ]
     if steady is not None:
-        rows.append(Row(benchmark=name_mem, size=f"{size}, RSS growth, reconciles {curve[1][0]:,}→{reconciles:,}",
-                        unit="MiB", ours=steady / MIB, baseline=None, target="≤ 1 MiB", met=steady <= MIB))  # fmt: skip
+        rows.append(
+            Row(
+                benchmark=name_mem,
+                size=f"{size}, RSS growth, reconciles {curve[1][0]:,}→{reconciles:,}",
+                unit="MiB",
+                ours=steady / MIB,
+                baseline=None,
+                target="≤ 1 MiB",
+                met=steady <= MIB,
+            )
+        )
     rows += [
-        Row(benchmark=name_mem, size=f"{size}, Python heap growth, reconciles {trace['cycles'] - half_cycles:,}"
-            f"→{trace['cycles']:,} (tracemalloc)", unit="KiB", ours=half_growth / 1024,
-            baseline=trace["traced_bytes"] / 1024, target="≤ 1 MiB per 10,000",
-            met=half_growth * 10_000 / max(1, half_cycles) <= MIB),
-        Row(benchmark=name_cpu, size=f"{size}, per reconcile", unit="ms", ours=agent["cpu_per_reconcile"] * 1000,
-            baseline=ne["cpu_per_scrape"] * 1000 if ne else None),
-        Row(benchmark=name_cpu, size=f"{size}, per /metrics scrape", unit="ms", ours=agent["cpu_per_scrape"] * 1000,
-            baseline=ne["cpu_per_scrape"] * 1000 if ne else None),
-        Row(benchmark=name_cpu, size=f"{size}, % of a core at 30 s", unit="%", ours=pct, baseline=ne_pct,
-            target="≤ 0.2 %", met=pct <= 0.2),
-    ]  # fmt: skip
+        Row(
+            benchmark=name_mem,
+            size=f"{size}, Python heap growth, reconciles {trace['cycles'] - half_cycles:,}"
+            f"→{trace['cycles']:,} (tracemalloc)",
+            unit="KiB",
+            ours=half_growth / 1024,
+            baseline=trace["traced_bytes"] / 1024,
+            target="≤ 1 MiB per 10,000",
+            met=half_growth * 10_000 / max(1, half_cycles) <= MIB,
+        ),
+        Row(
+            benchmark=name_cpu,
+            size=f"{size}, per reconcile",
+            unit="ms",
+            ours=agent["cpu_per_reconcile"] * 1000,
+            baseline=ne["cpu_per_scrape"] * 1000 if ne else None,
+        ),
+        Row(
+            benchmark=name_cpu,
+            size=f"{size}, per /metrics scrape",
+            unit="ms",
+            ours=agent["cpu_per_scrape"] * 1000,
+            baseline=ne["cpu_per_scrape"] * 1000 if ne else None,
+        ),
+        Row(
+            benchmark=name_cpu,
+            size=f"{size}, % of a core at 30 s",
+            unit="%",
+            ours=pct,
+            baseline=ne_pct,
+            target="≤ 0.2 %",
+            met=pct <= 0.2,
+        ),
+    ]
     results.rows += rows
     results.notes.append(
         f'Memory floors (max RSS): `python -c pass` {bare / MIB:.1f} MiB; `python -c "{RUNTIME_IMPORTS}"` '
@@ -244,6 +324,11 @@ def run(*, functions: int, per_pf: int, reconciles: int, chunk: int, traced: int
         f"over all of them: {_sites(trace['top'])}; over the last ones: {_sites(trace['second_half_top'])}. "
         "The row's baseline is the whole traced heap."
     )
-    results.details["resources"] = {"agent": agent, "node_exporter": ne, "python_pass_rss": bare,
-                                    "runtime_imports_rss": imports,
-                                    "agent_imports_rss": agent_modules, "core_v1_api_rss": core_api}  # fmt: skip
+    results.details["resources"] = {
+        "agent": agent,
+        "node_exporter": ne,
+        "python_pass_rss": bare,
+        "runtime_imports_rss": imports,
+        "agent_imports_rss": agent_modules,
+        "core_v1_api_rss": core_api,
+    }

@@ -67,18 +67,57 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(vm_sizes=(1, 8, 64), vm_repeats=15, scale_sizes=(1, 8, 64, 256, 1024, 2048),
-                   scale_min_repeats=5, scale_max_repeats=50, scale_min_seconds=2.0, nics=8, reconciles=10_000,
-                   reconcile_chunk=1_000, traced=2_000, scrapes=100, exporter_scrapes=100, scrape_devices=2_000,
-                   scrapers=50, per_scraper=4, solo_scrapes=10, kube_cycles=100, watch_timeout=1, hostile_devices=2_000,
-                   accepts=1_000, idle=3_000, probes=200)  # fmt: skip
+        return cls(
+            vm_sizes=(1, 8, 64),
+            vm_repeats=15,
+            scale_sizes=(1, 8, 64, 256, 1024, 2048),
+            scale_min_repeats=5,
+            scale_max_repeats=50,
+            scale_min_seconds=2.0,
+            nics=8,
+            reconciles=10_000,
+            reconcile_chunk=1_000,
+            traced=2_000,
+            scrapes=100,
+            exporter_scrapes=100,
+            scrape_devices=2_000,
+            scrapers=50,
+            per_scraper=4,
+            solo_scrapes=10,
+            kube_cycles=100,
+            watch_timeout=1,
+            hostile_devices=2_000,
+            accepts=1_000,
+            idle=3_000,
+            probes=200,
+        )
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(vm_sizes=(1, 8), vm_repeats=3, scale_sizes=(1, 8, 16), scale_min_repeats=1,
-                   scale_max_repeats=2, scale_min_seconds=0.0, nics=2, reconciles=20, reconcile_chunk=10, traced=5,
-                   scrapes=3, exporter_scrapes=3, scrape_devices=20, scrapers=5, per_scraper=2, solo_scrapes=2,
-                   kube_cycles=20, watch_timeout=1, hostile_devices=8, accepts=20, idle=300, probes=10)  # fmt: skip
+        return cls(
+            vm_sizes=(1, 8),
+            vm_repeats=3,
+            scale_sizes=(1, 8, 16),
+            scale_min_repeats=1,
+            scale_max_repeats=2,
+            scale_min_seconds=0.0,
+            nics=2,
+            reconciles=20,
+            reconcile_chunk=10,
+            traced=5,
+            scrapes=3,
+            exporter_scrapes=3,
+            scrape_devices=20,
+            scrapers=5,
+            per_scraper=2,
+            solo_scrapes=2,
+            kube_cycles=20,
+            watch_timeout=1,
+            hostile_devices=8,
+            accepts=20,
+            idle=300,
+            probes=10,
+        )
 
 
 def steps(plan: Plan, results: Results, *, vm: bool, logs: Path) -> dict[str, Callable[[], None]]:
@@ -86,29 +125,54 @@ def steps(plan: Plan, results: Results, *, vm: bool, logs: Path) -> dict[str, Ca
         if vm:
             vm_snapshot.run_vm(plan.vm_sizes, plan.vm_repeats, results)
         else:
-            results.rows.extend(skipped(vm_snapshot.NAME, [f"{n} rxe" for n in plan.vm_sizes], "ms",
-                                        vm_snapshot.TARGET, "--no-vm"))  # fmt: skip
+            results.rows.extend(
+                skipped(vm_snapshot.NAME, [f"{n} rxe" for n in plan.vm_sizes], "ms", vm_snapshot.TARGET, "--no-vm")
+            )
 
     return {
         "vm": run_vm,
-        "scale": lambda: scale.run(plan.scale_sizes, min_repeats=plan.scale_min_repeats,
-                                   max_repeats=plan.scale_max_repeats, min_seconds=plan.scale_min_seconds,
-                                   results=results),
-        "resources": lambda: resources.run(functions=plan.nics, per_pf=1, reconciles=plan.reconciles,
-                                           chunk=plan.reconcile_chunk, traced=plan.traced, scrapes=plan.scrapes,
-                                           exporter_scrapes=plan.exporter_scrapes, results=results,
-                                           log=logs / "resources-agent.log"),
-        "scrape": lambda: scrape.run(devices=plan.scrape_devices, clients=plan.scrapers, per_client=plan.per_scraper,
-                                     single=plan.solo_scrapes, results=results, log=logs / "scrape-agent.log"),
+        "scale": lambda: scale.run(
+            plan.scale_sizes,
+            min_repeats=plan.scale_min_repeats,
+            max_repeats=plan.scale_max_repeats,
+            min_seconds=plan.scale_min_seconds,
+            results=results,
+        ),
+        "resources": lambda: resources.run(
+            functions=plan.nics,
+            per_pf=1,
+            reconciles=plan.reconciles,
+            chunk=plan.reconcile_chunk,
+            traced=plan.traced,
+            scrapes=plan.scrapes,
+            exporter_scrapes=plan.exporter_scrapes,
+            results=results,
+            log=logs / "resources-agent.log",
+        ),
+        "scrape": lambda: scrape.run(
+            devices=plan.scrape_devices,
+            clients=plan.scrapers,
+            per_client=plan.per_scraper,
+            single=plan.solo_scrapes,
+            results=results,
+            log=logs / "scrape-agent.log",
+        ),
         "kube": lambda: kube_requests.run(cycles=plan.kube_cycles, watch_timeout=plan.watch_timeout, results=results),
-        "hostile": lambda: hostile.run(devices=plan.hostile_devices, accepts=plan.accepts, idle=plan.idle,
-                                       probes=plan.probes, results=results, log=logs / "hostile-agent.log"),
-    }  # fmt: skip
+        "hostile": lambda: hostile.run(
+            devices=plan.hostile_devices,
+            accepts=plan.accepts,
+            idle=plan.idle,
+            probes=plan.probes,
+            results=results,
+            log=logs / "hostile-agent.log",
+        ),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for the smoke test")
     parser.add_argument("--no-vm", action="store_true", help="skip the QEMU benchmark")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
@@ -137,8 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 todo[name]()
             except Exception as err:  # one broken benchmark must not lose the others' figures
                 failed.append(name)
-                results.rows.append(Row(benchmark=name, size="—", unit="", ours=None, baseline=None,
-                                        note=f"failed: {type(err).__name__}"))  # fmt: skip
+                results.rows.append(
+                    Row(
+                        benchmark=name,
+                        size="—",
+                        unit="",
+                        ours=None,
+                        baseline=None,
+                        note=f"failed: {type(err).__name__}",
+                    )
+                )
                 results.notes.append(f"{name} failed:\n\n```\n{traceback.format_exc()[-3000:]}```")
             results.details.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
     md, js = save(results, args.out, command=command, date=date, machine_info=machine(), load=monitor.finish())

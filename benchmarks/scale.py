@@ -78,21 +78,33 @@ def measure(n: int, *, min_repeats: int, max_repeats: int, min_seconds: float) -
         def once(action: Callable[[], object]) -> list[float]:
             return stats.repeat(action, min_repeats=1, max_repeats=1, min_seconds=0.0)
 
-        while len(ours) < max_repeats and (len(ours) < min_repeats
-                                           or sum(ours) + sum(cold) + sum(baseline) < min_seconds):  # fmt: skip
+        while len(ours) < max_repeats and (
+            len(ours) < min_repeats or sum(ours) + sum(cold) + sum(baseline) < min_seconds
+        ):
             ours += once(lambda: take_snapshot(roots, netlink=exchange.factory, cache=steady))
             cold += once(lambda: take_snapshot(roots, netlink=exchange.factory))
             baseline += once(lambda: read_all(node))
         loop_cache = SnapshotCache.for_interval(INTERVAL_SECONDS)
         for _ in range(loop_cache.sysfs.refresh_every):  # one period to settle, then one measured
             take_snapshot(roots, netlink=exchange.factory, cache=loop_cache)
-        period = stats.repeat(lambda: take_snapshot(roots, netlink=exchange.factory, cache=loop_cache),
-                              min_repeats=loop_cache.sysfs.refresh_every, max_repeats=loop_cache.sysfs.refresh_every,
-                              min_seconds=0.0)  # fmt: skip
+        period = stats.repeat(
+            lambda: take_snapshot(roots, netlink=exchange.factory, cache=loop_cache),
+            min_repeats=loop_cache.sysfs.refresh_every,
+            max_repeats=loop_cache.sysfs.refresh_every,
+            min_seconds=0.0,
+        )
         parts = snapshot_breakdown(roots, exchange.factory, repeats=min(3, max_repeats), cache=steady)
-    return Point(n=n, ours=ours, cold=cold, period=period, baseline=baseline, breakdown=parts,
-                 devices=len(snapshot.devices), pci_functions=len(snapshot.pci_functions),
-                 problems=len(snapshot.problems))  # fmt: skip
+    return Point(
+        n=n,
+        ours=ours,
+        cold=cold,
+        period=period,
+        baseline=baseline,
+        breakdown=parts,
+        devices=len(snapshot.devices),
+        pci_functions=len(snapshot.pci_functions),
+        problems=len(snapshot.problems),
+    )
 
 
 def _comparable(snapshot: NodeSnapshot) -> NodeSnapshot:
@@ -108,57 +120,102 @@ def run(sizes: Sequence[int], *, min_repeats: int, max_repeats: int, min_seconds
     for p in points:
         ours_ms, base_ms = stats.median(p.ours) * 1000, stats.median(p.baseline) * 1000
         at_target = p.n == TARGET_AT
-        results.rows.append(Row(
-            benchmark=NAME, size=f"{functions(p.n)}, steady state", unit="ms", ours=ours_ms, baseline=base_ms,
-            target=f"≤ {TARGET_MS:.0f} ms" if at_target else "—",
-            met=(ours_ms <= TARGET_MS) if at_target else None,
-        ))  # fmt: skip
-        results.curve.append({"n": p.n, "ms": ours_ms, "cold_ms": stats.median(p.cold) * 1000,
-                              "period_ms": mean(p.period) * 1000, "baseline_ms": base_ms,
-                              "repeats": len(p.ours)})  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{functions(p.n)}, steady state",
+                unit="ms",
+                ours=ours_ms,
+                baseline=base_ms,
+                target=f"≤ {TARGET_MS:.0f} ms" if at_target else "—",
+                met=(ours_ms <= TARGET_MS) if at_target else None,
+            )
+        )
+        results.curve.append(
+            {
+                "n": p.n,
+                "ms": ours_ms,
+                "cold_ms": stats.median(p.cold) * 1000,
+                "period_ms": mean(p.period) * 1000,
+                "baseline_ms": base_ms,
+                "repeats": len(p.ours),
+            }
+        )
         if at_target:
             cold_ms, period_ms = stats.median(p.cold) * 1000, mean(p.period) * 1000
-            results.rows.append(Row(
-                benchmark=NAME, size=f"{functions(p.n)}, cold (first cycle, each refresh)", unit="ms", ours=cold_ms,
-                baseline=base_ms, target=f"≤ {TARGET_MS:.0f} ms", met=cold_ms <= TARGET_MS,
-            ))  # fmt: skip
-            results.rows.append(Row(
-                benchmark=NAME, size=f"{functions(p.n)}, mean over a {len(p.period)}-cycle refresh period",
-                unit="ms", ours=period_ms, baseline=base_ms, target=f"≤ {TARGET_MS:.0f} ms",
-                met=period_ms <= TARGET_MS,
-            ))  # fmt: skip
+            results.rows.append(
+                Row(
+                    benchmark=NAME,
+                    size=f"{functions(p.n)}, cold (first cycle, each refresh)",
+                    unit="ms",
+                    ours=cold_ms,
+                    baseline=base_ms,
+                    target=f"≤ {TARGET_MS:.0f} ms",
+                    met=cold_ms <= TARGET_MS,
+                )
+            )
+            results.rows.append(
+                Row(
+                    benchmark=NAME,
+                    size=f"{functions(p.n)}, mean over a {len(p.period)}-cycle refresh period",
+                    unit="ms",
+                    ours=period_ms,
+                    baseline=base_ms,
+                    target=f"≤ {TARGET_MS:.0f} ms",
+                    met=period_ms <= TARGET_MS,
+                )
+            )
         if p.devices != p.n or p.pci_functions != p.n or p.problems:
-            results.notes.append(f"scale {p.n}: the snapshot held {p.devices} devices, {p.pci_functions} PCI "
-                                 f"functions and {p.problems} problems (expected {p.n}, {p.n}, 0)")  # fmt: skip
+            results.notes.append(
+                f"scale {p.n}: the snapshot held {p.devices} devices, {p.pci_functions} PCI "
+                f"functions and {p.problems} problems (expected {p.n}, {p.n}, 0)"
+            )
     by_n = {p.n: p for p in points}
     xs = [float(p.n) for p in points]
     if len(set(xs)) >= 2:
         fit = stats.linear_fit(xs, [stats.median(p.ours) * 1000 for p in points])
         base_fit = stats.linear_fit(xs, [stats.median(p.baseline) * 1000 for p in points])
-        results.rows.append(Row(
-            benchmark=NAME, size=f"per function: slope over {len(xs)} sizes, R² {fit.r_squared:.4f}", unit="µs",
-            ours=fit.slope * 1000, baseline=base_fit.slope * 1000,
-            target=f"≤ {TARGET_MS / TARGET_AT * 1000:.1f} µs", met=fit.slope <= TARGET_MS / TARGET_AT,
-        ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"per function: slope over {len(xs)} sizes, R² {fit.r_squared:.4f}",
+                unit="µs",
+                ours=fit.slope * 1000,
+                baseline=base_fit.slope * 1000,
+                target=f"≤ {TARGET_MS / TARGET_AT * 1000:.1f} µs",
+                met=fit.slope <= TARGET_MS / TARGET_AT,
+            )
+        )
         results.notes.append(
             f"Scale fit: take_snapshot ≈ {fit.intercept:.2f} ms + {fit.slope * 1000:.0f} µs × functions "
             f"(R² {fit.r_squared:.4f}); bare read loop ≈ {base_fit.intercept:.2f} ms + "
             f"{base_fit.slope * 1000:.0f} µs × functions (R² {base_fit.r_squared:.4f})."
         )
         results.details["scale_fit"] = {
-            "slope_ms": fit.slope, "intercept_ms": fit.intercept, "r2": fit.r_squared,
-            "baseline_slope_ms": base_fit.slope, "baseline_r2": base_fit.r_squared,
-        }  # fmt: skip
+            "slope_ms": fit.slope,
+            "intercept_ms": fit.intercept,
+            "r2": fit.r_squared,
+            "baseline_slope_ms": base_fit.slope,
+            "baseline_r2": base_fit.r_squared,
+        }
     top = max(by_n)
     half = top // 2
     if half in by_n and half > 0:
         growth = stats.median(by_n[top].ours) / stats.median(by_n[half].ours)
         base_growth = stats.median(by_n[top].baseline) / stats.median(by_n[half].baseline)
-        results.rows.append(Row(
-            benchmark=NAME, size=f"t({top:,}) / t({half:,})", unit="×", ours=growth, baseline=base_growth,
-            target="≤ 2.2 (linear)", met=growth <= 2.2,
-        ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"t({top:,}) / t({half:,})",
+                unit="×",
+                ours=growth,
+                baseline=base_growth,
+                target="≤ 2.2 (linear)",
+                met=growth <= 2.2,
+            )
+        )
     for p in (points[0], points[-1]) if len(points) > 1 else points:
         results.notes.append(f"No kernel, {functions(p.n)}, where the snapshot's time goes: {describe(p.breakdown)}.")
-    results.details["scale"] = [{"n": p.n, "ours_s": p.ours, "baseline_s": p.baseline, "breakdown_s": p.breakdown}
-                                for p in points]  # fmt: skip
+    results.details["scale"] = [
+        {"n": p.n, "ours_s": p.ours, "baseline_s": p.baseline, "breakdown_s": p.breakdown} for p in points
+    ]

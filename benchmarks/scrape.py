@@ -28,12 +28,15 @@ TARGET_P99_MS = 5.0
 HOST = "127.0.0.1"
 
 
-def fetch(port: int, path: str, *, host: str = HOST, timeout: float = 60.0, encoding: str = "identity"
-          ) -> tuple[int, int]:  # fmt: skip
+def fetch(
+    port: int, path: str, *, host: str = HOST, timeout: float = 60.0, encoding: str = "identity"
+) -> tuple[int, int]:
     """One GET; (status, body+header bytes received). Raises OSError on socket errors."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: {encoding}\r\n"
-                     "Connection: close\r\n\r\n".encode())  # fmt: skip
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: {encoding}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         buf = bytearray(1 << 20)
         view = memoryview(buf)
         first = b""
@@ -66,8 +69,9 @@ class LoadResult:
         return self.requests - self.statuses["200"]
 
 
-def load(port: int, path: str, *, clients: int, per_client: int, timeout: float = 120.0, encoding: str = "identity"
-         ) -> LoadResult:  # fmt: skip
+def load(
+    port: int, path: str, *, clients: int, per_client: int, timeout: float = 120.0, encoding: str = "identity"
+) -> LoadResult:
     """``clients`` threads, each making ``per_client`` requests in a row; all start at once."""
     result = LoadResult()
     lock = threading.Lock()
@@ -135,29 +139,53 @@ def run(*, devices: int, clients: int, per_client: int, single: int, results: Re
     for q, label in ((50, "p50"), (99, "p99")):
         ours, base = _ms(metrics.ok, q), _ms(healthz.ok, q)
         target = f"≤ {TARGET_P99_MS:g} ms" if q == 99 else "—"
-        results.rows.append(Row(
-            benchmark=NAME, size=f"{size}, {label}", unit="ms", ours=ours, baseline=base, target=target,
-            met=(ours is not None and ours <= TARGET_P99_MS) if q == 99 else None,
-            note="no successful scrape" if ours is None else "",
-        ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{size}, {label}",
+                unit="ms",
+                ours=ours,
+                baseline=base,
+                target=target,
+                met=(ours is not None and ours <= TARGET_P99_MS) if q == 99 else None,
+                note="no successful scrape" if ours is None else "",
+            )
+        )
     for q, label in ((50, "p50"), (99, "p99")):
         ours, base = _ms(zipped.ok, q), _ms(healthz.ok, q)
-        results.rows.append(Row(
-            benchmark=NAME, size=f"{size}, gzip (as Prometheus asks), {label}", unit="ms", ours=ours, baseline=base,
-            target=f"≤ {TARGET_P99_MS:g} ms" if q == 99 else "—",
-            met=(ours is not None and ours <= TARGET_P99_MS) if q == 99 else None,
-        ))  # fmt: skip
-    results.rows.append(Row(
-        benchmark=NAME, size=f"{size}, errors of {metrics.requests + zipped.requests}", unit="count",
-        ours=float(metrics.errors + zipped.errors), baseline=float(healthz.errors), target="0",
-        met=metrics.errors + zipped.errors == 0,
-    ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{size}, gzip (as Prometheus asks), {label}",
+                unit="ms",
+                ours=ours,
+                baseline=base,
+                target=f"≤ {TARGET_P99_MS:g} ms" if q == 99 else "—",
+                met=(ours is not None and ours <= TARGET_P99_MS) if q == 99 else None,
+            )
+        )
+    results.rows.append(
+        Row(
+            benchmark=NAME,
+            size=f"{size}, errors of {metrics.requests + zipped.requests}",
+            unit="count",
+            ours=float(metrics.errors + zipped.errors),
+            baseline=float(healthz.errors),
+            target="0",
+            met=metrics.errors + zipped.errors == 0,
+        )
+    )
     if floor is not None:
         page, exported = floor
-        results.rows.append(Row(
-            benchmark=NAME, size=f"the floor: our /healthz vs node_exporter's / page, {clients} scrapers, p99",
-            unit="ms", ours=_ms(healthz.ok, 99), baseline=_ms(page.ok, 99),
-        ))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"the floor: our /healthz vs node_exporter's / page, {clients} scrapers, p99",
+                unit="ms",
+                ours=_ms(healthz.ok, 99),
+                baseline=_ms(page.ok, 99),
+            )
+        )
         results.notes.append(
             f"The load generator's floor: node_exporter (Go) answering its 286-byte / page to the same {clients} "
             f"scrapers × {per_client} has p50 {_ms(page.ok, 50) or 0:.1f} ms and p99 {_ms(page.ok, 99) or 0:.1f} ms "
@@ -168,10 +196,15 @@ def run(*, devices: int, clients: int, per_client: int, single: int, results: Re
         )
     else:
         results.notes.append("node_exporter not installed: the load generator's floor was not measured")
-    results.rows.append(Row(
-        benchmark=NAME, size=f"{devices:,} devices, 1 scraper, p50", unit="ms", ours=_ms(solo.ok, 50),
-        baseline=_ms(solo_healthz.ok, 50),
-    ))  # fmt: skip
+    results.rows.append(
+        Row(
+            benchmark=NAME,
+            size=f"{devices:,} devices, 1 scraper, p50",
+            unit="ms",
+            ours=_ms(solo.ok, 50),
+            baseline=_ms(solo_healthz.ok, 50),
+        )
+    )
     results.notes.append(
         f"/metrics at {devices:,} devices: {body_mib:.2f} MiB per answer (text format, uncompressed), "
         f"{zipped_kib:,.0f} KiB gzipped; under "
@@ -182,11 +215,17 @@ def run(*, devices: int, clients: int, per_client: int, single: int, results: Re
     )
     if floor is not None:
         page, exported = floor
-        results.details["scrape_floor"] = {name: {"statuses": dict(r.statuses), "wall_s": r.wall, "ok_s": r.ok}
-                                           for name, r in (("node_exporter_page", page),
-                                                           ("node_exporter_metrics", exported))}  # fmt: skip
+        results.details["scrape_floor"] = {
+            name: {"statuses": dict(r.statuses), "wall_s": r.wall, "ok_s": r.ok}
+            for name, r in (("node_exporter_page", page), ("node_exporter_metrics", exported))
+        }
     results.details["scrape"] = {
         name: {"statuses": dict(r.statuses), "wall_s": r.wall, "ok_s": r.ok}
-        for name, r in (("metrics", metrics), ("metrics_gzip", zipped), ("healthz", healthz),
-                         ("metrics_1", solo), ("healthz_1", solo_healthz))
+        for name, r in (
+            ("metrics", metrics),
+            ("metrics_gzip", zipped),
+            ("healthz", healthz),
+            ("metrics_1", solo),
+            ("healthz_1", solo_healthz),
+        )
     }

@@ -114,8 +114,7 @@ def rebuild(template: Message, values: dict[int, int | str]) -> bytes:
     """``template`` with the attributes in ``values`` replaced (by attribute number), packed."""
     if template.payload is not None:
         raise ValueError(f"message type {template.type:#x} is a control message, not an NLDEV message")
-    attrs = tuple((atype, _encode(atype, values[atype]) if atype in values else body)
-                  for atype, body in template.attrs)  # fmt: skip
+    attrs = tuple((atype, _encode(atype, values[atype]) if atype in values else body) for atype, body in template.attrs)
     unknown = set(values) - {atype for atype, _ in template.attrs}
     if unknown:
         raise ValueError(f"template has no attribute {sorted(unknown)}")
@@ -188,8 +187,9 @@ def layout(count: int, per_pf: int = FUNCTIONS_PER_PF) -> list[Function]:
             address = f"0000:{bus:02x}:{rid >> 3:02x}.{rid & 7}"
             pf, netdev = f"0000:{bus:02x}:00.0", f"ens{group + 1}f0v{member - 1}"
         guid = 0x0C42A10300000000 | (bus << 16) | member
-        functions.append(Function(index=i, address=address, pf=pf, rdma=f"mlx5_{i}", netdev=netdev,
-                                  ifindex=4 + i, guid=guid))  # fmt: skip
+        functions.append(
+            Function(index=i, address=address, pf=pf, rdma=f"mlx5_{i}", netdev=netdev, ifindex=4 + i, guid=guid)
+        )
     return functions
 
 
@@ -235,16 +235,25 @@ def build_node(root: Path, count: int, *, per_pf: int = FUNCTIONS_PER_PF) -> Syn
     for f in functions:
         if f.pf is not None:
             vfs_of.setdefault(f.pf, []).append(f)
-    node.dirs += [sys_ / "class" / "infiniband", sys_ / "class" / "net", sys_ / "class" / "infiniband_verbs",
-                  sys_ / "class" / "infiniband_mad"]  # fmt: skip
+    node.dirs += [
+        sys_ / "class" / "infiniband",
+        sys_ / "class" / "net",
+        sys_ / "class" / "infiniband_verbs",
+        sys_ / "class" / "infiniband_mad",
+    ]
     for f in functions:
         pci = pci_root / f.address
         bus_link = sys_ / "bus" / "pci" / "devices" / f.address
         _link(bus_link, pci, None)
         # The PCI function (bus/pci/devices/<addr>), read through the bus link as the agent does.
-        attrs = {"vendor": f"0x{VENDOR}", "device": f"0x{PF_DEVICE if f.is_pf else VF_DEVICE}",
-                 "subsystem_vendor": f"0x{VENDOR}", "subsystem_device": "0x0016", "class": "0x020000",
-                 "numa_node": str(f.index % 2)}  # fmt: skip
+        attrs = {
+            "vendor": f"0x{VENDOR}",
+            "device": f"0x{PF_DEVICE if f.is_pf else VF_DEVICE}",
+            "subsystem_vendor": f"0x{VENDOR}",
+            "subsystem_device": "0x0016",
+            "class": "0x020000",
+            "numa_node": str(f.index % 2),
+        }
         if f.is_pf:
             vfs = vfs_of.get(f.address, [])
             attrs |= {"sriov_totalvfs": "127", "sriov_numvfs": str(len(vfs))}
@@ -272,8 +281,13 @@ def build_node(root: Path, count: int, *, per_pf: int = FUNCTIONS_PER_PF) -> Syn
         ibdir = pci / "infiniband" / f.rdma
         cls = sys_ / "class" / "infiniband" / f.rdma
         guid = ":".join(f"{(f.guid >> s) & 0xFFFF:04x}" for s in (48, 32, 16, 0))
-        port = {"state": "4: ACTIVE", "phys_state": "5: LinkUp", "link_layer": "Ethernet",
-                "rate": "100 Gb/sec (2X HDR)", "gid_attrs/ndevs/0": f.netdev}  # fmt: skip
+        port = {
+            "state": "4: ACTIVE",
+            "phys_state": "5: LinkUp",
+            "link_layer": "Ethernet",
+            "rate": "100 Gb/sec (2X HDR)",
+            "gid_attrs/ndevs/0": f.netdev,
+        }
         dev_attrs = {"node_type": "1: CA", "node_guid": guid, "sys_image_guid": guid, "fw_ver": "22.36.1010"}
         for name, value in dev_attrs.items():
             _write(ibdir / name, value + "\n", None)
@@ -311,8 +325,10 @@ class SynthExchange:
 
     def __init__(self, functions: Sequence[Function], templates: Templates | None = None) -> None:
         t = templates or Templates.load()
-        devices = [rebuild(t.device, {DEV_INDEX: f.index, DEV_NAME: f.rdma, NODE_GUID: f.guid,
-                                      SYS_IMAGE_GUID: f.guid}) for f in functions]  # fmt: skip
+        devices = [
+            rebuild(t.device, {DEV_INDEX: f.index, DEV_NAME: f.rdma, NODE_GUID: f.guid, SYS_IMAGE_GUID: f.guid})
+            for f in functions
+        ]
         self.dev_dump = b"".join(devices) + t.done
         ports: dict[int, dict[int, int | str]] = {
             f.index: {DEV_INDEX: f.index, DEV_NAME: f.rdma, NDEV_INDEX: f.ifindex, NDEV_NAME: f.netdev}

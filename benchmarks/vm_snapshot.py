@@ -39,8 +39,10 @@ TARGET = f"≤ {TARGET_RATIO:g}×"
 
 def run_vm(sizes: Sequence[int], repeats: int, results: Results, *, timeout: float = 900) -> None:
     labels = [f"{n} rxe" for n in sizes]
-    command = (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m benchmarks.guest_snapshot "
-               f"--sizes {','.join(map(str, sizes))} --repeats {repeats}")  # fmt: skip
+    command = (
+        f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m benchmarks.guest_snapshot "
+        f"--sizes {','.join(map(str, sizes))} --repeats {repeats}"
+    )
     vmrun = _vmrun()
     try:
         outcome = vmrun.run(command, timeout=timeout)
@@ -58,18 +60,37 @@ def run_vm(sizes: Sequence[int], repeats: int, results: Results, *, timeout: flo
     data = json.loads(outcome.stdout)
     for p in data["points"]:
         ours, theirs = p["ours_median_s"] * 1000, p["rdma_median_s"] * 1000
-        results.rows.append(Row(benchmark=NAME, size=f"{p['size']} rxe", unit="ms", ours=ours, baseline=theirs,
-                                target=TARGET, met=ours / theirs <= TARGET_RATIO))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{p['size']} rxe",
+                unit="ms",
+                ours=ours,
+                baseline=theirs,
+                target=TARGET,
+                met=ours / theirs <= TARGET_RATIO,
+            )
+        )
         if not p.get("warm_equals_cold", True):
             results.notes.append(f"VM {p['size']}: the warm snapshot differed from the cold one")
     for p in data["points"]:
         cold, theirs = p["cold_median_s"] * 1000, p["rdma_median_s"] * 1000
-        results.rows.append(Row(benchmark=NAME, size=f"{p['size']} rxe, cold (first cycle, each refresh)",
-                                unit="ms", ours=cold, baseline=theirs, target=TARGET,
-                                met=cold / theirs <= TARGET_RATIO))  # fmt: skip
+        results.rows.append(
+            Row(
+                benchmark=NAME,
+                size=f"{p['size']} rxe, cold (first cycle, each refresh)",
+                unit="ms",
+                ours=cold,
+                baseline=theirs,
+                target=TARGET,
+                met=cold / theirs <= TARGET_RATIO,
+            )
+        )
         if p["devices_seen"] != p["size"] or p["links_listed"] != p["size"] or not p["netlink_available"]:
-            results.notes.append(f"VM {p['size']}: snapshot saw {p['devices_seen']} devices, rdma listed "
-                                 f"{p['links_listed']} links, netlink {p['netlink_available']}")  # fmt: skip
+            results.notes.append(
+                f"VM {p['size']}: snapshot saw {p['devices_seen']} devices, rdma listed "
+                f"{p['links_listed']} links, netlink {p['netlink_available']}"
+            )
     results.notes.append(
         f"QEMU guest (TCG, 1 vCPU): kernel {data['kernel']}, {data['iproute2']}, Python {data['python']}; "
         f"medians of {repeats} alternating runs each after a warm-up; boot+run {outcome.seconds:.0f} s. The "

@@ -21,8 +21,9 @@ def helm() -> Any:
     return helm_python
 
 
-def render(values: dict[str, Any] | None = None, *, kube_version: str = "v1.30.0",
-           namespace: str = NAMESPACE) -> list[Obj]:  # fmt: skip
+def render(
+    values: dict[str, Any] | None = None, *, kube_version: str = "v1.30.0", namespace: str = NAMESPACE
+) -> list[Obj]:
     """``helm template`` of the chart: every object, in template order (NOTES.txt left out). The values
     schema is enforced; a template error raises ``helm_python.HelmError``."""
     h = helm()

@@ -135,13 +135,19 @@ _NFD_COMMON = {
     "feature.node.kubernetes.io/cpu-model.vendor_id": "AMD",
 }
 NFD_NODES: list[tuple[dict[str, str], bool]] = [
-    ({**_NFD_COMMON, "feature.node.kubernetes.io/rdma.capable": "true",
-      "feature.node.kubernetes.io/rdma.available": "true", "feature.node.kubernetes.io/pci-0300_10de.present": "true"},
-     True),
+    (
+        {
+            **_NFD_COMMON,
+            "feature.node.kubernetes.io/rdma.capable": "true",
+            "feature.node.kubernetes.io/rdma.available": "true",
+            "feature.node.kubernetes.io/pci-0300_10de.present": "true",
+        },
+        True,
+    ),
     ({**_NFD_COMMON, "feature.node.kubernetes.io/custom-rdma.capable": "true"}, True),
     ({**_NFD_COMMON, "feature.node.kubernetes.io/pci-0300_10de.present": "true"}, False),
     ({**_NFD_COMMON, "feature.node.kubernetes.io/rdma.available": "true"}, False),  # rdma_rxe, no 15b3 device
-]  # fmt: skip
+]
 
 
 def _requirement(expression: Obj, labels: dict[str, str]) -> bool:

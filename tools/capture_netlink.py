@@ -25,10 +25,27 @@ NLDEV = 5
 GET, PORT_GET, SYS_GET, SYS_SET, RES_GET = 1, 5, 6, 7, 9
 F_REQUEST, F_ACK, F_DUMP = 0x1, 0x4, 0x300
 DOIT, DUMP = F_REQUEST | F_ACK, F_REQUEST | F_DUMP
-NAMES = {1: "DEV_INDEX", 2: "DEV_NAME", 3: "PORT_INDEX", 4: "CAP_FLAGS", 5: "FW_VERSION", 6: "NODE_GUID",
-         7: "SYS_IMAGE_GUID", 12: "PORT_STATE", 13: "PORT_PHYS_STATE", 14: "DEV_NODE_TYPE", 50: "NDEV_INDEX",
-         51: "NDEV_NAME", 66: "NETNS_MODE", 67: "DEV_PROTOCOL", 84: "DEV_DIM", 93: "COPY_ON_FORK",
-         96: "PRIVILEGED_QKEY_MODE", 101: "NAME_ASSIGN_TYPE", 103: "MONITOR_MODE"}  # fmt: skip
+NAMES = {
+    1: "DEV_INDEX",
+    2: "DEV_NAME",
+    3: "PORT_INDEX",
+    4: "CAP_FLAGS",
+    5: "FW_VERSION",
+    6: "NODE_GUID",
+    7: "SYS_IMAGE_GUID",
+    12: "PORT_STATE",
+    13: "PORT_PHYS_STATE",
+    14: "DEV_NODE_TYPE",
+    50: "NDEV_INDEX",
+    51: "NDEV_NAME",
+    66: "NETNS_MODE",
+    67: "DEV_PROTOCOL",
+    84: "DEV_DIM",
+    93: "COPY_ON_FORK",
+    96: "PRIVILEGED_QKEY_MODE",
+    101: "NAME_ASSIGN_TYPE",
+    103: "MONITOR_MODE",
+}
 
 
 def nla_u32(nla_type: int, value: int) -> bytes:
@@ -70,8 +87,10 @@ def exchange(req: bytes) -> list[bytes]:
 
 def describe(req: bytes, replies: list[bytes]) -> str:
     length, mtype, flags = struct.unpack_from("=IHH", req)
-    lines = [f"request: type={mtype:#06x} (client {mtype >> 10} op {mtype & 0x3FF}) flags={flags:#x} len={length}",
-             f"  {req.hex()}"]  # fmt: skip
+    lines = [
+        f"request: type={mtype:#06x} (client {mtype >> 10} op {mtype & 0x3FF}) flags={flags:#x} len={length}",
+        f"  {req.hex()}",
+    ]
     for n, msg in enumerate(replies):
         length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", msg)
         lines.append(f"reply[{n}]: len={length} type={mtype:#06x} flags={flags:#x} seq={seq} pid={pid}")

@@ -50,11 +50,7 @@ class Consumer(enum.Enum):
 
     @property
     def title(self) -> str:
-        return (
-            "the RDMA shared device plugin"
-            if self is Consumer.SHARED_DEVICE_PLUGIN
-            else "SR-IOV with RDMA CNI"
-        )
+        return "the RDMA shared device plugin" if self is Consumer.SHARED_DEVICE_PLUGIN else "SR-IOV with RDMA CNI"
 
 
 # --- selectors against the node -------------------------------------------------------------------
@@ -101,9 +97,7 @@ def _case_hint(view: PluginView, selectors: Selectors) -> str:
     return ""
 
 
-def selector_problems(
-    view: PluginView, matches: Sequence[SelectorMatch], config: DevicePluginConfig
-) -> list[Problem]:
+def selector_problems(view: PluginView, matches: Sequence[SelectorMatch], config: DevicePluginConfig) -> list[Problem]:
     """``selector_matches_nothing`` for a resource whose selector matches no device while the node has
     RDMA devices, naming both sides; ``invalid_resource_name`` for a name kubelet refuses;
     ``device_plugin_config_ignored_field`` for fields the plugin silently ignores."""
@@ -185,9 +179,7 @@ def _shared_reasons(
 ) -> list[str]:
     reasons: list[str] = []
     if view.snapshot.netns_mode is NetnsMode.EXCLUSIVE:
-        reasons.append(
-            "the netns mode is exclusive and the RDMA shared device plugin exits unless it is shared"
-        )
+        reasons.append("the netns mode is exclusive and the RDMA shared device plugin exits unless it is shared")
     rc = config.resource(resource) if config is not None else None
     devices = view.devices
     if rc is not None:
@@ -265,9 +257,7 @@ def why_zero(
             if amount.capacity is None:
                 reasons.append(f"{who} has not registered it on this node (is its pod running here?)")
             else:
-                reasons.append(
-                    f"capacity is {amount.capacity}: {who} reports its devices unhealthy or is restarting"
-                )
+                reasons.append(f"capacity is {amount.capacity}: {who} reports its devices unhealthy or is restarting")
         state = "is missing from the Node" if amount.allocatable is None else "has allocatable 0"
         count = len(snapshot.devices)
         problems.append(

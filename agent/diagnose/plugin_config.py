@@ -81,9 +81,7 @@ class DevicePluginConfig:
     source: str  # where it was read from, for messages
     resources: tuple[ResourceConfig, ...]
     periodic_update_interval: int | None = None  # seconds; None: the plugin's default (60)
-    ignored_fields: tuple[
-        str, ...
-    ] = ()  # JSON paths the plugin ignores, e.g. configList[0].selectors.rootDevices
+    ignored_fields: tuple[str, ...] = ()  # JSON paths the plugin ignores, e.g. configList[0].selectors.rootDevices
 
     def resource(self, full_name: str) -> ResourceConfig | None:
         return next((r for r in self.resources if r.full_name == full_name), None)
@@ -132,9 +130,7 @@ def parse_device_plugin_config(text: str, source: str) -> DevicePluginConfig:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(
-            source, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from None
+        raise ConfigError(source, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except (ValueError, RecursionError) as err:  # a number past Python's digit limit, absurd nesting
         raise ConfigError(source, f"not usable JSON: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(data, dict):
@@ -155,9 +151,7 @@ def parse_device_plugin_config(text: str, source: str) -> DevicePluginConfig:
     seen: set[str] = set()
     for i, resource in enumerate(resources):
         if resource.resource_name in seen:  # the plugin checks the name alone, whatever the prefix
-            raise ConfigError(
-                f"{source}: configList[{i}].resourceName", f"{resource.resource_name!r} is not unique"
-            )
+            raise ConfigError(f"{source}: configList[{i}].resourceName", f"{resource.resource_name!r} is not unique")
         seen.add(resource.resource_name)
     return DevicePluginConfig(
         source=source,

@@ -55,9 +55,7 @@ def _link_type(snapshot: NodeSnapshot, rdma_devices: Sequence[str], if_name: str
 
 def _missing_char_devices(snapshot: NodeSnapshot, rdma_devices: Sequence[str]) -> tuple[str, ...]:
     have = {
-        c.kind
-        for c in snapshot.char_devices
-        if c.present and (c.kind == "rdma_cm" or c.rdma_device in rdma_devices)
+        c.kind for c in snapshot.char_devices if c.present and (c.kind == "rdma_cm" or c.rdma_device in rdma_devices)
     }
     for name in rdma_devices:
         device = snapshot.device(name)
@@ -140,4 +138,3 @@ def match_selectors(view: PluginView, config: DevicePluginConfig) -> tuple[Selec
         )
         for r in config.resources
     )
-

@@ -23,8 +23,15 @@ from agent.model import KernelInfo, KernelModule, ModprobeOption, Problem
 logger = logging.getLogger(__name__)
 
 WATCHED_MODULES: Final = (
-    "ib_core", "ib_uverbs", "ib_umad", "rdma_ucm", "rdma_cm", "mlx5_core", "mlx5_ib", "rdma_rxe",
-)  # fmt: skip
+    "ib_core",
+    "ib_uverbs",
+    "ib_umad",
+    "rdma_ucm",
+    "rdma_cm",
+    "mlx5_core",
+    "mlx5_ib",
+    "rdma_rxe",
+)
 
 # Mellanox/NVIDIA OFED's ``ofed_info`` is a shell script with its version inside:
 #   if [ "X$1" == "X-s" ]; then echo MLNX_OFED_LINUX-5.8-1.0.1.1:; exit 0; fi

@@ -14,14 +14,11 @@ What ``rdma dev``, ``rdma link`` and ``rdma system`` show, read the way iproute2
 - Flags are explicit: ``REQUEST|ACK`` for doit and ``REQUEST|DUMP`` for dump. NLM_F_DUMP is
   ROOT|MATCH (0x300), so REPLACE/EXCL presets would turn a SET into a (failing) dump.
 
-Replies are decoded by :func:`decode`, a single pass of ``struct`` over the bytes (pyroute2's
-generic marshal is many times slower per message; docs/benchmarks.md has the figures). Requests are
-built by :func:`encode_request`. The socket is pyroute2's (``pyroute2.netns.create_socket``, the
-factory its own NetlinkSocket uses) driven synchronously by :class:`RdmaNetlink`: one ``sendto`` and
-blocking ``recvfrom_into`` calls until the exchange's NLMSG_DONE or ACK, without pyroute2's asyncio
-core (whose event loop costs milliseconds per socket and per request under QEMU TCG). Everything
-above the socket is pure, and the transport (:data:`Exchange`: request → raw reply bytes) can be replaced by
-recorded replies in tests.
+:func:`decode` is one pass of ``struct`` over the replies and :func:`encode_request` builds requests
+(pyroute2's marshal is many times slower: docs/benchmarks.md). :class:`RdmaNetlink` drives
+pyroute2's socket (``pyroute2.netns.create_socket``) synchronously, without its asyncio core, which
+costs milliseconds per request under QEMU TCG. Everything above the socket is pure; the transport
+(:data:`Exchange`: request → raw reply bytes) is replaced by recorded replies in tests.
 """
 
 from __future__ import annotations
@@ -55,8 +52,13 @@ CMD_SET: Final = 2
 CMD_PORT_GET: Final = 5
 CMD_SYS_GET: Final = 6
 CMD_SYS_SET: Final = 7
-_CMD_NAMES: Final = {CMD_GET: "GET", CMD_SET: "SET", CMD_PORT_GET: "PORT_GET", CMD_SYS_GET: "SYS_GET",
-                     CMD_SYS_SET: "SYS_SET"}  # fmt: skip
+_CMD_NAMES: Final = {
+    CMD_GET: "GET",
+    CMD_SET: "SET",
+    CMD_PORT_GET: "PORT_GET",
+    CMD_SYS_GET: "SYS_GET",
+    CMD_SYS_SET: "SYS_SET",
+}
 
 FLAGS_DOIT: Final = NLM_F_REQUEST | NLM_F_ACK
 FLAGS_DUMP: Final = NLM_F_REQUEST | NLM_F_DUMP
@@ -117,6 +119,7 @@ _DECODERS: Final[dict[int, tuple[str, int, Callable[[bytes, int], tuple[int]] | 
 _ENCODERS: Final = {name: (number, fmt) for number, name, fmt in ATTRIBUTES}
 
 Attrs = Mapping[str, int | str]
+Attr = tuple[str, int | str]  # a request attribute: (name, value)
 
 
 def _netlink_error(op: str, code: int) -> NetlinkError:
@@ -249,7 +252,7 @@ def _encode_attribute(name: str, value: int | str) -> bytes:
     return _NLA.pack(length, number) + payload + b"\0" * (-length & _ALIGN)
 
 
-def encode_request(cmd: int, attrs: Sequence[tuple[str, int | str]] = (), *, flags: int, seq: int = 1) -> bytes:
+def encode_request(cmd: int, attrs: Sequence[Attr] = (), *, flags: int, seq: int = 1) -> bytes:
     """The request bytes for ``cmd`` as the kernel expects them (and as iproute2 and pyroute2 build
     them): nlmsghdr with pid 0, then the attributes, each padded to 4 bytes; strings NUL-terminated."""
     body = b"".join(_encode_attribute(name, value) for name, value in attrs)
@@ -339,7 +342,7 @@ def parse_system(attrs: Attrs) -> SystemInfo:
 # (cmd, attrs, flags) → the raw reply bytes of one exchange: every message the kernel answered the
 # request with, up to and including its NLMSG_DONE or NLMSG_ERROR (error or ACK), concatenated. The
 # real one is RdmaNetlink's socket; tests and benchmarks return recorded or synthesized bytes.
-Exchange = Callable[[int, Sequence[tuple[str, int | str]], int], bytes]
+Exchange = Callable[[int, Sequence[Attr], int], bytes]
 
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (time_t, suseconds_t: both long on Linux LP64)
 RECEIVE_BUFFER: Final = 65536  # the kernel sizes dump datagrams to the reader's buffer, at most ~32 KiB
@@ -406,15 +409,15 @@ class RdmaNetlink:
         # A receive timeout kept by the kernel, on a blocking socket: Python's own socket timeout would
         # poll() before every send and receive, a syscall more per exchange.
         seconds = int(self._timeout)
+        timeval = _TIMEVAL.pack(seconds, int((self._timeout - seconds) * 1_000_000))
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                            _TIMEVAL.pack(seconds, int((self._timeout - seconds) * 1_000_000)))  # fmt: skip
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         except OSError as err:
             sock.close()
             raise NetlinkError("open NETLINK_RDMA socket", err.errno or errno_mod.EIO) from err
         return sock
 
-    def _socket_exchange(self, cmd: int, attrs: Sequence[tuple[str, int | str]], flags: int) -> bytes:
+    def _socket_exchange(self, cmd: int, attrs: Sequence[Attr], flags: int) -> bytes:
         """Send one request; read datagrams until its exchange is over; return its messages' bytes.
 
         Messages with another sequence number (left over from an earlier exchange) and datagrams not
@@ -455,8 +458,7 @@ class RdmaNetlink:
             self._socket.close()
             self._socket = None
 
-    def request(self, cmd: int, attrs: Sequence[tuple[str, int | str]] = (), *, flags: int = FLAGS_DOIT
-                ) -> list[dict[str, int | str]]:  # fmt: skip
+    def request(self, cmd: int, attrs: Sequence[Attr] = (), *, flags: int = FLAGS_DOIT) -> list[dict[str, int | str]]:
         op = _CMD_NAMES.get(cmd, str(cmd))
         try:
             raw = self._exchange(cmd, attrs, flags)

@@ -34,10 +34,16 @@ _REASONS: Final[dict[str, tuple[str, ...]]] = {
     "port_link_up": ("port_down",),
     "uverbs_present": ("missing_uverbs", "char_device_node_missing"),
     "rdma_cm_present": ("missing_rdma_cm", "char_device_node_missing"),
-    "netns_mode_compliant": ("netns_mode_busy", "netns_mode_eperm", "netns_mode_no_netlink", "netns_mode_set_failed",
-                             "exclusive_unsupported", "netns_mode_not_compliant"),
+    "netns_mode_compliant": (
+        "netns_mode_busy",
+        "netns_mode_eperm",
+        "netns_mode_no_netlink",
+        "netns_mode_set_failed",
+        "exclusive_unsupported",
+        "netns_mode_not_compliant",
+    ),
     "no_reboot_required": ("netns_mode_busy", "reboot_required"),
-}  # fmt: skip
+}
 
 
 def camel(code: str) -> str:
@@ -87,9 +93,9 @@ def plan_condition(
 
     ``observed`` is the Node's condition of this type as last seen (None: none yet)."""
     same = observed is not None and all(
-        observed.get(key) == value for key, value in (("status", desired.status), ("reason", desired.reason),
-                                                      ("message", desired.message))
-    )  # fmt: skip
+        observed.get(key) == value
+        for key, value in (("status", desired.status), ("reason", desired.reason), ("message", desired.message))
+    )
     beat = parse_time(observed.get("lastHeartbeatTime")) if observed is not None else None
     if same and beat is not None and now - beat < heartbeat:
         return None

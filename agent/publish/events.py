@@ -65,27 +65,47 @@ def _actions(enforcement: EnforcementState | None) -> Iterator[EventSpec]:
     failed = any(p.code == "persist_failed" for p in enforcement.problems)
     for action in enforcement.applied:
         if action.kind is ActionKind.WRITE_PERSISTED and not failed:
-            yield EventSpec(type=NORMAL, reason="PersistedNetnsMode", action="PersistNetnsMode",
-                            note=f"{action.reason} (applies at the next load of ib_core)")  # fmt: skip
+            yield EventSpec(
+                type=NORMAL,
+                reason="PersistedNetnsMode",
+                action="PersistNetnsMode",
+                note=f"{action.reason} (applies at the next load of ib_core)",
+            )
 
 
 def _enforcement(prev: EnforcementState | None, now: EnforcementState | None) -> Iterator[EventSpec]:
     if prev is None or now is None:
         return
     if prev.live is not None and now.live is not None and prev.live != now.live:
-        yield EventSpec(type=NORMAL, reason="NetnsModeSwitched", action="SwitchNetnsMode",
-                        note=f"the RDMA netns mode is now {now.live.value} (was {prev.live.value})")  # fmt: skip
+        yield EventSpec(
+            type=NORMAL,
+            reason="NetnsModeSwitched",
+            action="SwitchNetnsMode",
+            note=f"the RDMA netns mode is now {now.live.value} (was {prev.live.value})",
+        )
     if now.reboot_required and not prev.reboot_required:
-        yield EventSpec(type=WARNING, reason="RebootRequired", action="SwitchNetnsMode",
-                        note=now.reboot_reason or "a reboot is required for the desired RDMA netns mode")  # fmt: skip
+        yield EventSpec(
+            type=WARNING,
+            reason="RebootRequired",
+            action="SwitchNetnsMode",
+            note=now.reboot_reason or "a reboot is required for the desired RDMA netns mode",
+        )
     elif prev.reboot_required and not now.reboot_required:
-        yield EventSpec(type=NORMAL, reason="RebootNotRequired", action="SwitchNetnsMode",
-                        note="the desired RDMA netns mode is in effect: no reboot is required any more")  # fmt: skip
+        yield EventSpec(
+            type=NORMAL,
+            reason="RebootNotRequired",
+            action="SwitchNetnsMode",
+            note="the desired RDMA netns mode is in effect: no reboot is required any more",
+        )
     if now.persisted_ineffective and not prev.persisted_ineffective:
         mode = now.persisted.value if now.persisted is not None else "the persisted mode"
-        yield EventSpec(type=WARNING, reason="PersistedNetnsModeIgnored", action="PersistNetnsMode",
-                        note=f"netns mode {mode} is persisted since before this boot, yet the live mode differs: "
-                        "ib_core was loaded without it (rebuild the initramfs)")  # fmt: skip
+        yield EventSpec(
+            type=WARNING,
+            reason="PersistedNetnsModeIgnored",
+            action="PersistNetnsMode",
+            note=f"netns mode {mode} is persisted since before this boot, yet the live mode differs: "
+            "ib_core was loaded without it (rebuild the initramfs)",
+        )
 
 
 def _allocatable(prev: AgentState, now: AgentState) -> Iterator[EventSpec]:
@@ -99,19 +119,31 @@ def _allocatable(prev: AgentState, now: AgentState) -> Iterator[EventSpec]:
             note = f"{name} allocatable dropped from {was} to {to}"
             yield EventSpec(type=WARNING, reason="AllocatableZero", action="CheckAllocatable", note=note)
         elif (got or 0) > 0 and (was == 0 or (was is None and was_expected)):
-            yield EventSpec(type=NORMAL, reason="AllocatableRecovered", action="CheckAllocatable",
-                            note=f"{name} is allocatable again: {got}")  # fmt: skip
+            yield EventSpec(
+                type=NORMAL,
+                reason="AllocatableRecovered",
+                action="CheckAllocatable",
+                note=f"{name} is allocatable again: {got}",
+            )
     matched = {m.resource: m.matched for m in prev.selectors}
     for match in now.selectors:
         if matched.get(match.resource, 0) > 0 and match.matched == 0:
-            yield EventSpec(type=WARNING, reason="SelectorMatchesNothing", action="CheckSelectors",
-                            note=f"the device plugin's selector for {match.resource} no longer matches any RDMA device "
-                            f"of this node ({match.summary})")  # fmt: skip
+            yield EventSpec(
+                type=WARNING,
+                reason="SelectorMatchesNothing",
+                action="CheckSelectors",
+                note=f"the device plugin's selector for {match.resource} no longer matches any RDMA device "
+                f"of this node ({match.summary})",
+            )
 
 
 def _readiness(prev: AgentState, now: AgentState) -> Iterator[EventSpec]:
     if prev.condition is None or now.condition is None or prev.condition.status == now.condition.status:
         return
     ready = now.condition.status == "True"
-    yield EventSpec(type=NORMAL if ready else WARNING, reason="RDMAReady" if ready else "RDMANotReady",
-                    action="CheckReadiness", note=f"{now.condition.reason}: {now.condition.message}")  # fmt: skip
+    yield EventSpec(
+        type=NORMAL if ready else WARNING,
+        reason="RDMAReady" if ready else "RDMANotReady",
+        action="CheckReadiness",
+        note=f"{now.condition.reason}: {now.condition.message}",
+    )

@@ -53,9 +53,7 @@ def render_features(labels: Mapping[str, str], *, expires_at: float | None = Non
         lines.append(f"{key}={labels[key]}\n")
     text = "".join(lines)
     if len(text.encode()) > MAX_FILE_SIZE:
-        raise PublishError(
-            f"features file: {len(text.encode())} bytes exceeds NFD's limit of {MAX_FILE_SIZE}"
-        )
+        raise PublishError(f"features file: {len(text.encode())} bytes exceeds NFD's limit of {MAX_FILE_SIZE}")
     return text
 
 
@@ -90,9 +88,7 @@ def _needs_write(current: str | None, labels: Mapping[str, str], ttl: float | No
         return current != render_features(labels)
     written, expiry = parse_features(current)
     # Renew the lease when less than half of it is left, so a steady node writes about twice per ttl.
-    return (
-        written != dict(labels) or expiry is None or expiry - now < ttl / 2 or not current.startswith(HEADER)
-    )
+    return written != dict(labels) or expiry is None or expiry - now < ttl / 2 or not current.startswith(HEADER)
 
 
 def write_features(

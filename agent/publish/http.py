@@ -96,8 +96,13 @@ class _Loop:
     """The I/O thread: accepts, reads request heads, answers probes, hands /metrics to the render
     pool and writes every answer. Not thread-safe except :meth:`post` and :meth:`stop`."""
 
-    def __init__(self, listeners: Sequence[tuple[socket.socket, bool]], exposition: Exposition,
-                 probes: dict[str, Callable[[], bool]], limits: Limits) -> None:  # fmt: skip
+    def __init__(
+        self,
+        listeners: Sequence[tuple[socket.socket, bool]],
+        exposition: Exposition,
+        probes: dict[str, Callable[[], bool]],
+        limits: Limits,
+    ) -> None:
         self._listeners = listeners
         self._exposition = exposition
         self._probes = probes
@@ -225,8 +230,9 @@ class _Loop:
             return
         sock.setblocking(False)
         now = time.monotonic()
-        conn = _Conn(sock=sock, metrics=metrics, deadline=now + self._limits.connection_timeout, started=now,
-                     buf=bytearray(data))  # fmt: skip
+        conn = _Conn(
+            sock=sock, metrics=metrics, deadline=now + self._limits.connection_timeout, started=now, buf=bytearray(data)
+        )
         self._busy[sock.fileno()] = conn
         self._handle(conn, end)
 
@@ -316,12 +322,16 @@ class _Loop:
             parts = self._exposition.parts(chosen)
         except Exception:
             logger.exception("collecting metrics failed")
-            self.post(conn, encode_answer(HTTPStatus.INTERNAL_SERVER_ERROR,
-                                    [b"collecting metrics failed, see the agent log\n"]))  # fmt: skip
+            self.post(
+                conn,
+                encode_answer(HTTPStatus.INTERNAL_SERVER_ERROR, [b"collecting metrics failed, see the agent log\n"]),
+            )
             return
         headers = [("Vary", "Accept, Accept-Encoding")] + ([("Content-Encoding", "gzip")] if chosen.gzip else [])
-        self.post(conn, encode_answer(HTTPStatus.OK, parts, content_type=chosen.content_type, headers=headers,
-                                head_only=head_only))  # fmt: skip
+        self.post(
+            conn,
+            encode_answer(HTTPStatus.OK, parts, content_type=chosen.content_type, headers=headers, head_only=head_only),
+        )
 
     def _park(self, conn: _Conn) -> None:
         """Stop reading ``conn``: it waits for its answer."""
@@ -437,8 +447,11 @@ class MetricsServer:
         self._bind, self._health_bind = bind, health_bind
         self._exposition = metrics if isinstance(metrics, Exposition) else Exposition(live=metrics)
         self._probes = {"/healthz": healthy, "/readyz": ready}
-        self._limits = Limits(connection_timeout=connection_timeout, max_connections=max_connections,
-                              max_parallel_scrapes=max_parallel_scrapes)  # fmt: skip
+        self._limits = Limits(
+            connection_timeout=connection_timeout,
+            max_connections=max_connections,
+            max_parallel_scrapes=max_parallel_scrapes,
+        )
         self._loop: _Loop | None = None
         self._thread: threading.Thread | None = None
         self.health_address: tuple[str, int] | None = None

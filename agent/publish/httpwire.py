@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Final
 
 from agent.errors import ConfigError, PublishError
-from agent.settings import parse_bind_address as config_parse_bind_address
+from agent.settingvalues import parse_bind_address as config_parse_bind_address
 
 SETTING: Final = "--metrics-bind-address"
 TEXT: Final = "text/plain; charset=utf-8"
@@ -121,19 +121,29 @@ def parse_request(head: bytes) -> Request:
     return Request(method=method, path=target.split("?", 1)[0], headers=headers)
 
 
-def encode_answer(status: HTTPStatus, body: Sequence[bytes], *, content_type: str = TEXT,
-            headers: Sequence[tuple[str, str]] = (), head_only: bool = False) -> list[bytes]:  # fmt: skip
+def encode_answer(
+    status: HTTPStatus,
+    body: Sequence[bytes],
+    *,
+    content_type: str = TEXT,
+    headers: Sequence[tuple[str, str]] = (),
+    head_only: bool = False,
+) -> list[bytes]:
     """The response as buffers to send: status line and headers, then the body (unless HEAD)."""
     length = sum(len(b) for b in body)
-    lines = [f"HTTP/1.0 {status.value} {status.phrase}", f"Server: {SERVER}",
-             f"Date: {email.utils.formatdate(usegmt=True)}", f"Content-Type: {content_type}",
-             f"Content-Length: {length}", "Connection: close"]  # fmt: skip
+    lines = [
+        f"HTTP/1.0 {status.value} {status.phrase}",
+        f"Server: {SERVER}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+        "Connection: close",
+    ]
     lines += [f"{name}: {value}" for name, value in headers]
     out = ["\r\n".join([*lines, "", ""]).encode("latin-1")]
     if not head_only:
         out += [b for b in body if b]
     return out
-
 
 
 def head_end(buf: bytes | bytearray) -> int:

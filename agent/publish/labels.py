@@ -68,18 +68,23 @@ def drop_invalid(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Proble
         if error is None:
             valid[key] = value
         else:
-            problems.append(
-                Problem(code="invalid_label", message=f"label not published: {error}", subject=key)
-            )
+            problems.append(Problem(code="invalid_label", message=f"label not published: {error}", subject=key))
     kept: dict[str, str] = {}
     size = -1  # the annotation joins keys with ','
     for key in sorted(valid, key=lambda k: ("/pci-" in k or "/link-layer." in k, k)):
         size += len(key) + 1
         if len(kept) >= MAX_LABELS or size > MAX_ANNOTATION_BYTES:
             left = sorted(set(valid) - set(kept))
-            problems.append(Problem(code="invalid_label", subject=left[0], message=(
-                f"{len(left)} labels not published ({', '.join(left[:3])}{', …' if len(left) > 3 else ''}): "
-                f"at most {MAX_LABELS} labels and a {MAX_ANNOTATION_BYTES}-byte ownership annotation per Node")))
+            problems.append(
+                Problem(
+                    code="invalid_label",
+                    subject=left[0],
+                    message=(
+                        f"{len(left)} labels not published ({', '.join(left[:3])}{', …' if len(left) > 3 else ''}): "
+                        f"at most {MAX_LABELS} labels and a {MAX_ANNOTATION_BYTES}-byte ownership annotation per Node"
+                    ),
+                )
+            )
             break
         kept[key] = valid[key]
     return kept, problems
@@ -111,16 +116,12 @@ def _name_part(text: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", text.strip().lower()).strip("-_.")
 
 
-def label_problems(
-    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
-) -> list[Problem]:
+def label_problems(snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str) -> list[Problem]:
     """The ``invalid_label`` problems :func:`desired_labels` logs for this snapshot (pure)."""
     return drop_invalid(_candidate_labels(snapshot, enforcement, prefix))[1]
 
 
-def desired_labels(
-    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
-) -> dict[str, str]:
+def desired_labels(snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str) -> dict[str, str]:
     """Every label the agent wants on its Node, keyed by full key, values validated (pure but for a
     warning per dropped label). See docs/labels.md for the table."""
     labels, problems = drop_invalid(_candidate_labels(snapshot, enforcement, prefix))
@@ -129,9 +130,7 @@ def desired_labels(
     return labels
 
 
-def _candidate_labels(
-    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
-) -> dict[str, str]:
+def _candidate_labels(snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str) -> dict[str, str]:
     out: dict[str, str] = {
         CAPABLE: _bool(bool(snapshot.devices)),
         READY: _bool(node_ready(snapshot, enforcement)[0]),
@@ -185,9 +184,7 @@ def owned_keys(annotations: Mapping[str, str], prefix: str) -> frozenset[str]:
     return owned_keys_from_annotation(annotations.get(owned_annotation_key(prefix)))
 
 
-def ownership_patch(
-    annotations: Mapping[str, str], desired: Mapping[str, str], prefix: str
-) -> dict[str, str | None]:
+def ownership_patch(annotations: Mapping[str, str], desired: Mapping[str, str], prefix: str) -> dict[str, str | None]:
     """The merge patch for ``metadata.annotations`` that records ``desired``'s keys as owned: empty when
     the record is already right; removes the annotation when nothing is desired."""
     key = owned_annotation_key(prefix)
@@ -282,9 +279,7 @@ class Hysteresis:
                 if pending is None or pending[0] != value or now < pending[1]:
                     self._pending[key] = pending = (value, now)
                 if now - pending[1] >= self.hold_seconds:
-                    logger.info(
-                        "label %s: %s → %s (held %.0fs)", key, self._published[key], value, now - pending[1]
-                    )
+                    logger.info("label %s: %s → %s (held %.0fs)", key, self._published[key], value, now - pending[1])
                     self._published[key] = value
                     del self._pending[key]
             published = self._published[key]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 # absent series. Other kinds the snapshot contains are reported too.
 CHAR_DEVICE_KINDS = ("issm", "rdma_cm", "umad", "uverbs")
 
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricSpec:
     name: str  # as exposed; counters include the ``_total`` suffix

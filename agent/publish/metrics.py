@@ -185,8 +185,17 @@ def _devices(out: _Families, snap: NodeSnapshot) -> None:
     with_uverbs = devices_with_uverbs(snap)
     pci_by_address = {p.address: p for p in snap.pci_functions}
     for device in snap.devices:
-        out.add("rdma_device_info", 1, device.name, device.node_type, device.protocol, device.fw_version,
-                device.node_guid, device.sys_image_guid, device.pci_address)  # fmt: skip
+        out.add(
+            "rdma_device_info",
+            1,
+            device.name,
+            device.node_type,
+            device.protocol,
+            device.fw_version,
+            device.node_guid,
+            device.sys_image_guid,
+            device.pci_address,
+        )
         out.add("rdma_device_uverbs_present", _bool(device.name in with_uverbs), device.name)
         pci = pci_by_address.get(device.pci_address) if device.pci_address else None
         for port in device.ports:

@@ -77,8 +77,11 @@ class ConfigMapSource:
         if self._parsed is not None and self._parsed[0] == got.resource_version and got.resource_version:
             return self._parsed[1]
         try:
-            read = PluginConfigRead(parse_device_plugin_config(got.text, f"ConfigMap {self.ref}"), (),
-                                    PluginConfigState(source="configmap", ref=self.ref, loaded=True))  # fmt: skip
+            read = PluginConfigRead(
+                parse_device_plugin_config(got.text, f"ConfigMap {self.ref}"),
+                (),
+                PluginConfigState(source="configmap", ref=self.ref, loaded=True),
+            )
         except ConfigError as err:
             problem = Problem(code="device_plugin_config_invalid", message=str(err), subject=self.watcher.ref)
             read = PluginConfigRead(None, (problem,), PluginConfigState(source="configmap", ref=self.ref, loaded=False))

@@ -68,8 +68,9 @@ class LabelsStage:
         state = replace(state, problems=state.problems + problems)
         if self.features_file is not None:
             try:
-                write_features(self.features_file, labels, root=self.host_root, ttl_seconds=self.features_ttl,
-                               now=self.clock())  # fmt: skip
+                write_features(
+                    self.features_file, labels, root=self.host_root, ttl_seconds=self.features_ttl, now=self.clock()
+                )
             except PublishError as err:
                 problem = Problem(code="nfd_features_failed", message=str(err), subject=str(self.features_file))
                 raise StageError(str(err), replace(state, problems=(*state.problems, problem))) from err
@@ -112,8 +113,14 @@ class AllocatableStage:
             problems += why_zero(view, enforcement, resources, matches, config)
             self.seen = remember_offered(self.seen, resources)
             expected = expected_resources(config, matches, self.seen)
-        return replace(state, resources=resources, selectors=matches, expected_resources=expected,
-                       plugin_config=source, problems=state.problems + tuple(problems))  # fmt: skip
+        return replace(
+            state,
+            resources=resources,
+            selectors=matches,
+            expected_resources=expected,
+            plugin_config=source,
+            problems=state.problems + tuple(problems),
+        )
 
 
 class ConditionStage:
@@ -140,8 +147,11 @@ class ConditionStage:
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
-        problems = (*state.snapshot.problems, *(state.enforcement.problems if state.enforcement else ()),
-                    *state.problems)  # fmt: skip
+        problems = (
+            *state.snapshot.problems,
+            *(state.enforcement.problems if state.enforcement else ()),
+            *state.problems,
+        )
         now = desired_condition(state.snapshot, state.enforcement, problems)
         status = self.hysteresis.update(self.timer(), {CONDITION_TYPE: now.status})[CONDITION_TYPE]
         if status == now.status or self.held is None:

@@ -148,8 +148,13 @@ def status_document(state: AgentState) -> dict[str, Any]:
         selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
         more_problems=state.problems,
         condition=_condition(state.condition),
-        plugin_config=None if state.plugin_config is None else {
-            "source": state.plugin_config.source, "ref": state.plugin_config.ref, "loaded": state.plugin_config.loaded},
+        plugin_config=None
+        if state.plugin_config is None
+        else {
+            "source": state.plugin_config.source,
+            "ref": state.plugin_config.ref,
+            "loaded": state.plugin_config.loaded,
+        },
     )
 
 
@@ -264,8 +269,20 @@ def _header(s: NodeSnapshot, enforcement: EnforcementState | None) -> list[str]:
     return [*lines, ""]
 
 
-DEVICE_HEADER = ("DEVICE", "INDEX", "TYPE", "PROTOCOL", "PORT", "STATE", "PHYSICAL", "NETDEV", "LINK", "PCI",
-                 "VENDOR:DEVICE", "CHAR DEVICES")  # fmt: skip  # the table's columns, one line
+DEVICE_HEADER = (
+    "DEVICE",
+    "INDEX",
+    "TYPE",
+    "PROTOCOL",
+    "PORT",
+    "STATE",
+    "PHYSICAL",
+    "NETDEV",
+    "LINK",
+    "PCI",
+    "VENDOR:DEVICE",
+    "CHAR DEVICES",
+)  # the table's columns, one line
 FUNCTION_HEADER = ("ADDRESS", "VENDOR:DEVICE", "DRIVER", "NUMA", "NETDEVS", "RDMA", "VFS", "PF")
 
 
@@ -277,8 +294,22 @@ def _devices(s: NodeSnapshot) -> list[str]:
         fn = pci.get(d.pci_address or "")
         ids = f"{fn.vendor}:{fn.device}" if fn and fn.vendor else None
         for p in d.ports or (RdmaPort(port=0),):
-            rows.append([d.name, d.index, d.node_type, d.protocol, p.port or None, p.state, p.physical_state,
-                         p.netdev, p.link_layer, d.pci_address, ids, " ".join(d.char_devices)])  # fmt: skip
+            rows.append(
+                [
+                    d.name,
+                    d.index,
+                    d.node_type,
+                    d.protocol,
+                    p.port or None,
+                    p.state,
+                    p.physical_state,
+                    p.netdev,
+                    p.link_layer,
+                    d.pci_address,
+                    ids,
+                    " ".join(d.char_devices),
+                ]
+            )
     if not rows:
         return ["RDMA devices: none", ""]
     return ["RDMA devices", *("  " + line for line in _table(DEVICE_HEADER, rows)), ""]
@@ -286,10 +317,18 @@ def _devices(s: NodeSnapshot) -> list[str]:
 
 def _functions(s: NodeSnapshot) -> list[str]:
     rows = [
-        [p.address, f"{p.vendor}:{p.device}", p.driver, p.numa_node, ",".join(p.netdevs), ",".join(p.rdma_devices),
-         f"{p.sriov_numvfs}/{p.sriov_totalvfs}" if p.sriov_totalvfs is not None else None, p.physfn]
+        [
+            p.address,
+            f"{p.vendor}:{p.device}",
+            p.driver,
+            p.numa_node,
+            ",".join(p.netdevs),
+            ",".join(p.rdma_devices),
+            f"{p.sriov_numvfs}/{p.sriov_totalvfs}" if p.sriov_totalvfs is not None else None,
+            p.physfn,
+        ]
         for p in s.pci_functions
-    ]  # fmt: skip
+    ]
     if not rows:
         return []
     return ["PCI functions", *("  " + line for line in _table(FUNCTION_HEADER, rows)), ""]

@@ -34,6 +34,7 @@ def is_our_sentinel(data: bytes) -> bool:
 def sentinel_content(reason: str) -> bytes:
     return SENTINEL_MARK + f"# {' '.join(reason.split())}\n".encode()
 
+
 def _os_problem(code: str, what: str, path: str, err: OSError) -> Problem:
     if isinstance(err, Refused):
         return Problem(code=code, message=f"will not {what} {path}: it {err.strerror}", subject=path)

@@ -253,8 +253,13 @@ def _runtime(given: PlanInput, target: NetnsMode) -> _Runtime:
     actions: list[Action] = []
     next_attempt = None
     if memory.next_attempt is None or given.now >= memory.next_attempt:
-        actions.append(Action(kind=ActionKind.SET_RUNTIME_MODE, mode=target,
-                              reason=f"live mode is {live.value}, desired {target.value}"))  # fmt: skip
+        actions.append(
+            Action(
+                kind=ActionKind.SET_RUNTIME_MODE,
+                mode=target,
+                reason=f"live mode is {live.value}, desired {target.value}",
+            )
+        )
     else:
         next_attempt = memory.next_attempt
     refused = memory.last_errno
@@ -271,5 +276,11 @@ def _runtime(given: PlanInput, target: NetnsMode) -> _Runtime:
         f"netns_mode={target.kernel_value} applies at the next boot"
     )
     actions.append(Action(kind=ActionKind.SIGNAL_REBOOT, mode=target, reason=reason))
-    return _Runtime(actions=tuple(actions), problems=problems, reboot_required=True, reason=reason,
-                    code="netns_mode_busy" if busy else "netns_mode_busy_predicted", next_attempt=next_attempt)
+    return _Runtime(
+        actions=tuple(actions),
+        problems=problems,
+        reboot_required=True,
+        reason=reason,
+        code="netns_mode_busy" if busy else "netns_mode_busy_predicted",
+        next_attempt=next_attempt,
+    )

@@ -44,8 +44,10 @@ class _Watch:
 
 
 def _bookmark(kind: str, api_version: str, rv: int) -> JSON:
-    return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
-                                           "metadata": {"resourceVersion": str(rv)}}}  # fmt: skip
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(rv)}},
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -145,11 +147,16 @@ class Handler(BaseHTTPRequestHandler):
         selector = resources.selector(dict(query))
         initial, index, error = api.store.watch_from(where.collection, query.get("resourceVersion", ""), selector)
         if fault is not None and fault.expire:
-            error = status_object(410, f"too old resource version: {query.get('resourceVersion', '')} "
-                                       f"({api.resource_version})", "Expired")  # fmt: skip
+            error = status_object(
+                410, f"too old resource version: {query.get('resourceVersion', '')} ({api.resource_version})", "Expired"
+            )
         timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
-        spec = _Watch(route=where, selector=selector, bookmarks=query.get("allowWatchBookmarks") in ("1", "true"),
-                      deadline=time.monotonic() + timeout if timeout is not None else None)  # fmt: skip
+        spec = _Watch(
+            route=where,
+            selector=selector,
+            bookmarks=query.get("allowWatchBookmarks") in ("1", "true"),
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+        )
         log(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -159,9 +166,10 @@ class Handler(BaseHTTPRequestHandler):
         generations = api.watch_opened()
         try:
             events: Iterable[JSON] = (
-                [{"type": "ERROR", "object": error}] if error is not None
+                [{"type": "ERROR", "object": error}]
+                if error is not None
                 else self._events(initial, index, spec, generations)
-            )  # fmt: skip
+            )
             for event in events:
                 self._chunk(event)
                 api.event_sent()
@@ -200,8 +208,11 @@ class Handler(BaseHTTPRequestHandler):
             while True:
                 if counters.drop_generation != drop_at:
                     raise DroppedError
-                ended = (api.stopping or counters.end_generation != end_at
-                         or (spec.deadline is not None and time.monotonic() >= spec.deadline))  # fmt: skip
+                ended = (
+                    api.stopping
+                    or counters.end_generation != end_at
+                    or (spec.deadline is not None and time.monotonic() >= spec.deadline)
+                )
                 pending, index = api.store.changes_since(index, spec.route.collection, spec.selector)
                 if counters.bookmark_generation != bookmark_at:
                     bookmark_at = counters.bookmark_generation

@@ -94,6 +94,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
 
 # --- RFC 6902 ------------------------------------------------------------------------------------------
 
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []
@@ -181,5 +182,3 @@ def json_patch(target: Any, ops: Any) -> Any:
         else:
             raise ApiError(status_object(400, f"Unexpected kind: {kind}"))
     return doc
-
-

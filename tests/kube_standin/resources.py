@@ -54,8 +54,11 @@ def field_selector(text: str) -> Callable[[JSON], bool]:
             raise ApiError(status_object(400, f"invalid selector: '{text}'; can't understand '{part}'"))
         fld, op, value = match.groups()
         if fld != "metadata.name":
-            raise ApiError(status_object(400, f'"{fld}" is not a known field selector: only "metadata.name" is '
-                                              "implemented by the stand-in"))  # fmt: skip
+            raise ApiError(
+                status_object(
+                    400, f'"{fld}" is not a known field selector: only "metadata.name" is implemented by the stand-in'
+                )
+            )
         requirements.append((fld, op != "!=", value))
     return lambda obj: all((obj["metadata"]["name"] == value) == eq for _, eq, value in requirements)
 
@@ -77,8 +80,11 @@ def _decode_patch(content_type: str, raw: bytes) -> tuple[str, Any]:
     base = content_type.split(";", 1)[0].strip()
     if base not in (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH):
         accepted = ", ".join(ACCEPTED_PATCH_TYPES)
-        raise ApiError(status_object(415, "the body of the request was in an unknown format - accepted media "
-                                          f"types include: {accepted}"))  # fmt: skip
+        raise ApiError(
+            status_object(
+                415, f"the body of the request was in an unknown format - accepted media types include: {accepted}"
+            )
+        )
     try:
         patch = json.loads(raw)
     except ValueError as err:
@@ -97,9 +103,14 @@ def _apply(base: str, current: JSON, patch: Any) -> JSON:
         else:
             patched = strategic_merge_patch(current, patch)
     except JsonPatchError as err:
-        raise ApiError(status_object(422, "the server rejected our request due to an error in our request",
-                                     "Invalid", {"causes": [{"reason": "UnexpectedServerResponse",
-                                                             "message": str(err)}]})) from None  # fmt: skip
+        raise ApiError(
+            status_object(
+                422,
+                "the server rejected our request due to an error in our request",
+                "Invalid",
+                {"causes": [{"reason": "UnexpectedServerResponse", "message": str(err)}]},
+            )
+        ) from None
     if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
         raise ApiError(status_object(422, "metadata: must be an object", "Invalid"))
     return patched
@@ -107,9 +118,14 @@ def _apply(base: str, current: JSON, patch: Any) -> JSON:
 
 def _undecodable(cause: str) -> ApiError:
     """The patched object does not decode into its Go type (``jsonPatcher.applyPatchToCurrentObject``)."""
-    return ApiError(status_object(422, f"patch: Invalid value: ...: {cause}", "Invalid",
-                                  {"causes": [{"reason": "FieldValueInvalid", "message": cause,
-                                               "field": "patch"}]}))  # fmt: skip
+    return ApiError(
+        status_object(
+            422,
+            f"patch: Invalid value: ...: {cause}",
+            "Invalid",
+            {"causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "patch"}]},
+        )
+    )
 
 
 def _check_metadata(patched: JSON, current: JSON, route: Route) -> None:
@@ -121,8 +137,11 @@ def _check_metadata(patched: JSON, current: JSON, route: Route) -> None:
         if value == {}:
             del meta[fld]  # omitempty: an emptied map is not serialized
     if meta.get("name") != route.name:
-        raise ApiError(status_object(400, f"the name of the object ({meta.get('name')}) does not match the name on "
-                                          f"the URL ({route.name})"))  # fmt: skip
+        raise ApiError(
+            status_object(
+                400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({route.name})"
+            )
+        )
     wanted_rv = meta.get("resourceVersion")
     if wanted_rv not in (None, "") and wanted_rv != current["metadata"]["resourceVersion"]:
         raise ApiError(default_status(409, "patch", route.name, route.plural, route.namespace))
@@ -177,8 +196,11 @@ def create(store: Store, route: Route, content_type: str, raw: bytes) -> JSON:
     # No Content-Type means the first media type the server supports (NegotiateInputSerializerForMediaType).
     if content_type.split(";", 1)[0].strip() not in ("", "application/json"):
         accepted = "application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor"
-        raise ApiError(status_object(415, "the body of the request was in an unknown format - accepted media types "
-                                          f"include: {accepted}"))  # fmt: skip
+        raise ApiError(
+            status_object(
+                415, f"the body of the request was in an unknown format - accepted media types include: {accepted}"
+            )
+        )
     try:
         event = json.loads(raw)
     except ValueError as err:
@@ -189,8 +211,9 @@ def create(store: Store, route: Route, content_type: str, raw: bytes) -> JSON:
         raise ApiError(status_object(400, f'Event in version "v1" cannot be handled as a Event: {why}'))
     meta = event.setdefault("metadata", {})
     if meta.get("namespace") not in (None, "", route.namespace):
-        raise ApiError(status_object(400, "the namespace of the provided object does not match the namespace sent "
-                                          "on the request"))  # fmt: skip
+        raise ApiError(
+            status_object(400, "the namespace of the provided object does not match the namespace sent on the request")
+        )
     meta["namespace"] = route.namespace
     causes = validate_event_create(event, route.namespace)
     if causes:
@@ -199,7 +222,13 @@ def create(store: Store, route: Route, content_type: str, raw: bytes) -> JSON:
     name = meta["name"]
 
     def exists() -> ApiError:
-        return ApiError(status_object(409, f'{route.plural} "{name}" already exists', "AlreadyExists",
-                                      {"name": name, "group": route.group, "kind": "events"}))  # fmt: skip
+        return ApiError(
+            status_object(
+                409,
+                f'{route.plural} "{name}" already exists',
+                "AlreadyExists",
+                {"name": name, "group": route.group, "kind": "events"},
+            )
+        )
 
     return store.create(route.collection, event, exists=exists)

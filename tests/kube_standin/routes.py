@@ -30,9 +30,13 @@ class Route:
 _PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     (re.compile(r"/api/v1/nodes(?:/(?P<name>[^/]+)(?P<status>/status)?)?"), "nodes", "Node", ""),
     (re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/configmaps(?:/(?P<name>[^/]+))?"), "configmaps", "ConfigMap", ""),
-    (re.compile(r"/apis/events\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/events(?:/(?P<name>[^/]+))?"), "events", "Event",
-     EVENTS_GROUP),
-)  # fmt: skip
+    (
+        re.compile(r"/apis/events\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/events(?:/(?P<name>[^/]+))?"),
+        "events",
+        "Event",
+        EVENTS_GROUP,
+    ),
+)
 
 
 def _verb(method: str, named: bool, query: Mapping[str, str]) -> str:
@@ -55,7 +59,13 @@ def route(method: str, path: str, query: Mapping[str, str]) -> Route:
         collection = f"namespaces/{namespace}/{resource}" if namespace else resource
         if group:
             collection += f".{group}"
-        return Route(kind=_verb(method, name is not None, query),
-                     resource=resource + ("/status" if parts.get("status") else ""), collection=collection,
-                     name=name, namespace=namespace, object_kind=object_kind, group=group)  # fmt: skip
+        return Route(
+            kind=_verb(method, name is not None, query),
+            resource=resource + ("/status" if parts.get("status") else ""),
+            collection=collection,
+            name=name,
+            namespace=namespace,
+            object_kind=object_kind,
+            group=group,
+        )
     return Route(kind="other", resource="")

@@ -55,8 +55,13 @@ class Counters:
     bookmark_generation: int = 0
 
 
-def _node(name: str, labels: Mapping[str, str], annotations: Mapping[str, str], capacity: Mapping[str, str],
-          allocatable: Mapping[str, str]) -> JSON:  # fmt: skip
+def _node(
+    name: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    capacity: Mapping[str, str],
+    allocatable: Mapping[str, str],
+) -> JSON:
     meta: JSON = {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", **labels}}
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -85,8 +90,9 @@ class KubeStandIn:
         self._faults: list[Fault] = []
         self._log: list[Request] = []
         self._server = Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="kube-standin",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="kube-standin", daemon=True
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -168,8 +174,12 @@ class KubeStandIn:
 
     def put_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> JSON:
         """Create or replace a ConfigMap."""
-        obj = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace},
-               "data": dict(data)}  # fmt: skip
+        obj = {
+            "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": dict(data),
+        }
         return self.store.create(f"namespaces/{namespace}/configmaps", obj)
 
     def delete_configmap(self, namespace: str, name: str) -> None:
@@ -297,14 +307,31 @@ class KubeStandIn:
                     return fault
             return None
 
-    def log_request(self, method: str, where: Route, path: str, query: Mapping[str, str], content_type: str | None,
-                    raw: bytes, authorization: str | None) -> int:  # fmt: skip
+    def log_request(
+        self,
+        method: str,
+        where: Route,
+        path: str,
+        query: Mapping[str, str],
+        content_type: str | None,
+        raw: bytes,
+        authorization: str | None,
+    ) -> int:
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        request = Request(method=method, kind=where.kind, resource=where.resource, path=path, query=query,
-                          content_type=content_type, body=body, authorization=authorization, status=None)  # fmt: skip
+        request = Request(
+            method=method,
+            kind=where.kind,
+            resource=where.resource,
+            path=path,
+            query=query,
+            content_type=content_type,
+            body=body,
+            authorization=authorization,
+            status=None,
+        )
         with self.store.cond:
             self._log.append(request)
             self.store.cond.notify_all()

@@ -7,10 +7,20 @@ from typing import Any
 JSON = dict[str, Any]
 
 REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-    409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
-}  # fmt: skip
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 USER = "system:serviceaccount:kube-system:rdma-node-agent"
 
@@ -25,8 +35,14 @@ class ApiError(Exception):
 
 def status_object(code: int, message: str, reason: str | None = None, details: JSON | None = None) -> JSON:
     """A ``Status`` exactly as kube-apiserver encodes it (field order included)."""
-    obj: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                 "reason": reason if reason is not None else REASONS.get(code, ""), }  # fmt: skip
+    obj: JSON = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason if reason is not None else REASONS.get(code, ""),
+    }
     if details is not None:
         obj["details"] = details
     obj["code"] = code
@@ -38,8 +54,11 @@ def invalid(kind: str, group: str, name: str, causes: list[JSON]) -> ApiError:
     text = [f"{c['field']}: {c['message']}" for c in causes]
     shown = text[0] if len(text) == 1 else "[" + ", ".join(text) + "]"
     qualified = f"{kind}.{group}" if group else kind
-    details = {"name": name, "group": group, "kind": kind, "causes": causes} if group else {
-        "name": name, "kind": kind, "causes": causes}  # fmt: skip
+    details = (
+        {"name": name, "group": group, "kind": kind, "causes": causes}
+        if group
+        else {"name": name, "kind": kind, "causes": causes}
+    )
     return ApiError(status_object(422, f'{qualified} "{name}" is invalid: {shown}', "Invalid", details))
 
 
@@ -58,8 +77,10 @@ def default_status(code: int, verb: str, name: str | None, resource: str = "node
     if code == 404:
         return status_object(404, f"{target} not found", details=details)
     if code == 409:
-        message = (f"Operation cannot be fulfilled on {target}: the object has been modified; "
-                   "please apply your changes to the latest version and try again")  # fmt: skip
+        message = (
+            f"Operation cannot be fulfilled on {target}: the object has been modified; "
+            "please apply your changes to the latest version and try again"
+        )
         return status_object(409, message, details=details)
     if code == 410:
         return status_object(410, "too old resource version: 1 (2)", "Expired")

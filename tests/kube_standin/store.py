@@ -100,8 +100,12 @@ class Store:
                     obj.pop("apiVersion", None)
                     items.append(obj)
             api_version = "v1" if "." not in collection.rsplit("/", 1)[-1] else collection.split(".", 1)[1] + "/v1"
-            return {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {"resourceVersion": str(self.rv)},
-                    "items": items}  # fmt: skip
+            return {
+                "kind": f"{kind}List",
+                "apiVersion": api_version,
+                "metadata": {"resourceVersion": str(self.rv)},
+                "items": items,
+            }
 
     def watch_from(
         self, collection: str, rv_param: str, selector: Callable[[JSON], bool]
@@ -109,22 +113,33 @@ class Store:
         """Initial events, the history index to follow from, and an ERROR Status if the watch can't start."""
         with self.cond:
             if rv_param in ("", "0"):
-                initial = [{"type": "ADDED", "object": copy.deepcopy(o)}
-                           for _, o in sorted(self.objects(collection).items()) if selector(o)]  # fmt: skip
+                initial = [
+                    {"type": "ADDED", "object": copy.deepcopy(o)}
+                    for _, o in sorted(self.objects(collection).items())
+                    if selector(o)
+                ]
                 return initial, len(self.history), None
             if not rv_param.isdigit():
-                raise ApiError(status_object(400, f'invalid resource version: strconv.ParseUint: parsing "{rv_param}": '
-                                                  "invalid syntax"))  # fmt: skip
+                raise ApiError(
+                    status_object(
+                        400, f'invalid resource version: strconv.ParseUint: parsing "{rv_param}": invalid syntax'
+                    )
+                )
             since = int(rv_param)
             if since < self.compacted_below:
-                return [], len(self.history), status_object(
-                    410, f"too old resource version: {since} ({self.compacted_below})", "Expired"
+                return (
+                    [],
+                    len(self.history),
+                    status_object(410, f"too old resource version: {since} ({self.compacted_below})", "Expired"),
                 )
             start = next((i for i, e in enumerate(self.history) if e.rv > since), len(self.history))
             return [], start, None
 
     def changes_since(self, index: int, collection: str, selector: Callable[[JSON], bool]) -> tuple[list[JSON], int]:
         """Watch events after history ``index`` for ``collection`` (callers hold ``cond``), and the new index."""
-        pending = [{"type": c.type, "object": copy.deepcopy(c.obj)} for c in self.history[index:]
-                   if c.collection == collection and selector(c.obj)]  # fmt: skip
+        pending = [
+            {"type": c.type, "object": copy.deepcopy(c.obj)}
+            for c in self.history[index:]
+            if c.collection == collection and selector(c.obj)
+        ]
         return pending, len(self.history)

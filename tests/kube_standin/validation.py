@@ -102,8 +102,9 @@ def validate_metadata(meta: Mapping[str, Any]) -> list[JSON]:
     causes: list[JSON] = []
 
     def invalid(fld: str, value: str, msg: str) -> None:
-        causes.append({"reason": "FieldValueInvalid", "message": f"Invalid value: {_go_quote(value)}: {msg}",
-                       "field": fld})  # fmt: skip
+        causes.append(
+            {"reason": "FieldValueInvalid", "message": f"Invalid value: {_go_quote(value)}: {msg}", "field": fld}
+        )
 
     labels = meta.get("labels") or {}
     for key in sorted(labels):
@@ -118,11 +119,14 @@ def validate_metadata(meta: Mapping[str, Any]) -> list[JSON]:
             invalid("metadata.annotations", key, msg)
     total = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
     if total > TOTAL_ANNOTATION_SIZE_LIMIT:
-        causes.append({"reason": "FieldValueTooLong",
-                       "message": f"Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes",
-                       "field": "metadata.annotations"})  # fmt: skip
+        causes.append(
+            {
+                "reason": "FieldValueTooLong",
+                "message": f"Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes",
+                "field": "metadata.annotations",
+            }
+        )
     return causes
-
 
 
 # --- Node status ---------------------------------------------------------------------------------------
@@ -144,17 +148,21 @@ def decode_errors_node_status(status: Any) -> list[str]:
     errs: list[str] = []
     for condition in conditions:
         if not isinstance(condition, dict):
-            errs.append("json: cannot unmarshal into Go struct field NodeStatus.status.conditions of type "
-                        "v1.NodeCondition")  # fmt: skip
+            errs.append(
+                "json: cannot unmarshal into Go struct field NodeStatus.status.conditions of type v1.NodeCondition"
+            )
             continue
         for key, value in condition.items():
-            if key in _CONDITION_TIMES and value is not None and not (
-                isinstance(value, str) and _RFC3339_RE.fullmatch(value)
+            if (
+                key in _CONDITION_TIMES
+                and value is not None
+                and not (isinstance(value, str) and _RFC3339_RE.fullmatch(value))
             ):
-                errs.append(f"parsing time {_go_quote(str(value))} as \"2006-01-02T15:04:05Z07:00\": cannot parse")
+                errs.append(f'parsing time {_go_quote(str(value))} as "2006-01-02T15:04:05Z07:00": cannot parse')
             elif key not in _CONDITION_TIMES and not isinstance(value, str):
-                errs.append(f"json: cannot unmarshal into Go struct field NodeCondition.status.conditions.{key} "
-                            "of type string")  # fmt: skip
+                errs.append(
+                    f"json: cannot unmarshal into Go struct field NodeCondition.status.conditions.{key} of type string"
+                )
     return errs
 
 
@@ -165,13 +173,31 @@ ACTION_LENGTH_LIMIT = 128
 REASON_LENGTH_LIMIT = 128
 NOTE_LENGTH_LIMIT = 1024
 _DEPRECATED = ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount", "deprecatedSource")
-_IMMUTABLE = ("regarding", "reason", "note", "deprecatedSource", "deprecatedFirstTimestamp",
-              "deprecatedLastTimestamp", "deprecatedCount", "type", "eventTime", "action", "related",
-              "reportingController", "reportingInstance")  # fmt: skip
+_IMMUTABLE = (
+    "regarding",
+    "reason",
+    "note",
+    "deprecatedSource",
+    "deprecatedFirstTimestamp",
+    "deprecatedLastTimestamp",
+    "deprecatedCount",
+    "type",
+    "eventTime",
+    "action",
+    "related",
+    "reportingController",
+    "reportingInstance",
+)
 # The internal field names the server's messages use for the v1 names.
-_INTERNAL = {"regarding": "involvedObject", "note": "message", "reportingController": "reportingController",
-             "deprecatedSource": "source", "deprecatedFirstTimestamp": "firstTimestamp",
-             "deprecatedLastTimestamp": "lastTimestamp", "deprecatedCount": "count"}  # fmt: skip
+_INTERNAL = {
+    "regarding": "involvedObject",
+    "note": "message",
+    "reportingController": "reportingController",
+    "deprecatedSource": "source",
+    "deprecatedFirstTimestamp": "firstTimestamp",
+    "deprecatedLastTimestamp": "lastTimestamp",
+    "deprecatedCount": "count",
+}
 
 
 def _required(fld: str) -> JSON:
@@ -189,7 +215,7 @@ def event_decode_errors(event: Mapping[str, Any]) -> list[str]:
     for fld in ("eventTime",):
         value = event.get(fld)
         if value is not None and not (isinstance(value, str) and _MICRO_TIME_RE.fullmatch(value)):
-            errs.append(f"parsing time {_go_quote(str(value))} as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse")
+            errs.append(f'parsing time {_go_quote(str(value))} as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
     series = event.get("series")
     if series is not None:
         if not isinstance(series, dict):
@@ -197,8 +223,9 @@ def event_decode_errors(event: Mapping[str, Any]) -> list[str]:
         else:
             observed = series.get("lastObservedTime")
             if observed is not None and not (isinstance(observed, str) and _MICRO_TIME_RE.fullmatch(observed)):
-                errs.append(f"parsing time {_go_quote(str(observed))} as \"2006-01-02T15:04:05.000000Z07:00\": "
-                            "cannot parse")  # fmt: skip
+                errs.append(
+                    f'parsing time {_go_quote(str(observed))} as "2006-01-02T15:04:05.000000Z07:00": cannot parse'
+                )
             if "count" in series and not isinstance(series["count"], int):
                 errs.append("json: cannot unmarshal into Go struct field EventSeries.series.count of type int32")
     for fld in ("reportingController", "reportingInstance", "action", "reason", "note", "type"):
@@ -227,14 +254,18 @@ def _legacy_causes(event: Mapping[str, Any], namespace: str) -> list[JSON]:
     causes: list[JSON] = []
     regarding = event.get("regarding") or {}
     if not regarding.get("namespace") and namespace not in ("default", "kube-system"):
-        causes.append(_invalid("involvedObject.namespace", regarding.get("namespace", ""),
-                               "does not match event.namespace"))  # fmt: skip
+        causes.append(
+            _invalid("involvedObject.namespace", regarding.get("namespace", ""), "does not match event.namespace")
+        )
     controller = event.get("reportingController") or ""
     if not controller:
         causes.append(_required("reportingController"))
     causes += [_invalid("reportingController", controller, m) for m in is_qualified_name(controller)]
-    for fld, limit in (("reportingInstance", REPORTING_INSTANCE_LENGTH_LIMIT), ("action", ACTION_LENGTH_LIMIT),
-                       ("reason", REASON_LENGTH_LIMIT)):  # fmt: skip
+    for fld, limit in (
+        ("reportingInstance", REPORTING_INSTANCE_LENGTH_LIMIT),
+        ("action", ACTION_LENGTH_LIMIT),
+        ("reason", REASON_LENGTH_LIMIT),
+    ):
         value = event.get(fld) or ""
         if not value:
             causes.append(_required(fld))
@@ -254,8 +285,13 @@ def validate_event_create(event: Mapping[str, Any], namespace: str) -> list[JSON
     meta = event.get("metadata") or {}
     name = meta.get("name") or ""
     if not name:
-        causes.append({"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
-                       "field": "metadata.name"})  # fmt: skip
+        causes.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value: name or generateName is required",
+                "field": "metadata.name",
+            }
+        )
     causes += [_invalid("metadata.name", name, m) for m in is_dns1123_subdomain(name)] if name else []
     causes += validate_metadata(meta)
     causes += _series_causes(event)

@@ -67,11 +67,25 @@ class Nic:
 
 
 NICS = (
-    Nic(index=0, name="mlx5_0", pci="0000:3b:00.0", netdev="ens1f0np0", ifindex=4, uverbs="uverbs0",
-        guid=0x0C42A10300AB12CD),
-    Nic(index=1, name="mlx5_1", pci="0000:3b:00.1", netdev="ens1f1np1", ifindex=5, uverbs="uverbs1",
-        guid=0x0C42A10300AB12CE),
-)  # fmt: skip
+    Nic(
+        index=0,
+        name="mlx5_0",
+        pci="0000:3b:00.0",
+        netdev="ens1f0np0",
+        ifindex=4,
+        uverbs="uverbs0",
+        guid=0x0C42A10300AB12CD,
+    ),
+    Nic(
+        index=1,
+        name="mlx5_1",
+        pci="0000:3b:00.1",
+        netdev="ens1f1np1",
+        ifindex=5,
+        uverbs="uverbs1",
+        guid=0x0C42A10300AB12CE,
+    ),
+)
 
 
 def _write(path: Path, text: str) -> None:
@@ -88,9 +102,16 @@ def plug(root: Path, nic: Nic) -> None:
     """The sysfs and /dev entries of one NIC, laid out as the kernel does (relative symlinks)."""
     sys = root / "sys"
     pci = sys / "bus/pci/devices" / nic.pci
-    for name, value in (("vendor", "0x15b3"), ("device", "0x1017"), ("subsystem_vendor", "0x15b3"),
-                        ("subsystem_device", "0x0007"), ("class", "0x020000"), ("numa_node", "0"),
-                        ("sriov_totalvfs", "8"), ("sriov_numvfs", "0")):  # fmt: skip
+    for name, value in (
+        ("vendor", "0x15b3"),
+        ("device", "0x1017"),
+        ("subsystem_vendor", "0x15b3"),
+        ("subsystem_device", "0x0007"),
+        ("class", "0x020000"),
+        ("numa_node", "0"),
+        ("sriov_totalvfs", "8"),
+        ("sriov_numvfs", "0"),
+    ):
         _write(pci / name, value + "\n")
     _link(pci / "driver", "../../../bus/pci/drivers/mlx5_core")
     (pci / "net" / nic.netdev).mkdir(parents=True)
@@ -99,13 +120,22 @@ def plug(root: Path, nic: Nic) -> None:
     _write(net / "ifindex", f"{nic.ifindex}\n")
     _link(net / "device", f"../../../bus/pci/devices/{nic.pci}")
     ib = sys / "class/infiniband" / nic.name
-    for name, value in (("node_type", "1: CA"), ("node_guid", nic.guid_text), ("sys_image_guid", nic.guid_text),
-                        ("fw_ver", "16.35.2000")):  # fmt: skip
+    for name, value in (
+        ("node_type", "1: CA"),
+        ("node_guid", nic.guid_text),
+        ("sys_image_guid", nic.guid_text),
+        ("fw_ver", "16.35.2000"),
+    ):
         _write(ib / name, value + "\n")
     _link(ib / "device", f"../../../bus/pci/devices/{nic.pci}")
     port = ib / "ports/1"
-    for name, value in (("state", "4: ACTIVE"), ("phys_state", "5: LinkUp"), ("link_layer", "Ethernet"),
-                        ("rate", "100 Gb/sec (4X EDR)"), ("gid_attrs/ndevs/0", nic.netdev)):  # fmt: skip
+    for name, value in (
+        ("state", "4: ACTIVE"),
+        ("phys_state", "5: LinkUp"),
+        ("link_layer", "Ethernet"),
+        ("rate", "100 Gb/sec (4X EDR)"),
+        ("gid_attrs/ndevs/0", nic.netdev),
+    ):
         _write(port / name, value + "\n")
     _write(sys / "class/infiniband_verbs" / nic.uverbs / "ibdev", nic.name + "\n")
     _write(root / "dev/infiniband" / nic.uverbs, "")
@@ -114,8 +144,12 @@ def plug(root: Path, nic: Nic) -> None:
 def unplug(root: Path, nic: Nic) -> None:
     """What removing the function does to sysfs and /dev (the whole device goes at once)."""
     sys = root / "sys"
-    for path in (sys / "bus/pci/devices" / nic.pci, sys / "class/net" / nic.netdev,
-                 sys / "class/infiniband" / nic.name, sys / "class/infiniband_verbs" / nic.uverbs):  # fmt: skip
+    for path in (
+        sys / "bus/pci/devices" / nic.pci,
+        sys / "class/net" / nic.netdev,
+        sys / "class/infiniband" / nic.name,
+        sys / "class/infiniband_verbs" / nic.uverbs,
+    ):
         shutil.rmtree(path, ignore_errors=True)
     (root / "dev/infiniband" / nic.uverbs).unlink(missing_ok=True)
 
@@ -225,14 +259,28 @@ class FakeKernel:
 
 
 def _device_attrs(nic: Nic) -> list[tuple[str, int | str]]:
-    return [("DEV_INDEX", nic.index), ("DEV_NAME", nic.name), ("PORT_INDEX", 1), ("FW_VERSION", "16.35.2000"),
-            ("NODE_GUID", nic.guid), ("SYS_IMAGE_GUID", nic.guid), ("DEV_NODE_TYPE", 1),
-            ("DEV_PROTOCOL", "roce")]  # fmt: skip
+    return [
+        ("DEV_INDEX", nic.index),
+        ("DEV_NAME", nic.name),
+        ("PORT_INDEX", 1),
+        ("FW_VERSION", "16.35.2000"),
+        ("NODE_GUID", nic.guid),
+        ("SYS_IMAGE_GUID", nic.guid),
+        ("DEV_NODE_TYPE", 1),
+        ("DEV_PROTOCOL", "roce"),
+    ]
 
 
 def _port_attrs(nic: Nic) -> list[tuple[str, int | str]]:
-    return [("DEV_INDEX", nic.index), ("DEV_NAME", nic.name), ("PORT_INDEX", 1), ("PORT_STATE", 4),
-            ("PORT_PHYS_STATE", 5), ("NDEV_INDEX", nic.ifindex), ("NDEV_NAME", nic.netdev)]  # fmt: skip
+    return [
+        ("DEV_INDEX", nic.index),
+        ("DEV_NAME", nic.name),
+        ("PORT_INDEX", 1),
+        ("PORT_STATE", 4),
+        ("PORT_PHYS_STATE", 5),
+        ("NDEV_INDEX", nic.ifindex),
+        ("NDEV_NAME", nic.netdev),
+    ]
 
 
 def _message(cmd: int, attrs: list[tuple[str, int | str]]) -> bytes:
@@ -299,12 +347,15 @@ class Bench:
         stages: Callable[[Clock], Sequence[Stage]] = lambda _clock: (),
     ) -> None:
         self.roots, self.kernel, self.clock = roots, kernel, Clock()
-        self.config = Config(roots=roots, netns_mode=desired, interval_seconds=INTERVAL,
-                             runtime_retry_seconds=INTERVAL, kubernetes=False)  # fmt: skip
-        self.agent = Agent(self.config, netlink=kernel.factory, clock=self.clock, timer=self.clock,
-                           stages=stages(self.clock))  # fmt: skip
-        self.server = MetricsServer("127.0.0.1:0", metrics_exposition(self.agent), healthy=self.agent.healthy,
-                                    ready=self.agent.ready)  # fmt: skip
+        self.config = Config(
+            roots=roots, netns_mode=desired, interval_seconds=INTERVAL, runtime_retry_seconds=INTERVAL, kubernetes=False
+        )
+        self.agent = Agent(
+            self.config, netlink=kernel.factory, clock=self.clock, timer=self.clock, stages=stages(self.clock)
+        )
+        self.server = MetricsServer(
+            "127.0.0.1:0", metrics_exposition(self.agent), healthy=self.agent.healthy, ready=self.agent.ready
+        )
         _, self.port = self.server.start()
 
     def close(self) -> None:
@@ -356,24 +407,70 @@ def synthetic_state(count: int) -> AgentState:
     for i in range(count):
         address = f"0000:{0x3B + i // 8:02x}:00.{i % 8}"
         netdev = f"ens{i}f0np0"
-        devices.append(RdmaDevice(
-            name=f"mlx5_{i}", index=i, node_type="ca", protocol="roce", fw_version="28.39.1002",
-            node_guid=f"0c42:a103:00ab:{i:04x}", sys_image_guid=f"0c42:a103:00ab:{i:04x}", port_count=1,
-            pci_address=address, char_devices=(f"uverbs{i}",),
-            ports=(RdmaPort(port=1, state="ACTIVE", state_code=4, physical_state="LINK_UP", physical_state_code=5,
-                            netdev=netdev, netdev_index=10 + i, link_layer="Ethernet", rate="200 Gb/sec (4X HDR)"),),
-        ))  # fmt: skip
-        functions.append(PciFunction(address=address, vendor="15b3", device="101b", pci_class="020000",
-                                     driver="mlx5_core", numa_node=i % 2, netdevs=(netdev,),
-                                     rdma_devices=(f"mlx5_{i}",), sriov_totalvfs=8, sriov_numvfs=0))  # fmt: skip
-        chars.append(CharDevice(name=f"uverbs{i}", kind="uverbs", path=f"/dev/infiniband/uverbs{i}", present=True,
-                                rdma_device=f"mlx5_{i}"))  # fmt: skip
+        devices.append(
+            RdmaDevice(
+                name=f"mlx5_{i}",
+                index=i,
+                node_type="ca",
+                protocol="roce",
+                fw_version="28.39.1002",
+                node_guid=f"0c42:a103:00ab:{i:04x}",
+                sys_image_guid=f"0c42:a103:00ab:{i:04x}",
+                port_count=1,
+                pci_address=address,
+                char_devices=(f"uverbs{i}",),
+                ports=(
+                    RdmaPort(
+                        port=1,
+                        state="ACTIVE",
+                        state_code=4,
+                        physical_state="LINK_UP",
+                        physical_state_code=5,
+                        netdev=netdev,
+                        netdev_index=10 + i,
+                        link_layer="Ethernet",
+                        rate="200 Gb/sec (4X HDR)",
+                    ),
+                ),
+            )
+        )
+        functions.append(
+            PciFunction(
+                address=address,
+                vendor="15b3",
+                device="101b",
+                pci_class="020000",
+                driver="mlx5_core",
+                numa_node=i % 2,
+                netdevs=(netdev,),
+                rdma_devices=(f"mlx5_{i}",),
+                sriov_totalvfs=8,
+                sriov_numvfs=0,
+            )
+        )
+        chars.append(
+            CharDevice(
+                name=f"uverbs{i}",
+                kind="uverbs",
+                path=f"/dev/infiniband/uverbs{i}",
+                present=True,
+                rdma_device=f"mlx5_{i}",
+            )
+        )
     chars.append(CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True))
-    snapshot = NodeSnapshot(taken_at=1_800_000_000.0, netlink_available=True, netns_mode=NetnsMode.SHARED,
-                            netns_mode_source="netlink", devices=tuple(devices), pci_functions=tuple(functions),
-                            char_devices=tuple(chars))  # fmt: skip
-    stages = tuple(StageHealth(stage=s, success=True, last_success=1_800_000_000.0, duration_seconds=0.01)
-                   for s in ("discover", "enforce"))  # fmt: skip
+    snapshot = NodeSnapshot(
+        taken_at=1_800_000_000.0,
+        netlink_available=True,
+        netns_mode=NetnsMode.SHARED,
+        netns_mode_source="netlink",
+        devices=tuple(devices),
+        pci_functions=tuple(functions),
+        char_devices=tuple(chars),
+    )
+    stages = tuple(
+        StageHealth(stage=s, success=True, last_success=1_800_000_000.0, duration_seconds=0.01)
+        for s in ("discover", "enforce")
+    )
     return AgentState(snapshot=snapshot, stages=stages)
 
 

@@ -104,10 +104,19 @@ class Host:
         self.incarnations = itertools.count(1)
         self.ifindexes = itertools.count(10)
         self.hidden = root / "other-netns"
-        for path in (self.sys / "bus/pci/drivers/mlx5_core", self.sys / "bus/pci/drivers/vfio-pci", self.hidden,
-                     self.sys / "class/net", self.sys / "class/infiniband", self.sys / "class/infiniband_verbs",
-                     self.sys / "class/infiniband_mad", root / "dev/infiniband", root / "graveyard",
-                     root / "etc/modprobe.d", root / "proc/sys/kernel"):  # fmt: skip
+        for path in (
+            self.sys / "bus/pci/drivers/mlx5_core",
+            self.sys / "bus/pci/drivers/vfio-pci",
+            self.hidden,
+            self.sys / "class/net",
+            self.sys / "class/infiniband",
+            self.sys / "class/infiniband_verbs",
+            self.sys / "class/infiniband_mad",
+            root / "dev/infiniband",
+            root / "graveyard",
+            root / "etc/modprobe.d",
+            root / "proc/sys/kernel",
+        ):
             path.mkdir(parents=True, exist_ok=True)
         (root / "proc/modules").write_text("ib_core 16384 0 - Live 0x0\nmlx5_ib 16384 0 - Live 0x0\n")
         (root / "proc/sys/kernel/osrelease").write_text("6.1.0-56-amd64\n")
@@ -182,8 +191,14 @@ class Host:
         fn.generation += 1
         self.functions[fn.address] = fn
         path = self.pci / fn.address
-        ids = {"vendor": "0x15b3", "device": fn.model if fn.pf is None else "0x101e", "subsystem_vendor": "0x15b3",
-               "subsystem_device": "0x0016", "class": "0x020000", "numa_node": str(fn.group % 2)}  # fmt: skip
+        ids = {
+            "vendor": "0x15b3",
+            "device": fn.model if fn.pf is None else "0x101e",
+            "subsystem_vendor": "0x15b3",
+            "subsystem_device": "0x0016",
+            "class": "0x020000",
+            "numa_node": str(fn.group % 2),
+        }
         if fn.pf is None:
             ids |= {"sriov_totalvfs": "8", "sriov_numvfs": "0"}
         for name, value in ids.items():
@@ -224,8 +239,12 @@ class Host:
         fn.incarnation = next(self.incarnations)
         ib = path / "infiniband" / fn.rdma
         guid = format_guid(fn.guid)
-        for name, value in (("node_type", "1: CA"), ("node_guid", guid), ("sys_image_guid", guid),
-                            ("fw_ver", fn.firmware)):  # fmt: skip
+        for name, value in (
+            ("node_type", "1: CA"),
+            ("node_guid", guid),
+            ("sys_image_guid", guid),
+            ("fw_ver", fn.firmware),
+        ):
             self.write(ib / name, value + "\n")
         self.link(ib / "device", path)
         self.write_port(fn)
@@ -246,8 +265,12 @@ class Host:
         assert fn.rdma is not None
         port = self.pci / fn.address / "infiniband" / fn.rdma / "ports/1"
         code, name, phys_code, phys = fn.state
-        for file, value in (("state", f"{code}: {name}"), ("phys_state", f"{phys_code}: {phys}"), ("rate", fn.rate),
-                            ("gid_attrs/ndevs/0", fn.netdev or "")):  # fmt: skip
+        for file, value in (
+            ("state", f"{code}: {name}"),
+            ("phys_state", f"{phys_code}: {phys}"),
+            ("rate", fn.rate),
+            ("gid_attrs/ndevs/0", fn.netdev or ""),
+        ):
             if BROKEN_AS.get(file) not in fn.broken:  # a broken file stays broken until fixed
                 self.write(port / file, value + "\n")
 
@@ -347,10 +370,16 @@ class Host:
         rxe = Rxe(name=self.free_name("rxe", set(self.rxes)), netdev=fn.netdev, index=next(self.indexes))
         self.rxes[rxe.name] = rxe
         path = self.sys / "devices/virtual/infiniband" / rxe.name
-        for name, value in (("node_type", "1: CA"), ("node_guid", "5254:00ff:fe12:3456"),
-                            ("sys_image_guid", "5254:00ff:fe12:3456"), ("fw_ver", ""),
-                            ("ports/1/state", "4: ACTIVE"), ("ports/1/phys_state", "5: LinkUp"),
-                            ("ports/1/link_layer", "Ethernet"), ("ports/1/rate", "10 Gb/sec (1X QDR)")):  # fmt: skip
+        for name, value in (
+            ("node_type", "1: CA"),
+            ("node_guid", "5254:00ff:fe12:3456"),
+            ("sys_image_guid", "5254:00ff:fe12:3456"),
+            ("fw_ver", ""),
+            ("ports/1/state", "4: ACTIVE"),
+            ("ports/1/phys_state", "5: LinkUp"),
+            ("ports/1/link_layer", "Ethernet"),
+            ("ports/1/rate", "10 Gb/sec (1X QDR)"),
+        ):
             self.write(path / name, value + "\n")
         self.write_rxe(rxe)
         self.link(self.sys / "class/infiniband" / rxe.name, path)
@@ -448,21 +477,49 @@ class ModelNetlink:
                 continue
             code, name, phys_code, _ = fn.state
             phys = {5: "LINK_UP", 3: "DISABLED"}[phys_code]
-            device = RdmaDevice(name=fn.rdma, index=fn.rdma_index, node_type="ca", protocol="roce",
-                                fw_version=fn.firmware, node_guid=format_guid(fn.guid),
-                                sys_image_guid=format_guid(fn.guid), port_count=1)  # fmt: skip
+            device = RdmaDevice(
+                name=fn.rdma,
+                index=fn.rdma_index,
+                node_type="ca",
+                protocol="roce",
+                fw_version=fn.firmware,
+                node_guid=format_guid(fn.guid),
+                sys_image_guid=format_guid(fn.guid),
+                port_count=1,
+            )
             shown = fn.netdev if fn.netdev and not fn.away else None
-            port = RdmaPort(port=1, state=name, state_code=code, physical_state=phys, physical_state_code=phys_code,
-                            netdev=shown, netdev_index=fn.ifindex if shown else None)  # fmt: skip
+            port = RdmaPort(
+                port=1,
+                state=name,
+                state_code=code,
+                physical_state=phys,
+                physical_state_code=phys_code,
+                netdev=shown,
+                netdev_index=fn.ifindex if shown else None,
+            )
             out.append((device, port))
         for rxe in self.host.rxes.values():
             guid = "5254:00ff:fe12:3456"
-            device = RdmaDevice(name=rxe.name, index=rxe.index, node_type="ca", protocol="roce", node_guid=guid,
-                                sys_image_guid=guid, port_count=1)  # fmt: skip
+            device = RdmaDevice(
+                name=rxe.name,
+                index=rxe.index,
+                node_type="ca",
+                protocol="roce",
+                node_guid=guid,
+                sys_image_guid=guid,
+                port_count=1,
+            )
             owner = next((f for f in self.host.functions.values() if f.netdev == rxe.netdev), None)
             shown = rxe.netdev if owner is not None and not owner.away else None
-            port = RdmaPort(port=1, state="ACTIVE", state_code=4, physical_state="LINK_UP", physical_state_code=5,
-                            netdev=shown, netdev_index=owner.ifindex if shown and owner else None)  # fmt: skip
+            port = RdmaPort(
+                port=1,
+                state="ACTIVE",
+                state_code=4,
+                physical_state="LINK_UP",
+                physical_state_code=5,
+                netdev=shown,
+                netdev_index=owner.ifindex if shown and owner else None,
+            )
             out.append((device, port))
         return sorted(out, key=lambda d: d[0].index or 0)
 
@@ -482,8 +539,25 @@ def no_netlink() -> RdmaNetlink:
 
 # --- changes between cycles ------------------------------------------------------------------------
 
-KINDS = ("idle", "unplug", "replug", "swap", "numvfs", "rebind", "away", "back", "rename_netdev", "rename_rdma",
-         "port", "node", "break", "fix", "rxe_add", "rxe_del", "rdma_cm")  # fmt: skip
+KINDS = (
+    "idle",
+    "unplug",
+    "replug",
+    "swap",
+    "numvfs",
+    "rebind",
+    "away",
+    "back",
+    "rename_netdev",
+    "rename_rdma",
+    "port",
+    "node",
+    "break",
+    "fix",
+    "rxe_add",
+    "rxe_del",
+    "rdma_cm",
+)
 
 
 @dataclass(frozen=True)
@@ -495,12 +569,27 @@ class Change:
     how: str  # how it breaks
 
 
-CHANGES = st.builds(Change, kind=st.sampled_from(KINDS), target=st.integers(0, 63), amount=st.integers(0, 5),
-                    what=st.sampled_from(BREAKABLE), how=st.sampled_from(("directory", "loop", "garbage")))  # fmt: skip
+CHANGES = st.builds(
+    Change,
+    kind=st.sampled_from(KINDS),
+    target=st.integers(0, 63),
+    amount=st.integers(0, 5),
+    what=st.sampled_from(BREAKABLE),
+    how=st.sampled_from(("directory", "loop", "garbage")),
+)
 
 
-TARGETS = {"unplug": "pf", "swap": "pf", "numvfs": "pf", "away": "netdev", "back": "netdev", "rename_netdev": "netdev",
-           "rxe_add": "netdev", "rename_rdma": "rdma", "port": "rdma"}  # fmt: skip
+TARGETS = {
+    "unplug": "pf",
+    "swap": "pf",
+    "numvfs": "pf",
+    "away": "netdev",
+    "back": "netdev",
+    "rename_netdev": "netdev",
+    "rxe_add": "netdev",
+    "rename_rdma": "rdma",
+    "port": "rdma",
+}
 
 
 def apply(host: Host, change: Change) -> None:
@@ -510,8 +599,9 @@ def apply(host: Host, change: Change) -> None:
         gone = [g for g in range(3) if f"0000:{0x3B + g:02x}:00.0" not in host.functions]
         if gone:
             group = gone[n % len(gone)]
-            new = Function(address=f"0000:{0x3B + group:02x}:00.0", pf=None, group=group, member=0,
-                           generation=change.amount)  # fmt: skip
+            new = Function(
+                address=f"0000:{0x3B + group:02x}:00.0", pf=None, group=group, member=0, generation=change.amount
+            )
             if change.amount % 3 == 1:  # comes up with a static file the kernel cannot print
                 new.broken[change.what if change.what in ("vendor", "node_guid") else "node_guid"] = change.how
             host.plug(new)
@@ -538,8 +628,14 @@ def apply_to(host: Host, fn: Function, change: Change) -> None:
     elif kind == "swap":  # another card in the same slot, between two cycles: same address, new entry
         vfs = fn.numvfs
         host.unplug(fn)
-        new = Function(address=fn.address, pf=None, group=fn.group, member=0, generation=fn.generation,
-                       model="0x1021" if fn.model == "0x101d" else "0x101d")  # fmt: skip
+        new = Function(
+            address=fn.address,
+            pf=None,
+            group=fn.group,
+            member=0,
+            generation=fn.generation,
+            model="0x1021" if fn.model == "0x101d" else "0x101d",
+        )
         host.plug(new)
         host.set_numvfs(new, vfs)
     elif kind == "numvfs":
@@ -644,8 +740,10 @@ def test_the_generated_host_is_read_as_the_kernel_would_show_it() -> None:
         assert device is not None and device.pci_address == "0000:3b:00.0"
         assert device.char_devices == ("umad0", "uverbs0")
         assert (device.ports[0].rate, device.ports[0].link_layer, device.ports[0].netdev) == (
-            RATES[0], "Ethernet", "ens0f0np0",
-        )  # fmt: skip
+            RATES[0],
+            "Ethernet",
+            "ens0f0np0",
+        )
         host.add_rxe(host.pf(0))
         host.move_away(host.pf(1))
         host.apply_break(host.pf(0), "rate", "directory")

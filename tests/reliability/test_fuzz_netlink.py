@@ -408,8 +408,7 @@ def test_snapshot_records_bad_replies_as_problems(empty_host: HostRoots, raw: li
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nl.RdmaNetlink, "request", spy)
-        snapshot = take_snapshot(empty_host, netlink=lambda: nl.RdmaNetlink(exchange=replaying(raw)),
-                                 clock=lambda: 1.0)  # fmt: skip
+        snapshot = take_snapshot(empty_host, netlink=lambda: nl.RdmaNetlink(exchange=replaying(raw)), clock=lambda: 1.0)
     assert snapshot.netlink_available
     recorded = [p.message for p in snapshot.problems if p.code == "netlink_error"]
     for failure in failures:  # each failed request is in the report, in words

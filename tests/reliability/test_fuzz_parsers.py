@@ -46,9 +46,16 @@ huge_numbers = st.integers(4301, 6000).map(lambda n: "9" * n)  # past int()'s 43
 # --- sysfs: parse_* take one attribute file's text and return a value or raise ValueError ---------
 
 PARTIAL: list[Callable[[str], object]] = [
-    sysfs.parse_port_state, sysfs.parse_phys_state, sysfs.parse_node_type, sysfs.parse_hex_id,
-    sysfs.parse_guid, sysfs.parse_int, sysfs.parse_numa_node, sysfs.parse_lid, sysfs.parse_netns_mode,
-]  # fmt: skip
+    sysfs.parse_port_state,
+    sysfs.parse_phys_state,
+    sysfs.parse_node_type,
+    sysfs.parse_hex_id,
+    sysfs.parse_guid,
+    sysfs.parse_int,
+    sysfs.parse_numa_node,
+    sysfs.parse_lid,
+    sysfs.parse_netns_mode,
+]
 
 
 def test_every_sysfs_parser_is_fuzzed() -> None:
@@ -182,12 +189,19 @@ def test_modprobe_parsers_never_raise(text: str) -> None:
 
 conf_lines = st.one_of(
     netns_values.map(lambda v: ("set", v)),
-    st.sampled_from([
-        "# options ib_core netns_mode=0", "options mlx5_core num_vfs=4", "blacklist rxe", "",
-        "install ib_core /bin/true", "  # indented: not a comment, ignored by kmod", "options ib_core",
-        "alias rdma ib_core",
-    ]).map(lambda line: ("other", line)),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "# options ib_core netns_mode=0",
+            "options mlx5_core num_vfs=4",
+            "blacklist rxe",
+            "",
+            "install ib_core /bin/true",
+            "  # indented: not a comment, ignored by kmod",
+            "options ib_core",
+            "alias rdma ib_core",
+        ]
+    ).map(lambda line: ("other", line)),
+)
 
 
 @given(st.lists(conf_lines, max_size=12), st.sampled_from(["ib_core", "ib-core"]))
@@ -224,18 +238,36 @@ def test_resolve_persisted_last_valid_wins_and_explains_the_rest(
 # --- configuration: load_config raises only ConfigError, naming where the value came from ----------
 
 VALID = {
-    "host-root": "/host", "sys-root": "/host/sys", "proc-root": "/host/proc", "dev-root": "/host/dev",
-    "netns-mode": "exclusive", "dry-run": "true", "interval": "30s", "runtime-retry-interval": "10m",
-    "modprobe-file": "/etc/modprobe.d/ib_core.conf", "reboot-sentinel": "/var/run/reboot-required",
-    "metrics-bind-address": ":9435", "health-bind-address": ":9436", "kubernetes": "false",
+    "host-root": "/host",
+    "sys-root": "/host/sys",
+    "proc-root": "/host/proc",
+    "dev-root": "/host/dev",
+    "netns-mode": "exclusive",
+    "dry-run": "true",
+    "interval": "30s",
+    "runtime-retry-interval": "10m",
+    "modprobe-file": "/etc/modprobe.d/ib_core.conf",
+    "reboot-sentinel": "/var/run/reboot-required",
+    "metrics-bind-address": ":9435",
+    "health-bind-address": ":9436",
+    "kubernetes": "false",
     "kubeconfig": "/etc/kubernetes/kubelet.conf",
-    "node-name": "gpu-node-1", "label-publisher": "nfd", "label-prefix": "rdma.example.com/",
-    "label-hysteresis": "60s", "nfd-features-file": "/etc/kubernetes/node-feature-discovery/features.d/x",
-    "resource-prefixes": "spidernet.io/,rdma/", "device-plugin-config": "/k8s-rdma-shared-dev-plugin/config.json",
-    "device-plugin-configmap": "kube-system/rdma-devices", "device-plugin-configmap-key": "config.json",
-    "node-condition": "true", "events": "false", "node-condition-heartbeat": "30m",
-    "link-down-ignore": "mlx5_1/1,ens1f1*", "log-level": "debug", "log-format": "json",
-}  # fmt: skip
+    "node-name": "gpu-node-1",
+    "label-publisher": "nfd",
+    "label-prefix": "rdma.example.com/",
+    "label-hysteresis": "60s",
+    "nfd-features-file": "/etc/kubernetes/node-feature-discovery/features.d/x",
+    "resource-prefixes": "spidernet.io/,rdma/",
+    "device-plugin-config": "/k8s-rdma-shared-dev-plugin/config.json",
+    "device-plugin-configmap": "kube-system/rdma-devices",
+    "device-plugin-configmap-key": "config.json",
+    "node-condition": "true",
+    "events": "false",
+    "node-condition-heartbeat": "30m",
+    "link-down-ignore": "mlx5_1/1,ens1f1*",
+    "log-level": "debug",
+    "log-format": "json",
+}
 
 setting_text = st.one_of(
     st.sampled_from(sorted(set(VALID.values()))),
@@ -315,8 +347,16 @@ def test_load_config_raises_only_config_error(
     assert isinstance(config, Config)
     for seconds in (config.interval_seconds, config.runtime_retry_seconds, config.label_hysteresis_seconds):
         assert math.isfinite(seconds) and seconds > 0
-    paths = [config.roots.root, config.managed_modprobe_file, config.features_file, config.kubeconfig,
-             config.reboot_sentinel, config.device_plugin_config, config.roots.sys, config.roots.proc]  # fmt: skip
+    paths = [
+        config.roots.root,
+        config.managed_modprobe_file,
+        config.features_file,
+        config.kubeconfig,
+        config.reboot_sentinel,
+        config.device_plugin_config,
+        config.roots.sys,
+        config.roots.proc,
+    ]
     assert all(p is None or (p.is_absolute() and "\0" not in str(p)) for p in paths)
 
 
@@ -332,9 +372,10 @@ def test_node_name_from_the_downward_api_is_named_as_such() -> None:
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # capsys is drained per example
 @given(sources=config_sources())
 def test_cli_exits_2_with_one_line_or_runs(
-    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
     sources: tuple[dict[str, str], dict[str, str], Any],
-) -> None:  # fmt: skip
+) -> None:
     flags, env, content = sources
     file = _write(tmp_path_factory.mktemp("cli") / "config.yaml", content)
     try:
@@ -371,20 +412,32 @@ RUN_CASES = [
     # (what, extra argv, env, the setting the message must name)
     ("labels to the Node without a node name", ["--label-publisher", "node"], {}, "--node-name"),
     ("allocatable watch without a node name", ["--label-publisher", "none"], {}, "--node-name"),
-    ("kubeconfig that does not exist", ["--kubeconfig", "/nonexistent/kubeconfig"], {"NODE_NAME": "gpu-node-1"},
-     "--kubeconfig"),
+    (
+        "kubeconfig that does not exist",
+        ["--kubeconfig", "/nonexistent/kubeconfig"],
+        {"NODE_NAME": "gpu-node-1"},
+        "--kubeconfig",
+    ),
     ("kubeconfig that is not YAML", ["--kubeconfig", "{bad}"], {"NODE_NAME": "gpu-node-1"}, "--kubeconfig"),
     ("kubeconfig that is a directory", ["--kubeconfig", "{dir}"], {"NODE_NAME": "gpu-node-1"}, "--kubeconfig"),
-    ("infinite label hysteresis", ["--label-hysteresis", "9" * 400, "--no-kubernetes", "--label-publisher", "nfd"],
-     {}, "--label-hysteresis"),
-]  # fmt: skip
+    (
+        "infinite label hysteresis",
+        ["--label-hysteresis", "9" * 400, "--no-kubernetes", "--label-publisher", "nfd"],
+        {},
+        "--label-hysteresis",
+    ),
+]
 
 
 @pytest.mark.parametrize(("argv", "env", "named"), [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES])
 def test_run_refuses_bad_combinations_with_exit_2(
-    kube: tuple[KubeStandIn, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    argv: list[str], env: dict[str, str], named: str,
-) -> None:  # fmt: skip
+    kube: tuple[KubeStandIn, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+) -> None:
     api, kubeconfig = kube
     bad = tmp_path / "bad.yaml"
     bad.write_text("clusters: [")
@@ -410,15 +463,25 @@ json_values = st.recursive(
 )
 SELECTOR_KEYS = st.sampled_from(["vendors", "deviceIDs", "drivers", "ifNames", "linkTypes", "rootDevices", "VENDORS"])
 plugin_like = st.fixed_dictionaries(
-    {"configList": st.lists(st.fixed_dictionaries(
-        {"resourceName": st.sampled_from(["hca_shared_devices_a", "bad name", 7, ""]) | st.text(max_size=8)},
-        optional={"rdmaHcaMax": st.integers(-2, 1000) | json_values, "resourcePrefix": json_values,
-                  "selectors": st.dictionaries(SELECTOR_KEYS,
-                                               st.lists(st.sampled_from(["15b3", "1017", "mlx5_core"])) | json_values),
-                  "devices": json_values},
-    ), max_size=3) | json_values},
+    {
+        "configList": st.lists(
+            st.fixed_dictionaries(
+                {"resourceName": st.sampled_from(["hca_shared_devices_a", "bad name", 7, ""]) | st.text(max_size=8)},
+                optional={
+                    "rdmaHcaMax": st.integers(-2, 1000) | json_values,
+                    "resourcePrefix": json_values,
+                    "selectors": st.dictionaries(
+                        SELECTOR_KEYS, st.lists(st.sampled_from(["15b3", "1017", "mlx5_core"])) | json_values
+                    ),
+                    "devices": json_values,
+                },
+            ),
+            max_size=3,
+        )
+        | json_values
+    },
     optional={"periodicUpdateInterval": st.integers(-5, 100) | json_values},
-)  # fmt: skip
+)
 
 
 @given(st.one_of(plugin_like.map(json.dumps), json_values.map(json.dumps), st.text(max_size=100)))
@@ -433,8 +496,9 @@ def test_device_plugin_config_raises_only_config_error(text: str) -> None:
     assert len(set(names)) == len(names) and all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names)
 
 
-@pytest.mark.parametrize("text", ['{"periodicUpdateInterval": ' + "9" * 5000 + "}", "[" * 100_000],
-                         ids=["huge-integer", "deep-nesting"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text", ['{"periodicUpdateInterval": ' + "9" * 5000 + "}", "[" * 100_000], ids=["huge-integer", "deep-nesting"]
+)
 def test_device_plugin_config_pathological_json(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_device_plugin_config(text, "config.json")
@@ -445,9 +509,10 @@ def test_device_plugin_config_pathological_json(text: str) -> None:
 label_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\n"), max_size=70)
 label_keys = st.one_of(
     label_text,
-    st.from_regex(r"([a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\.){0,3}[a-z]{1,10}/[A-Za-z0-9]([-A-Za-z0-9_.]{0,70})?",
-                  fullmatch=True),
-)  # fmt: skip
+    st.from_regex(
+        r"([a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\.){0,3}[a-z]{1,10}/[A-Za-z0-9]([-A-Za-z0-9_.]{0,70})?", fullmatch=True
+    ),
+)
 
 
 @given(label_keys, label_text | st.from_regex(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,70}", fullmatch=True))

@@ -24,8 +24,14 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str, f
     started = time.monotonic()
     try:
         environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **(env or {})}
-        result = subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=REPO,
-                                timeout=BOUND, env=environment)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "agent", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=BOUND,
+            env=environment,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"rdma-node-agent {' '.join(args)} ran past {BOUND:.0f}s")
     return result.returncode, result.stdout, result.stderr, time.monotonic() - started
@@ -53,8 +59,10 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     config.write_text(ALIAS_BOMB)
     assert len(ALIAS_BOMB) < 500
     code, _, err, took = cli("status", "--no-kubernetes", f"--config={config}", f"--host-root={tmp_path}")
-    assert (code, err) == (2, f"rdma-node-agent: --config: {config} uses a YAML anchor or alias (&/*): a "
-                              "configuration may not\n")  # fmt: skip
+    assert (code, err) == (
+        2,
+        f"rdma-node-agent: --config: {config} uses a YAML anchor or alias (&/*): a configuration may not\n",
+    )
     assert took < 10
 
 

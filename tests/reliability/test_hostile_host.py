@@ -53,9 +53,16 @@ def run_cli(args: Sequence[str], *, memory_limit: int | None = None) -> tuple[in
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     try:
-        result = subprocess.run([sys.executable, "-c", DRIVER, *args], capture_output=True, text=True, cwd=REPO,
-                                timeout=BOUND, preexec_fn=limits, pass_fds=(hwm_w,),
-                                env={**os.environ, "PYTHONPATH": str(REPO), "HWM_FD": str(hwm_w)})  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", DRIVER, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=BOUND,
+            preexec_fn=limits,
+            pass_fds=(hwm_w,),
+            env={**os.environ, "PYTHONPATH": str(REPO), "HWM_FD": str(hwm_w)},
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"rdma-node-agent {' '.join(args)} hung for {BOUND:.0f}s")
     finally:
@@ -67,8 +74,9 @@ def run_cli(args: Sequence[str], *, memory_limit: int | None = None) -> tuple[in
 
 def status(root: Path, *extra: str, memory_limit: int | None = None) -> tuple[dict[str, str], int]:
     """``status --json`` of ``root``: {problem code: message} and the peak RSS; exit 0 required."""
-    code, out, err, peak = run_cli(["status", "--json", "--no-kubernetes", f"--host-root={root}", *extra],
-                                   memory_limit=memory_limit)  # fmt: skip
+    code, out, err, peak = run_cli(
+        ["status", "--json", "--no-kubernetes", f"--host-root={root}", *extra], memory_limit=memory_limit
+    )
     assert code == 0, err
     return {p["code"] + ":" + (p["subject"] or ""): p["message"] for p in json.loads(out)["problems"]}, peak
 
@@ -155,9 +163,21 @@ BLOCKED = textwrap.dedent(
 
 def test_a_cycle_stuck_in_a_read_fails_healthz_and_sigterm_still_ends_the_agent(host: Path) -> None:
     # Finding 3: health counted only from the first finished cycle, and a SIGTERM was retried away.
-    child = subprocess.Popen([sys.executable, "-c", BLOCKED, "run", "--no-kubernetes", f"--host-root={host}",
-                              "--metrics-bind-address=127.0.0.1:0"], cwd=REPO, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            BLOCKED,
+            "run",
+            "--no-kubernetes",
+            f"--host-root={host}",
+            "--metrics-bind-address=127.0.0.1:0",
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         port = _serving_port(child)
         deadline = time.monotonic() + 10
@@ -211,8 +231,14 @@ FAILING = textwrap.dedent(
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_failed_first_discovery_is_reported_not_a_crash(host: Path, as_json: bool) -> None:
     args = ["status", "--no-kubernetes", f"--host-root={host}", *(["--json"] if as_json else [])]
-    result = subprocess.run([sys.executable, "-c", FAILING, *args], capture_output=True, text=True, cwd=REPO,
-                            timeout=BOUND, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=BOUND,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr
     expected = "discovery failed: RuntimeError: sysfs is not what it should be"
     if as_json:
@@ -224,8 +250,10 @@ def test_a_failed_first_discovery_is_reported_not_a_crash(host: Path, as_json: b
 
 def _agent(root: Path, desired: DesiredMode, kernel: FakeKernel | None = None, **config: object) -> Agent:
     kernel = kernel or FakeKernel(mode=NetnsMode.SHARED)
-    return Agent(Config(roots=HostRoots(root=root), netns_mode=desired, kubernetes=False, **config),  # type: ignore[arg-type]
-                 netlink=kernel.factory)  # fmt: skip
+    return Agent(
+        Config(roots=HostRoots(root=root), netns_mode=desired, kubernetes=False, **config),  # type: ignore[arg-type]
+        netlink=kernel.factory,
+    )
 
 
 def _codes(state: AgentState) -> dict[str, str]:
@@ -272,9 +300,13 @@ def test_a_symlinked_etc_climbing_out_stays_inside(host: Path, outside: Path) ->
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("modprobe-file", "/../../x.conf"), ("nfd-features-file", "/../../x"), ("reboot-sentinel", "/../x"),
-     ("modprobe-file", "/etc/modprobe.d/../../../x.conf")],
-)  # fmt: skip
+    [
+        ("modprobe-file", "/../../x.conf"),
+        ("nfd-features-file", "/../../x"),
+        ("reboot-sentinel", "/../x"),
+        ("modprobe-file", "/etc/modprobe.d/../../../x.conf"),
+    ],
+)
 def test_host_path_settings_cannot_climb_out(host: Path, flag: str, value: str) -> None:
     code, _, err, _ = run_cli(["run", "--once", "--no-kubernetes", f"--host-root={host}", f"--{flag}={value}"])
     assert code == 2

@@ -63,8 +63,14 @@ class Server:
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     devices = getattr(request, "param", 8)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", SERVER, str(devices)], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(devices)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert child.stdout is not None
         yield Server(port=int(child.stdout.readline()), process=psutil.Process(child.pid))
@@ -96,8 +102,9 @@ def test_distinct_accept_headers_do_not_grow_the_render_cache(server: Server) ->
     before = server.rss()
     types = set()
     for n in range(1, 301):
-        status, headers, _ = _get(server.port, {"Accept": f"application/openmetrics-text; version=1.0.{n}",
-                                                "Accept-Encoding": "gzip"})  # fmt: skip
+        status, headers, _ = _get(
+            server.port, {"Accept": f"application/openmetrics-text; version=1.0.{n}", "Accept-Encoding": "gzip"}
+        )
         assert status == 200
         types.add(headers["Content-Type"])
     grown = server.rss() - before

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.settings import parse_bind_address
+from agent.settingvalues import parse_bind_address
 from tests.manifests import MANIFESTS, agent_config, container, kustomize, kustomize_with, one
 from tests.unit.test_admission_policy import Policy, _node, _request
 
@@ -32,7 +32,6 @@ def test_the_default_install_serves_no_metrics_in_clear(tmp_path: Path) -> None:
     assert [p["name"] for p in container(objects)["ports"]] == ["health"]  # /healthz and /readyz only
     proxy = container(objects, "kube-rbac-proxy")
     assert any(a.startswith("--secure-listen-address=") for a in proxy["args"])
-
 
 
 def test_the_admission_policy_bounds_labels_and_the_annotation() -> None:

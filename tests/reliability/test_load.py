@@ -56,8 +56,14 @@ SERVER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert process.stdout is not None
         yield int(process.stdout.readline())

@@ -150,22 +150,51 @@ CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
     ("add a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/mode": "shared"}), _node(), set()),
     ("change a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/ready": "false"}), _node(), set()),
     ("remove a label under the prefix", _request(), _node(labels={"rdma.spidernet.io/ready": None}), _node(), set()),
-    ("first labels on a Node without any", _request(),
-     _node(edits={"metadata.labels": {"rdma.spidernet.io/ready": "true"}}), _node(edits={"metadata.labels": None}),
-     set()),
+    (
+        "first labels on a Node without any",
+        _request(),
+        _node(edits={"metadata.labels": {"rdma.spidernet.io/ready": "true"}}),
+        _node(edits={"metadata.labels": None}),
+        set(),
+    ),
     ("ownership annotation", _request(), _node(edits={"metadata.annotations": OWNED_AB}), _node(), set()),
     ("another node", _request(node="gpu-b"), _node(labels={"rdma.spidernet.io/ready": "false"}), _node(), {OWN}),
     ("a token without the node (static token)", _request(node=None), _node(), _node(), {OWN}),
-    ("change a label outside the prefix", _request(), _node(labels={"kubernetes.io/hostname": "evil"}), _node(),
-     {LABELS}),
-    ("add a label outside the prefix", _request(), _node(labels={"node-role.kubernetes.io/control-plane": ""}),
-     _node(), {LABELS}),
-    ("remove a label outside the prefix", _request(),
-     _node(labels={"feature.node.kubernetes.io/pci-15b3.present": None}), _node(), {LABELS}),
-    ("a key that only starts like the prefix", _request(), _node(labels={"rdma.spidernet.io.evil.com/x": "1"}),
-     _node(), {LABELS}),
-    ("change an annotation outside the prefix", _request(), _node(edits={"metadata.annotations": TTL_30}), _node(),
-     {ANNOTATIONS}),
+    (
+        "change a label outside the prefix",
+        _request(),
+        _node(labels={"kubernetes.io/hostname": "evil"}),
+        _node(),
+        {LABELS},
+    ),
+    (
+        "add a label outside the prefix",
+        _request(),
+        _node(labels={"node-role.kubernetes.io/control-plane": ""}),
+        _node(),
+        {LABELS},
+    ),
+    (
+        "remove a label outside the prefix",
+        _request(),
+        _node(labels={"feature.node.kubernetes.io/pci-15b3.present": None}),
+        _node(),
+        {LABELS},
+    ),
+    (
+        "a key that only starts like the prefix",
+        _request(),
+        _node(labels={"rdma.spidernet.io.evil.com/x": "1"}),
+        _node(),
+        {LABELS},
+    ),
+    (
+        "change an annotation outside the prefix",
+        _request(),
+        _node(edits={"metadata.annotations": TTL_30}),
+        _node(),
+        {ANNOTATIONS},
+    ),
     ("remove a taint", _request(), _node(edits={"spec.taints": None}), _node(), {SPEC}),
     ("cordon", _request(), _node(edits={"spec.unschedulable": True}), _node(), {SPEC}),
     ("add a finalizer", _request(), _node(edits={"metadata.finalizers": ["example.com/keep"]}), _node(), {SPEC}),
@@ -174,23 +203,50 @@ CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
     ("another subresource", _request(subResource="proxy"), _node(), _node(), {VERB}),
     ("64 labels under the prefix", _request(), _node(labels=_many(63)), _node(), set()),
     ("65 labels under the prefix", _request(), _node(labels=_many(64)), _node(), {COUNT}),
-    ("an 8,192-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8192)}), _node(),
-     set()),
-    ("an 8,193-byte ownership annotation", _request(), _node(edits={"metadata.annotations": _owned(8193)}), _node(),
-     {SIZE}),
-]  # fmt: skip
+    (
+        "an 8,192-byte ownership annotation",
+        _request(),
+        _node(edits={"metadata.annotations": _owned(8192)}),
+        _node(),
+        set(),
+    ),
+    (
+        "an 8,193-byte ownership annotation",
+        _request(),
+        _node(edits={"metadata.annotations": _owned(8193)}),
+        _node(),
+        {SIZE},
+    ),
+]
 
 
 # --- nodes/status ------------------------------------------------------------------------------------
 
 KUBELET = [
-    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
-     "lastHeartbeatTime": "2026-11-01T00:00:00Z", "lastTransitionTime": "2026-10-01T00:00:00Z"},
-    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
-     "lastHeartbeatTime": "2026-11-01T00:00:00Z", "lastTransitionTime": "2026-10-01T00:00:00Z"},
-]  # fmt: skip
-RDMA_READY = {"type": "RDMAReady", "status": "True", "reason": "RDMAReady", "message": "RDMA is usable",
-              "lastHeartbeatTime": "2026-11-01T00:00:05Z", "lastTransitionTime": "2026-11-01T00:00:05Z"}  # fmt: skip
+    {
+        "type": "MemoryPressure",
+        "status": "False",
+        "reason": "KubeletHasSufficientMemory",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+    {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+]
+RDMA_READY = {
+    "type": "RDMAReady",
+    "status": "True",
+    "reason": "RDMAReady",
+    "message": "RDMA is usable",
+    "lastHeartbeatTime": "2026-11-01T00:00:05Z",
+    "lastTransitionTime": "2026-11-01T00:00:05Z",
+}
 RDMA_DOWN = {**RDMA_READY, "status": "False", "reason": "PortDown", "message": "port_link_up: no RDMA port is ACTIVE"}
 
 
@@ -217,34 +273,92 @@ STATUS_CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
     ("change RDMAReady", STATUS, _with_status([*KUBELET, RDMA_DOWN]), _with_status([*KUBELET, RDMA_READY]), set()),
     ("RDMAReady on a Node without conditions", STATUS, _with_status([RDMA_READY]), _with_status([]), set()),
     ("RDMAReady on a Node without status", STATUS, _with_status([RDMA_READY]), _node(), {OTHER_STATUS}),
-    ("heartbeat only", STATUS, _with_status([*KUBELET, {**RDMA_READY, "lastHeartbeatTime": "2026-11-01T01:00:05Z"}]),
-     _with_status([*KUBELET, RDMA_READY]), set()),
-    ("another node's status", _request(subResource="status", node="gpu-b"), _with_status([*KUBELET, RDMA_READY]),
-     _with_status(), {OWN}),
-    ("set the kubelet's Ready to False", STATUS,
-     _with_status([KUBELET[0], {**KUBELET[1], "status": "False"}, RDMA_READY]), _with_status(), {CONDITION}),
-    ("remove the kubelet's MemoryPressure", STATUS, _with_status([KUBELET[1], RDMA_READY]), _with_status(),
-     {CONDITION}),
-    ("a condition type it does not own", STATUS, _with_status([*KUBELET, {**RDMA_READY, "type": "GPUReady"}]),
-     _with_status(), {CONDITION}),
+    (
+        "heartbeat only",
+        STATUS,
+        _with_status([*KUBELET, {**RDMA_READY, "lastHeartbeatTime": "2026-11-01T01:00:05Z"}]),
+        _with_status([*KUBELET, RDMA_READY]),
+        set(),
+    ),
+    (
+        "another node's status",
+        _request(subResource="status", node="gpu-b"),
+        _with_status([*KUBELET, RDMA_READY]),
+        _with_status(),
+        {OWN},
+    ),
+    (
+        "set the kubelet's Ready to False",
+        STATUS,
+        _with_status([KUBELET[0], {**KUBELET[1], "status": "False"}, RDMA_READY]),
+        _with_status(),
+        {CONDITION},
+    ),
+    (
+        "remove the kubelet's MemoryPressure",
+        STATUS,
+        _with_status([KUBELET[1], RDMA_READY]),
+        _with_status(),
+        {CONDITION},
+    ),
+    (
+        "a condition type it does not own",
+        STATUS,
+        _with_status([*KUBELET, {**RDMA_READY, "type": "GPUReady"}]),
+        _with_status(),
+        {CONDITION},
+    ),
     ("two RDMAReady entries", STATUS, _with_status([*KUBELET, RDMA_READY, RDMA_DOWN]), _with_status(), {BOUNDED}),
-    ("a 1,025-character message", STATUS, _with_status([*KUBELET, {**RDMA_READY, "message": "m" * 1025}]),
-     _with_status(), {BOUNDED}),
-    ("change allocatable", STATUS,
-     _with_status([*KUBELET, RDMA_READY], allocatable={"cpu": "63", "spidernet.io/hca_shared_devices": "0"}),
-     _with_status(), {OTHER_STATUS}),
-    ("add a status field", STATUS, _with_status([*KUBELET, RDMA_READY], phase="Terminated"), _with_status(),
-     {OTHER_STATUS}),
-    ("remove addresses", STATUS, {**_with_status(), "status": {k: v for k, v in _with_status()["status"].items()
-                                                               if k != "addresses"}}, _with_status(), {OTHER_STATUS}),
-    ("a label through status", STATUS, {**_with_status([*KUBELET, RDMA_READY]),
-                                        "metadata": _node(labels={"rdma.spidernet.io/x": "1"})["metadata"]},
-     _with_status(), {STATUS_META}),
-    ("an annotation through status", STATUS, {**_with_status(), "metadata": _node(edits={
-        "metadata.annotations": TTL_30})["metadata"]}, _with_status(), {STATUS_META}),
-    ("a taint through status (the server resets spec anyway)", STATUS,
-     {**_with_status(), "spec": {"podCIDR": "10.244.1.0/24"}}, _with_status(), {SPEC}),
-]  # fmt: skip
+    (
+        "a 1,025-character message",
+        STATUS,
+        _with_status([*KUBELET, {**RDMA_READY, "message": "m" * 1025}]),
+        _with_status(),
+        {BOUNDED},
+    ),
+    (
+        "change allocatable",
+        STATUS,
+        _with_status([*KUBELET, RDMA_READY], allocatable={"cpu": "63", "spidernet.io/hca_shared_devices": "0"}),
+        _with_status(),
+        {OTHER_STATUS},
+    ),
+    (
+        "add a status field",
+        STATUS,
+        _with_status([*KUBELET, RDMA_READY], phase="Terminated"),
+        _with_status(),
+        {OTHER_STATUS},
+    ),
+    (
+        "remove addresses",
+        STATUS,
+        {**_with_status(), "status": {k: v for k, v in _with_status()["status"].items() if k != "addresses"}},
+        _with_status(),
+        {OTHER_STATUS},
+    ),
+    (
+        "a label through status",
+        STATUS,
+        {**_with_status([*KUBELET, RDMA_READY]), "metadata": _node(labels={"rdma.spidernet.io/x": "1"})["metadata"]},
+        _with_status(),
+        {STATUS_META},
+    ),
+    (
+        "an annotation through status",
+        STATUS,
+        {**_with_status(), "metadata": _node(edits={"metadata.annotations": TTL_30})["metadata"]},
+        _with_status(),
+        {STATUS_META},
+    ),
+    (
+        "a taint through status (the server resets spec anyway)",
+        STATUS,
+        {**_with_status(), "spec": {"podCIDR": "10.244.1.0/24"}},
+        _with_status(),
+        {SPEC},
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +366,9 @@ def policy(rendered: list[Obj]) -> Policy:
     return Policy(one(rendered, "ValidatingAdmissionPolicy"))
 
 
-@pytest.mark.parametrize(("case", "request_", "obj", "old", "expected"), CASES + STATUS_CASES,
-                         ids=[c[0] for c in CASES + STATUS_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "request_", "obj", "old", "expected"), CASES + STATUS_CASES, ids=[c[0] for c in CASES + STATUS_CASES]
+)
 def test_admission_policy(
     policy: Policy, case: str, request_: Obj, obj: Obj | None, old: Obj | None, expected: set[str]
 ) -> None:

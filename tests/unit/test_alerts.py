@@ -289,17 +289,20 @@ def test_problem_codes_quoted_by_runbooks_and_tests_exist() -> None:
 @pytest.mark.parametrize(
     ("expr", "selectors", "clauses"),
     [
-        ('rdma_port_link_up == 0', {"rdma_port_link_up": set()}, set()),
+        ("rdma_port_link_up == 0", {"rdma_port_link_up": set()}, set()),
         (
             '(rdma_port_link_up{device="mlx5_0"} == 0) * on (instance, job) group_left (netdev) rdma_port_info',
             {"rdma_port_link_up": {"device"}, "rdma_port_info": set()},
             {"instance", "job", "netdev"},
         ),
-        ('rdma_char_devices{instance=%q,kind=~"uverbs|rdma_cm"} == 0', {"rdma_char_devices": {"instance", "kind"}},
-         set()),
+        (
+            'rdma_char_devices{instance=%q,kind=~"uverbs|rdma_cm"} == 0',
+            {"rdma_char_devices": {"instance", "kind"}},
+            set(),
+        ),
         ('absent(up{job="rdma-node-agent"})', {"up": {"job"}}, set()),
     ],
-)  # fmt: skip
+)
 def test_promql_uses(expr: str, selectors: dict[str, set[str]], clauses: set[str]) -> None:
     # rdma_cm inside a label value is a value, not a metric.
     assert promql_uses(expr) == (selectors, clauses)

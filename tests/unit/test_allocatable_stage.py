@@ -125,9 +125,13 @@ def test_an_invalid_config_is_a_problem_and_the_rest_still_runs(tmp_path: Path) 
     assert out.problems[0].code == "device_plugin_config_invalid"
     assert out.problems[0].message == f"{config}: configList: no resources configured (the plugin exits)"
     assert [p.code for p in out.problems[1:]] == [
-        "consumer_mode_mismatch", "consumer_mode_mismatch", "missing_umad",
-        "zero_allocatable", "zero_allocatable", "zero_allocatable",
-    ]  # fmt: skip
+        "consumer_mode_mismatch",
+        "consumer_mode_mismatch",
+        "missing_umad",
+        "zero_allocatable",
+        "zero_allocatable",
+        "zero_allocatable",
+    ]
 
 
 def test_a_configured_file_that_is_missing_is_a_problem_not_silence(tmp_path: Path) -> None:

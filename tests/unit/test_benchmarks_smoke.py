@@ -88,16 +88,23 @@ def test_statistics_reject_bad_input(call: Any, message: str) -> None:
 def test_repeat_counts_calls_with_an_injected_timer() -> None:
     ticks = iter(float(i) for i in range(100))
     calls: list[int] = []
-    samples = stats.repeat(lambda: calls.append(1), min_repeats=2, max_repeats=10, min_seconds=3.0,
-                           timer=lambda: next(ticks))  # fmt: skip
+    samples = stats.repeat(
+        lambda: calls.append(1), min_repeats=2, max_repeats=10, min_seconds=3.0, timer=lambda: next(ticks)
+    )
     assert samples == [1.0, 1.0, 1.0] and len(calls) == 3  # each call "took" 1 s; 3 s reached after 3
 
 
 @pytest.mark.parametrize(
     ("value", "unit", "text"),
-    [(12.345, "ms", "12.3 ms"), (1790.2, "ms", "1,790 ms"), (0.0547, "%", "0.0547 %"), (120.0, "/h", "120/h"),
-     (3.0, "count", "3"), (1.77, "×", "1.77")],
-)  # fmt: skip
+    [
+        (12.345, "ms", "12.3 ms"),
+        (1790.2, "ms", "1,790 ms"),
+        (0.0547, "%", "0.0547 %"),
+        (120.0, "/h", "120/h"),
+        (3.0, "count", "3"),
+        (1.77, "×", "1.77"),
+    ],
+)
 def test_fmt(value: float, unit: str, text: str) -> None:
     assert fmt(value, unit) == text
 
@@ -112,8 +119,16 @@ def test_fmt(value: float, unit: str, text: str) -> None:
 )
 def test_row_cells(ours: float | None, baseline: float | None, ratio: float | None, cells: tuple[str, ...]) -> None:
     met = None if ours is None else ours <= 1.0
-    row = Row(benchmark="b", size="s", unit="ms", ours=ours, baseline=baseline, target="≤ 1 ms", met=met,
-              note="--no-vm" if ours is None else "")  # fmt: skip
+    row = Row(
+        benchmark="b",
+        size="s",
+        unit="ms",
+        ours=ours,
+        baseline=baseline,
+        target="≤ 1 ms",
+        met=met,
+        note="--no-vm" if ours is None else "",
+    )
     assert row.ratio == ratio
     assert row.cells() == cells
 
@@ -159,8 +174,13 @@ def test_rebuilt_device_decodes_with_new_values(kernel: str) -> None:
     raw = rebuild(template, {1: 41, 2: "mlx5_41", 6: 0x0C42A1030012ABCD, 7: 0x0C42A1030012ABCD})
     (attrs,) = decode(raw)
     original = decode(recorded("dev_get_dump", kernel)[0])[0]
-    assert attrs == {**original, "DEV_INDEX": 41, "DEV_NAME": "mlx5_41", "NODE_GUID": 0x0C42A1030012ABCD,
-                     "SYS_IMAGE_GUID": 0x0C42A1030012ABCD}  # fmt: skip
+    assert attrs == {
+        **original,
+        "DEV_INDEX": 41,
+        "DEV_NAME": "mlx5_41",
+        "NODE_GUID": 0x0C42A1030012ABCD,
+        "SYS_IMAGE_GUID": 0x0C42A1030012ABCD,
+    }
 
 
 @pytest.mark.parametrize(
@@ -188,12 +208,21 @@ def test_generated_node_snapshots_as_the_synthesized_netlink_says(tmp_path: Path
     assert [d.name for d in snapshot.devices] == [f"mlx5_{i}" for i in range(10)]
     vf = snapshot.device("mlx5_3")
     assert vf is not None
-    assert (vf.index, vf.pci_address, vf.node_guid, vf.fw_version) == (3, "0000:3b:00.4", "0c42:a103:003b:0003",
-                                                                        "22.36.1010")  # fmt: skip
+    assert (vf.index, vf.pci_address, vf.node_guid, vf.fw_version) == (
+        3,
+        "0000:3b:00.4",
+        "0c42:a103:003b:0003",
+        "22.36.1010",
+    )
     assert vf.char_devices == ("umad3", "uverbs3")
     (port,) = vf.ports
     assert (port.state, port.physical_state, port.netdev, port.netdev_index, port.link_layer) == (
-        "ACTIVE", "LINK_UP", "ens1f0v2", 7, "Ethernet")  # fmt: skip
+        "ACTIVE",
+        "LINK_UP",
+        "ens1f0v2",
+        7,
+        "Ethernet",
+    )
     pf = snapshot.pci("0000:3b:00.0")
     assert pf is not None
     facts = (pf.vendor, pf.device, pf.driver, pf.sriov_totalvfs, pf.sriov_numvfs)
@@ -255,26 +284,46 @@ def test_quick_run_has_the_right_rows(quick_run: tuple[int, str, dict[str, Any]]
     ]
     hostile = by_benchmark["Hostile clients (vs the same process, same run)"]
     assert [s.split(",")[0].split(" (")[0] for s in hostile] == [
-        "8 devices", "8 devices", "/healthz p99 during that flood",
-        f"/healthz p99 while {plan.idle} connections open at full speed"]  # fmt: skip
+        "8 devices",
+        "8 devices",
+        "/healthz p99 during that flood",
+        f"/healthz p99 while {plan.idle} connections open at full speed",
+    ]
     assert by_benchmark["Snapshot in QEMU (vs `rdma -j link show`)"] == [f"{n} rxe" for n in plan.vm_sizes]
     scale_sizes = by_benchmark["Snapshot, no kernel (vs bare read loop)"]
     assert scale_sizes[:3] == ["1 function, steady state", "8 functions, steady state", "16 functions, steady state"]
     assert scale_sizes[3].startswith("per function: slope over 3 sizes") and scale_sizes[4] == "t(16) / t(8)"
     assert len(by_benchmark["Memory (vs node_exporter)"]) == 5
     assert [s.split(", ", 1)[1] for s in by_benchmark["CPU (vs node_exporter)"]] == [
-        "per reconcile", "per /metrics scrape", "% of a core at 30 s"]  # fmt: skip
+        "per reconcile",
+        "per /metrics scrape",
+        "% of a core at 30 s",
+    ]
     floor = ["p99"] if shutil.which("prometheus-node-exporter") or shutil.which("node_exporter") else []
     assert [s.rsplit(", ", 1)[1] for s in by_benchmark["/metrics latency (vs /healthz, same load)"]] == [
-        "p50", "p99", "p50", "p99", f"errors of {2 * plan.scrapers * plan.per_scraper}", *floor, "p50"]  # fmt: skip
+        "p50",
+        "p99",
+        "p50",
+        "p99",
+        f"errors of {2 * plan.scrapers * plan.per_scraper}",
+        *floor,
+        "p50",
+    ]
     assert [s.split(",")[0] for s in by_benchmark["Kubernetes API requests (vs naive poller)"]] == [
-        "label patches/h", "status patches/h (between heartbeats)", "events/h (create + patch)", "polls (GET/LIST)/h",
-        "all requests/h"]  # fmt: skip
+        "label patches/h",
+        "status patches/h (between heartbeats)",
+        "events/h (create + patch)",
+        "polls (GET/LIST)/h",
+        "all requests/h",
+    ]
     flapping = by_benchmark["Kubernetes writes under a flapping port (vs writing every cycle)"]
     fast, slow = " port down/up every cycle (30 s)", " port down/up every 2 min"
     assert [s.split(",")[:2] for s in flapping] == [
-        ["status patches/h", fast], ["events/h (create + patch)", fast],
-        ["status patches/h", slow], ["events/h (create + patch)", slow]]  # fmt: skip
+        ["status patches/h", fast],
+        ["events/h (create + patch)", fast],
+        ["status patches/h", slow],
+        ["events/h (create + patch)", slow],
+    ]
 
 
 def test_quick_run_values(quick_run: tuple[int, str, dict[str, Any]]) -> None:

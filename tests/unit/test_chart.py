@@ -41,8 +41,10 @@ DIGEST = "sha256:" + "ab" * 32
 MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "monitoring on, kube-prometheus-stack labels": {
-        "serviceMonitor": {"enabled": True, "labels": KPS}, "prometheusRule": {"enabled": True, "labels": KPS},
-        "dashboard": {"enabled": True}},
+        "serviceMonitor": {"enabled": True, "labels": KPS},
+        "prometheusRule": {"enabled": True, "labels": KPS},
+        "dashboard": {"enabled": True},
+    },
     "NFD preset": {"nfdPreset": {"enabled": True}},
     "netns shared": {"agent": {"netnsMode": "shared"}},
     "netns exclusive": {"agent": {"netnsMode": "exclusive"}},
@@ -50,11 +52,15 @@ MATRIX: dict[str, dict[str, Any]] = {
     "NFD features file": {"agent": {"labelPublisher": "nfd"}},
     "admission policy off": {"admissionPolicy": {"enabled": False}},
     "image digest and registry override": {
-        "image": {"digest": DIGEST}, "global": {"imageRegistryOverride": "mirror.example.com"}},
+        "image": {"digest": DIGEST},
+        "global": {"imageRegistryOverride": "mirror.example.com"},
+    },
     "plain HTTP metrics": {"metrics": {"kubeRbacProxy": {"enabled": False}}, "serviceMonitor": {"enabled": True}},
     "no condition, no events, no plugin config": {
-        "agent": {"nodeCondition": False, "events": False}, "devicePluginConfig": {"configMap": {"name": ""}}},
-}  # fmt: skip
+        "agent": {"nodeCondition": False, "events": False},
+        "devicePluginConfig": {"configMap": {"name": ""}},
+    },
+}
 
 
 def kinds(objects: list[Obj]) -> list[tuple[str, str]]:
@@ -114,7 +120,7 @@ def test_the_agent_accepts_its_configuration_and_its_mounts_fit(variant: str, tm
         ({"devicePluginConfig": {"configMap": {"namespace": "Kube_System"}}}, "/devicePluginConfig/configMap"),
         ({"serviceMonitor": {"enabeld": True}}, "/serviceMonitor"),
     ],
-)  # fmt: skip
+)
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], pointer: str) -> None:
     h = helm()
     with pytest.raises(h.HelmError, match=pointer):
@@ -126,15 +132,21 @@ def test_the_values_schema_refuses_bad_values(values: dict[str, Any], pointer: s
 
 def test_defaults_render_the_agents_objects_and_no_monitoring(chart: list[Obj]) -> None:
     assert kinds(chart) == [
-        ("ClusterRole", "rdma-node-agent"), ("ClusterRole", "rdma-node-agent-metrics-auth"),
-        ("ClusterRoleBinding", "rdma-node-agent"), ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
-        ("ConfigMap", "rdma-node-agent"), ("DaemonSet", "rdma-node-agent"),
-        ("Role", "rdma-node-agent-device-plugin-config"), ("Role", "rdma-node-agent-events"),
-        ("RoleBinding", "rdma-node-agent-device-plugin-config"), ("RoleBinding", "rdma-node-agent-events"),
-        ("Service", "rdma-node-agent"), ("ServiceAccount", "rdma-node-agent"),
+        ("ClusterRole", "rdma-node-agent"),
+        ("ClusterRole", "rdma-node-agent-metrics-auth"),
+        ("ClusterRoleBinding", "rdma-node-agent"),
+        ("ClusterRoleBinding", "rdma-node-agent-metrics-auth"),
+        ("ConfigMap", "rdma-node-agent"),
+        ("DaemonSet", "rdma-node-agent"),
+        ("Role", "rdma-node-agent-device-plugin-config"),
+        ("Role", "rdma-node-agent-events"),
+        ("RoleBinding", "rdma-node-agent-device-plugin-config"),
+        ("RoleBinding", "rdma-node-agent-events"),
+        ("Service", "rdma-node-agent"),
+        ("ServiceAccount", "rdma-node-agent"),
         ("ValidatingAdmissionPolicy", "rdma-node-agent-own-node-labels"),
         ("ValidatingAdmissionPolicyBinding", "rdma-node-agent-own-node-labels"),
-    ]  # fmt: skip
+    ]
     assert not [o for o in chart if o["apiVersion"].startswith("monitoring.coreos.com/")]
     assert container(chart)["image"] == f"ghcr.io/spidernet-io/rdma-node-agent:{agent.__version__}"
 
@@ -198,14 +210,17 @@ def test_image_digest_and_registry_override() -> None:
     objects = render(MATRIX["image digest and registry override"])
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     images = {c["name"]: c["image"] for c in pod["containers"]}
-    assert images == {"agent": f"mirror.example.com/spidernet-io/rdma-node-agent@{DIGEST}",
-                      "kube-rbac-proxy": "mirror.example.com/brancz/kube-rbac-proxy:v0.22.1"}  # fmt: skip
+    assert images == {
+        "agent": f"mirror.example.com/spidernet-io/rdma-node-agent@{DIGEST}",
+        "kube-rbac-proxy": "mirror.example.com/brancz/kube-rbac-proxy:v0.22.1",
+    }
 
 
 def test_switching_writers_off_removes_their_privileges() -> None:
     objects = render(MATRIX["no condition, no events, no plugin config"])
     assert one(objects, "ClusterRole")["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]}]  # fmt: skip
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]}
+    ]
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
 
 
@@ -235,9 +250,12 @@ PARITY = [
     ("netns shared", {"agent": {"netnsMode": "shared"}}, ("netns-shared",)),
     ("netns exclusive", {"agent": {"netnsMode": "exclusive"}}, ("netns-exclusive",)),
     ("NFD features file", {"agent": {"labelPublisher": "nfd"}}, ("nfd-features",)),
-    ("plain HTTP", {"metrics": {"kubeRbacProxy": {"enabled": False}}, "serviceMonitor": {"enabled": True}},
-     ("monitoring", "metrics-plain-http")),
-]  # fmt: skip
+    (
+        "plain HTTP",
+        {"metrics": {"kubeRbacProxy": {"enabled": False}}, "serviceMonitor": {"enabled": True}},
+        ("monitoring", "metrics-plain-http"),
+    ),
+]
 
 
 def security(objects: list[Obj]) -> dict[str, Any]:
@@ -245,8 +263,16 @@ def security(objects: list[Obj]) -> dict[str, Any]:
     context, mounts and volumes, RBAC rules and subjects, the admission policy."""
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     hostpaths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    pod_fields = ("hostNetwork", "hostPID", "hostIPC", "securityContext", "serviceAccountName",
-                  "automountServiceAccountToken", "tolerations", "priorityClassName")  # fmt: skip
+    pod_fields = (
+        "hostNetwork",
+        "hostPID",
+        "hostIPC",
+        "securityContext",
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "tolerations",
+        "priorityClassName",
+    )
 
     def mounts(c: Obj) -> list[tuple[str, bool, str | None]]:
         found = c.get("volumeMounts", [])
@@ -260,14 +286,18 @@ def security(objects: list[Obj]) -> dict[str, Any]:
             for c in pod["containers"]
         },
         "rbac": {
-            (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")):
-            (o.get("rules"), o.get("roleRef"), o.get("subjects"))
-            for o in objects if o["kind"] in rbac
+            (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): (
+                o.get("rules"),
+                o.get("roleRef"),
+                o.get("subjects"),
+            )
+            for o in objects
+            if o["kind"] in rbac
         },
         # CEL ignores line breaks: kustomize keeps a folded scalar's breaks before more-indented lines
         # doubled, Helm's YAML does not.
         "admission": [_squeezed(o["spec"]) for o in objects if "AdmissionPolicy" in o["kind"]],
-    }  # fmt: skip
+    }
 
 
 def _squeezed(value: Any) -> Any:
@@ -282,15 +312,17 @@ def _squeezed(value: Any) -> Any:
 
 
 @pytest.mark.parametrize(("values", "components"), [c[1:] for c in PARITY], ids=[c[0] for c in PARITY])
-def test_the_chart_installs_what_kustomize_installs(values: dict[str, Any], components: tuple[str, ...],
-                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_the_chart_installs_what_kustomize_installs(
+    values: dict[str, Any], components: tuple[str, ...], tmp_path: Path
+) -> None:
     kustomized = kustomize_with(tmp_path / "k", components) if components else kustomize(MANIFESTS)
     charted = render(values)
     assert security(charted) == security(kustomized)
     configs = [agent_config(objects, tmp_path / str(i)) for i, objects in enumerate((charted, kustomized))]
     # (modprobe-file and nfd-features-file unset mean their defaults: the chart writes them out)
     assert [(c.managed_modprobe_file, c.features_file) for c in configs] == [
-        (configs[1].managed_modprobe_file, configs[1].features_file)] * 2  # fmt: skip
+        (configs[1].managed_modprobe_file, configs[1].features_file)
+    ] * 2
     same = [replace(c, modprobe_file=None, nfd_features_file=None) for c in configs]
     assert same[0] == same[1]
 
@@ -304,7 +336,8 @@ def test_the_chart_copies_of_shared_files_are_identical() -> None:
     }
     for copy_in_chart, original in pairs.items():
         assert chart_file(copy_in_chart).read_bytes() == original.read_bytes(), (
-            f"cp {original.relative_to(REPO)} {chart_file(copy_in_chart).relative_to(REPO)}")
+            f"cp {original.relative_to(REPO)} {chart_file(copy_in_chart).relative_to(REPO)}"
+        )
 
 
 def test_chart_metadata() -> None:

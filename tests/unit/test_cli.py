@@ -62,8 +62,21 @@ def test_status_plan_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_run_once_persists_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "etc/modprobe.d").mkdir(parents=True)
-    argv = ["run", "--once", "--no-kubernetes", "--netns-mode", "shared", "--host-root", str(tmp_path),
-            "--sys-root", "/sys", "--proc-root", "/proc", "--dev-root", "/dev"]  # fmt: skip
+    argv = [
+        "run",
+        "--once",
+        "--no-kubernetes",
+        "--netns-mode",
+        "shared",
+        "--host-root",
+        str(tmp_path),
+        "--sys-root",
+        "/sys",
+        "--proc-root",
+        "/proc",
+        "--dev-root",
+        "/dev",
+    ]
     assert main(argv, env={}) == 0
     doc = json.loads(capsys.readouterr().out)
     text = (tmp_path / "etc/modprobe.d/ib_core.conf").read_text()
@@ -72,26 +85,40 @@ def test_run_once_persists_when_asked(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_console_script_and_module_entry_points() -> None:
-    for argv in ([sys.executable, "-m", "agent", "status"], [str(Path(sys.executable).parent / "rdma-node-agent"),
-                                                              "status"]):  # fmt: skip
+    for argv in (
+        [sys.executable, "-m", "agent", "status"],
+        [str(Path(sys.executable).parent / "rdma-node-agent"), "status"],
+    ):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "RDMA netlink: unavailable" in done.stdout
 
 
-def test_status_shows_allocatable_and_why_zero(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_status_shows_allocatable_and_why_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """status reads the Node once (real client → API stand-in), shows its RDMA resources and explains
     the zero: the recorded Soft-RoCE node has RDMA devices but none the plugin's 15b3:1017 selects."""
     roots = load_tree("rxe-dummy-veth", tmp_path)
     resource = "spidernet.io/hca_shared_devices"
     with KubeStandIn() as api:
         api.put_node("gpu-1", capacity={resource: "0"}, allocatable={resource: "0"})
-        argv = ["status", "--json", "--host-root", str(roots.root), "--sys-root", str(roots.sysfs),
-                "--dev-root", str(roots.devfs), "--proc-root", str(tmp_path / "no-proc"),
-                "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")), "--node-name", "gpu-1",
-                "--device-plugin-config", str(DEVICE_PLUGIN / "spiderpool-default.json")]  # fmt: skip
+        argv = [
+            "status",
+            "--json",
+            "--host-root",
+            str(roots.root),
+            "--sys-root",
+            str(roots.sysfs),
+            "--dev-root",
+            str(roots.devfs),
+            "--proc-root",
+            str(tmp_path / "no-proc"),
+            "--kubeconfig",
+            str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+            "--node-name",
+            "gpu-1",
+            "--device-plugin-config",
+            str(DEVICE_PLUGIN / "spiderpool-default.json"),
+        ]
         assert main(argv, env={}) == 0
         assert api.count("patch") == 0 and api.count("create") == 0  # status never writes
     doc = json.loads(capsys.readouterr().out)

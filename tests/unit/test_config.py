@@ -11,7 +11,8 @@ from agent.cli import main
 from agent.config import Config, HostRoots
 from agent.errors import ConfigError
 from agent.model import DesiredMode
-from agent.settings import SETTINGS, load_config, parse_bind_address, parse_duration
+from agent.settings import SETTINGS, load_config
+from agent.settingvalues import parse_bind_address, parse_duration
 
 
 def test_defaults_observe_only() -> None:
@@ -51,8 +52,9 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("text", "bind"), [(":9435", ("", 9435)), ("127.0.0.1:0", ("127.0.0.1", 0)),
-                                           ("[::1]:9435", ("::1", 9435))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "bind"), [(":9435", ("", 9435)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9435", ("::1", 9435))]
+)
 def test_bind_addresses(text: str, bind: tuple[str, int]) -> None:
     assert parse_bind_address(text) == bind
 
@@ -101,8 +103,9 @@ BOOLEAN_FLAGS = ("dry-run", "kubernetes")  # --dry-run / --no-kubernetes take no
     ("key", "source"),
     [(k, s) for k in sorted(BAD) for s in ("flag", "env", "file") if not (s == "flag" and k in BOOLEAN_FLAGS)],
 )
-def test_bad_setting_exits_2_naming_it(key: str, source: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bad_setting_exits_2_naming_it(
+    key: str, source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     setting = next(s for s in SETTINGS if s.key == key)
     argv, env = ["status" if setting.status else "run"], {}  # `status` has the flags that matter to it
     if source == "flag":
@@ -128,7 +131,7 @@ def test_bad_setting_exits_2_naming_it(key: str, source: str, tmp_path: Path,
         ("- a\n- b\n", "must hold a mapping"),
         ("netns_mode: shared\n", "unknown setting"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_file(tmp_path: Path, content: str, message: str) -> None:
     file = tmp_path / "c.yaml"
     file.write_text(content)

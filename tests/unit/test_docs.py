@@ -55,9 +55,12 @@ def test_every_label_the_agent_emits_is_documented() -> None:
 
     prefix = "rdma.spidernet.io/"
     snapshot = mlx5_snapshot()
-    ib = replace(snapshot, devices=tuple(
-        replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snapshot.devices
-    ))  # fmt: skip
+    ib = replace(
+        snapshot,
+        devices=tuple(
+            replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snapshot.devices
+        ),
+    )
     enforcement = EnforcementState(desired=DesiredMode.SHARED, live=NetnsMode.SHARED, persisted=None, compliant=True)
     keys = set(desired_labels(snapshot, enforcement, prefix)) | set(desired_labels(ib, enforcement, prefix))
     names = {re.sub(r"^pci-[0-9a-f]{4}-[0-9a-f]{4}", "pci-<vendor>-<device>", k.removeprefix(prefix)) for k in keys}

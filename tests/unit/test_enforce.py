@@ -52,8 +52,11 @@ def test_sigkill_at_each_step_leaves_old_or_new_file(tmp_path: Path, step: str) 
     payload.write_bytes(NEW)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(target), step, str(payload)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == step  # the child is now parked right after `step`
     child.send_signal(signal.SIGKILL)
@@ -166,8 +169,12 @@ class FakeKernel:
 def test_thousand_reconciles_one_write_one_line_and_sys_set_once_per_window(tmp_path: Path) -> None:
     kernel = FakeKernel(NetnsMode.SHARED, namespaces=1)
     writes: list[str] = []
-    config = Config(roots=HostRoots(root=tmp_path), modprobe_file=tmp_path / "ib_core.conf",
-                    netns_mode=DesiredMode.EXCLUSIVE, runtime_retry_seconds=600)  # fmt: skip
+    config = Config(
+        roots=HostRoots(root=tmp_path),
+        modprobe_file=tmp_path / "ib_core.conf",
+        netns_mode=DesiredMode.EXCLUSIVE,
+        runtime_retry_seconds=600,
+    )
     enforcer = Enforcer(
         config, netlink=kernel.socket, write_hook=lambda s: writes.append(s) if s == "renamed" else None
     )
@@ -176,11 +183,22 @@ def test_thousand_reconciles_one_write_one_line_and_sys_set_once_per_window(tmp_
         now = 1000.0 + cycle * 30  # a 30 s interval: 30,000 s in all → 50 backoff windows
         if cycle == 900:
             kernel.namespaces = 0  # the last pod went away
-        snapshot = NodeSnapshot(taken_at=now, netlink_available=True, netns_mode=kernel.mode,
-                                kernel=KernelInfo(release="6.1.0"), network_namespaces=kernel.namespaces)  # fmt: skip
+        snapshot = NodeSnapshot(
+            taken_at=now,
+            netlink_available=True,
+            netns_mode=kernel.mode,
+            kernel=KernelInfo(release="6.1.0"),
+            network_namespaces=kernel.namespaces,
+        )
         text = enforcer.read_managed_file()[0]
-        given = PlanInput(snapshot=snapshot, desired=config.netns_mode, managed_file_text=text,
-                          managed_file_display="/etc/modprobe.d/ib_core.conf", memory=memory, now=now)  # fmt: skip
+        given = PlanInput(
+            snapshot=snapshot,
+            desired=config.netns_mode,
+            managed_file_text=text,
+            managed_file_display="/etc/modprobe.d/ib_core.conf",
+            memory=memory,
+            now=now,
+        )
         state = plan(given)
         memory, problems = enforcer.apply(state.plan, memory, now)
         assert problems == []

@@ -182,8 +182,7 @@ def test_the_labels_stage_keeps_a_lease_on_the_features_file(tmp_path: Path) -> 
     path = tmp_path / "etc/kubernetes/node-feature-discovery/features.d/rdma-node-agent"
     lease = features_lease(Config(interval_seconds=30.0))
     assert (lease, features_lease(Config(interval_seconds=3600.0))) == (600.0, 4 * 3600.0)
-    stage = LabelsStage(P, 60.0, features_file=path, features_ttl=lease, clock=lambda: now[0],
-                        timer=lambda: now[0])  # fmt: skip
+    stage = LabelsStage(P, 60.0, features_file=path, features_ttl=lease, clock=lambda: now[0], timer=lambda: now[0])
     state = AgentState(snapshot=mlx5_snapshot())
     expiries = []
     for elapsed in (0, 100, 299, 301, 500, 602):

@@ -55,8 +55,12 @@ FAST = {"initial": 0.005, "maximum": 0.05}
 @pytest.fixture
 def api() -> Iterator[KubeStandIn]:
     with KubeStandIn() as server:
-        server.put_node(NODE, labels=FOREIGN, capacity={"spidernet.io/hca_shared_devices": "8"},
-                        allocatable={"spidernet.io/hca_shared_devices": "8"})  # fmt: skip
+        server.put_node(
+            NODE,
+            labels=FOREIGN,
+            capacity={"spidernet.io/hca_shared_devices": "8"},
+            allocatable={"spidernet.io/hca_shared_devices": "8"},
+        )
         server.put_node("other-node", labels={PREFIX + "capable": "false"})
         yield server
 
@@ -126,29 +130,75 @@ def status_of(call: Callable[[], Any]) -> dict[str, Any]:
 STATUS_CASES = [
     # (what, request, code, reason, a fragment of the message)
     ("get a missing node", lambda v1: v1.read_node("nope"), 404, "NotFound", 'nodes "nope" not found'),
-    ("patch a missing node", lambda v1: raw_patch(v1, {"metadata": {"labels": {"a": "b"}}}, MERGE_PATCH, "nope"),
-     404, "NotFound", 'nodes "nope" not found'),
-    ("apply is not served", lambda v1: raw_patch(v1, {}, "application/apply-patch+yaml"), 415,
-     "UnsupportedMediaType", "accepted media types include: application/json-patch+json"),
-    ("invalid label value", lambda v1: raw_patch(v1, {"metadata": {"labels": {PREFIX + "x": "a b"}}}, MERGE_PATCH),
-     422, "Invalid", 'Node "gpu-node-1" is invalid: metadata.labels: Invalid value: "a b": a valid label must'),
-    ("invalid label key", lambda v1: raw_patch(v1, {"metadata": {"labels": {"Bad_Prefix/x": "1"}}}, MERGE_PATCH),
-     422, "Invalid", "prefix part a lowercase RFC 1123 subdomain"),
-    ("label value not a string", lambda v1: raw_patch(v1, {"metadata": {"labels": {"a": 1}}}, MERGE_PATCH),
-     422, "Invalid", "cannot unmarshal"),
-    ("annotations over 256 KiB", lambda v1: raw_patch(v1, {"metadata": {"annotations": {"a": "x" * 262144}}},
-                                                      MERGE_PATCH), 422, "Invalid", "Too long"),
-    ("stale resourceVersion precondition", lambda v1: raw_patch(v1, {"metadata": {"resourceVersion": "1",
-     "labels": {"a": "b"}}}, MERGE_PATCH), 409, "Conflict", "the object has been modified"),
-    ("json patch test fails", lambda v1: raw_patch(v1, [{"op": "test", "path": "/metadata/labels/nope", "value": "x"}],
-                                                   JSON_PATCH), 422, "Invalid", "rejected our request"),
-    ("json patch removes a missing label", lambda v1: raw_patch(
-        v1, [{"op": "remove", "path": "/metadata/labels/nope"}], JSON_PATCH), 422, "Invalid", "rejected"),
-]  # fmt: skip
+    (
+        "patch a missing node",
+        lambda v1: raw_patch(v1, {"metadata": {"labels": {"a": "b"}}}, MERGE_PATCH, "nope"),
+        404,
+        "NotFound",
+        'nodes "nope" not found',
+    ),
+    (
+        "apply is not served",
+        lambda v1: raw_patch(v1, {}, "application/apply-patch+yaml"),
+        415,
+        "UnsupportedMediaType",
+        "accepted media types include: application/json-patch+json",
+    ),
+    (
+        "invalid label value",
+        lambda v1: raw_patch(v1, {"metadata": {"labels": {PREFIX + "x": "a b"}}}, MERGE_PATCH),
+        422,
+        "Invalid",
+        'Node "gpu-node-1" is invalid: metadata.labels: Invalid value: "a b": a valid label must',
+    ),
+    (
+        "invalid label key",
+        lambda v1: raw_patch(v1, {"metadata": {"labels": {"Bad_Prefix/x": "1"}}}, MERGE_PATCH),
+        422,
+        "Invalid",
+        "prefix part a lowercase RFC 1123 subdomain",
+    ),
+    (
+        "label value not a string",
+        lambda v1: raw_patch(v1, {"metadata": {"labels": {"a": 1}}}, MERGE_PATCH),
+        422,
+        "Invalid",
+        "cannot unmarshal",
+    ),
+    (
+        "annotations over 256 KiB",
+        lambda v1: raw_patch(v1, {"metadata": {"annotations": {"a": "x" * 262144}}}, MERGE_PATCH),
+        422,
+        "Invalid",
+        "Too long",
+    ),
+    (
+        "stale resourceVersion precondition",
+        lambda v1: raw_patch(v1, {"metadata": {"resourceVersion": "1", "labels": {"a": "b"}}}, MERGE_PATCH),
+        409,
+        "Conflict",
+        "the object has been modified",
+    ),
+    (
+        "json patch test fails",
+        lambda v1: raw_patch(v1, [{"op": "test", "path": "/metadata/labels/nope", "value": "x"}], JSON_PATCH),
+        422,
+        "Invalid",
+        "rejected our request",
+    ),
+    (
+        "json patch removes a missing label",
+        lambda v1: raw_patch(v1, [{"op": "remove", "path": "/metadata/labels/nope"}], JSON_PATCH),
+        422,
+        "Invalid",
+        "rejected",
+    ),
+]
 
 
-@pytest.mark.parametrize(("request_", "code", "reason", "fragment"), [c[1:] for c in STATUS_CASES],
-                         ids=[c[0] for c in STATUS_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("request_", "code", "reason", "fragment"), [c[1:] for c in STATUS_CASES], ids=[c[0] for c in STATUS_CASES]
+)
 def test_standin_errors_are_real_status_objects(
     api: KubeStandIn, api_client: Any, request_: Callable[[Any], Any], code: int, reason: str, fragment: str
 ) -> None:
@@ -169,20 +219,35 @@ def test_standin_rejects_missing_credentials(api: KubeStandIn) -> None:
 
 PATCH_CASES = [
     # (what, content type, body, labels afterwards (ours/test keys only))
-    ("merge patch sets and null deletes", MERGE_PATCH, {"metadata": {"labels": {"t/a": "1", "t/b": None}}},
-     {"t/a": "1", "t/c": "3"}),
-    ("strategic merge patch on the labels map", STRATEGIC_MERGE_PATCH,
-     {"metadata": {"labels": {"t/a": "1", "t/c": None}}}, {"t/a": "1", "t/b": "2"}),
-    ("json patch add/replace/remove/test", JSON_PATCH,
-     [{"op": "test", "path": "/metadata/labels/t~1b", "value": "2"},
-      {"op": "add", "path": "/metadata/labels/t~1a", "value": "1"},
-      {"op": "replace", "path": "/metadata/labels/t~1c", "value": "30"},
-      {"op": "remove", "path": "/metadata/labels/t~1b"}], {"t/a": "1", "t/c": "30"}),
-]  # fmt: skip
+    (
+        "merge patch sets and null deletes",
+        MERGE_PATCH,
+        {"metadata": {"labels": {"t/a": "1", "t/b": None}}},
+        {"t/a": "1", "t/c": "3"},
+    ),
+    (
+        "strategic merge patch on the labels map",
+        STRATEGIC_MERGE_PATCH,
+        {"metadata": {"labels": {"t/a": "1", "t/c": None}}},
+        {"t/a": "1", "t/b": "2"},
+    ),
+    (
+        "json patch add/replace/remove/test",
+        JSON_PATCH,
+        [
+            {"op": "test", "path": "/metadata/labels/t~1b", "value": "2"},
+            {"op": "add", "path": "/metadata/labels/t~1a", "value": "1"},
+            {"op": "replace", "path": "/metadata/labels/t~1c", "value": "30"},
+            {"op": "remove", "path": "/metadata/labels/t~1b"},
+        ],
+        {"t/a": "1", "t/c": "30"},
+    ),
+]
 
 
-@pytest.mark.parametrize(("content_type", "body", "expected"), [c[1:] for c in PATCH_CASES],
-                         ids=[c[0] for c in PATCH_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"), [c[1:] for c in PATCH_CASES], ids=[c[0] for c in PATCH_CASES]
+)
 def test_standin_patch_semantics(
     api: KubeStandIn, api_client: Any, content_type: str, body: Any, expected: dict[str, str]
 ) -> None:
@@ -247,8 +312,14 @@ def record_requests(api_client: Any, monkeypatch: pytest.MonkeyPatch) -> list[tu
     sent: list[tuple[Any, ...]] = []
     real = api_client.rest_client.request
 
-    def request(method: str, url: str, headers: Any = None, body: Any = None, post_params: Any = None,
-                _request_timeout: Any = None) -> Any:  # fmt: skip
+    def request(
+        method: str,
+        url: str,
+        headers: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
         sent.append((method, url, list((headers or {}).items()), copy.deepcopy(body), post_params, _request_timeout))
         return real(method, url, headers=headers, body=body, post_params=post_params, _request_timeout=_request_timeout)
 
@@ -269,8 +340,10 @@ def test_the_agents_requests_are_those_of_core_v1_api(
     finally:
         w.stop()
     assert [(r[0], urlsplit(r[1]).path) for r in sent] == [
-        ("GET", "/api/v1/nodes"), ("GET", "/api/v1/nodes"), ("PATCH", f"/api/v1/nodes/{NODE}")
-    ]  # fmt: skip
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/api/v1/nodes"),
+        ("PATCH", f"/api/v1/nodes/{NODE}"),
+    ]
     ours_sent = list(sent)
     resource_version = parse_qs(urlsplit(ours_sent[1][1]).query)["resourceVersion"][0]
 
@@ -278,12 +351,26 @@ def test_the_agents_requests_are_those_of_core_v1_api(
     sent.clear()
     v1 = client.CoreV1Api(api_client)
     read(v1.list_node(field_selector=SELECTOR, _preload_content=False, _request_timeout=(2.0, 2.0)))
-    watch: Any = v1.list_node(field_selector=SELECTOR, resource_version=resource_version, allow_watch_bookmarks=True,
-                              timeout_seconds=300, _request_timeout=(2.0, 300 + WATCH_READ_MARGIN), watch=True,
-                              _preload_content=False)  # fmt: skip
+    watch: Any = v1.list_node(
+        field_selector=SELECTOR,
+        resource_version=resource_version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=300,
+        _request_timeout=(2.0, 300 + WATCH_READ_MARGIN),
+        watch=True,
+        _preload_content=False,
+    )
     watch.close()
-    read(v1.patch_node(NODE, ours_sent[2][3], field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
-                       _preload_content=False, _request_timeout=(2.0, 2.0)))  # fmt: skip
+    read(
+        v1.patch_node(
+            NODE,
+            ours_sent[2][3],
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=(2.0, 2.0),
+        )
+    )
     assert sent == ours_sent
 
 
@@ -298,28 +385,73 @@ def read(response: Any) -> Any:
 NodeCall = Callable[[Any], Any]
 ANSWER_CASES: list[tuple[str, Callable[[KubeStandIn], object] | None, NodeCall]] = [
     ("list", None, lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
-    ("list 403", lambda s: s.fail_next("list", 403),
-     lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
-    ("list 500", lambda s: s.fail_next("list", 500),
-     lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False)),
-    ("watch 403", lambda s: s.fail_next("watch", 403),
-     lambda v1: v1.list_node(field_selector=SELECTOR, resource_version="1", watch=True, _preload_content=False)),
-    ("patch", None, lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "1"}}},
-                                             field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
-                                             _preload_content=False)),
-    ("patch 422", None, lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "a b"}}},
-                                                 field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
-                                                 _preload_content=False)),
-    ("patch 404", None, lambda v1: v1.patch_node("nope", {"metadata": {"labels": {PREFIX + "x": "1"}}},
-                                                 field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH,
-                                                 _preload_content=False)),
-    ("patch 409", lambda s: s.fail_next("patch", 409),
-     lambda v1: v1.patch_node(NODE, {"metadata": {"labels": {PREFIX + "x": "1"}}}, field_manager=FIELD_MANAGER,
-                              _content_type=MERGE_PATCH, _preload_content=False)),
-    ("patch, default content type", None,
-     lambda v1: v1.patch_node(NODE, [{"op": "add", "path": "/metadata/labels/t~1a", "value": "1"}],
-                              _preload_content=False)),
-]  # fmt: skip
+    (
+        "list 403",
+        lambda s: s.fail_next("list", 403),
+        lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False),
+    ),
+    (
+        "list 500",
+        lambda s: s.fail_next("list", 500),
+        lambda v1: v1.list_node(field_selector=SELECTOR, _preload_content=False),
+    ),
+    (
+        "watch 403",
+        lambda s: s.fail_next("watch", 403),
+        lambda v1: v1.list_node(field_selector=SELECTOR, resource_version="1", watch=True, _preload_content=False),
+    ),
+    (
+        "patch",
+        None,
+        lambda v1: v1.patch_node(
+            NODE,
+            {"metadata": {"labels": {PREFIX + "x": "1"}}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        ),
+    ),
+    (
+        "patch 422",
+        None,
+        lambda v1: v1.patch_node(
+            NODE,
+            {"metadata": {"labels": {PREFIX + "x": "a b"}}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        ),
+    ),
+    (
+        "patch 404",
+        None,
+        lambda v1: v1.patch_node(
+            "nope",
+            {"metadata": {"labels": {PREFIX + "x": "1"}}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        ),
+    ),
+    (
+        "patch 409",
+        lambda s: s.fail_next("patch", 409),
+        lambda v1: v1.patch_node(
+            NODE,
+            {"metadata": {"labels": {PREFIX + "x": "1"}}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        ),
+    ),
+    (
+        "patch, default content type",
+        None,
+        lambda v1: v1.patch_node(
+            NODE, [{"op": "add", "path": "/metadata/labels/t~1a", "value": "1"}], _preload_content=False
+        ),
+    ),
+]
 
 
 def answer_of(call: NodeCall, v1: Any) -> tuple[Any, ...]:
@@ -333,9 +465,12 @@ def answer_of(call: NodeCall, v1: Any) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(("inject", "call"), [c[1:] for c in ANSWER_CASES], ids=[c[0] for c in ANSWER_CASES])
 def test_node_api_answers_like_core_v1_api(
-    api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch,
-    inject: Callable[[KubeStandIn], object] | None, call: NodeCall,
-) -> None:  # fmt: skip
+    api: KubeStandIn,
+    api_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    inject: Callable[[KubeStandIn], object] | None,
+    call: NodeCall,
+) -> None:
     sent = record_requests(api_client, monkeypatch)
     answers = []
     for v1 in (client.CoreV1Api(api_client), NodeApi(api_client)):
@@ -371,11 +506,12 @@ CONFIG_FAILURES = [
     ("explicit kubeconfig a YAML list", "list", ConfigError, "--kubeconfig: cannot use"),
     ("explicit kubeconfig without contexts", "empty", ConfigError, "--kubeconfig: cannot use"),
     ("neither in-cluster nor kubeconfig", "none", KubernetesUnavailable, "no in-cluster config (Service host/port"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("case", "error", "message"), [c[1:] for c in CONFIG_FAILURES],
-                         ids=[c[0] for c in CONFIG_FAILURES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "error", "message"), [c[1:] for c in CONFIG_FAILURES], ids=[c[0] for c in CONFIG_FAILURES]
+)
 def test_client_configuration_failures(tmp_path: Path, case: str, error: type[Exception], message: str) -> None:
     files = {"garbage": "just: [a, list\n", "list": "[1, 2]\n", "empty": "apiVersion: v1\nkind: Config\n"}
     for name, text in files.items():
@@ -398,10 +534,19 @@ def test_node_name_is_required_with_kubernetes() -> None:
 # --- pure pieces -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [
-    ("10", "9", 1), ("9", "10", -1), ("123", "123", 0), ("99999999999999999999", "100000000000000000000", -1),
-    ("0", "1", None), ("012", "12", None), ("abc", "1", None), ("", "1", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("10", "9", 1),
+        ("9", "10", -1),
+        ("123", "123", 0),
+        ("99999999999999999999", "100000000000000000000", -1),
+        ("0", "1", None),
+        ("012", "12", None),
+        ("abc", "1", None),
+        ("", "1", None),
+    ],
+)
 def test_compare_resource_versions(a: str, b: str, expected: int | None) -> None:
     assert compare_resource_versions(a, b) == expected
 
@@ -418,8 +563,12 @@ def test_backoff_grows_caps_jitters_and_resets() -> None:
 
 
 def test_observed_node_from_object() -> None:
-    node = ObservedNode.from_object({"metadata": {"name": "n", "resourceVersion": "7", "labels": {"b": "2", "a": "1"}},
-                                     "status": {"allocatable": {"rdma/hca": "4"}}})  # fmt: skip
+    node = ObservedNode.from_object(
+        {
+            "metadata": {"name": "n", "resourceVersion": "7", "labels": {"b": "2", "a": "1"}},
+            "status": {"allocatable": {"rdma/hca": "4"}},
+        }
+    )
     assert (node.name, node.resource_version, dict(node.labels)) == ("n", "7", {"a": "1", "b": "2"})
     assert dict(node.allocatable) == {"rdma/hca": "4"} and dict(node.annotations) == {} and dict(node.capacity) == {}
     with pytest.raises(TypeError):
@@ -428,8 +577,17 @@ def test_observed_node_from_object() -> None:
 
 def test_describe_failure_reads_the_status_body() -> None:
     message = 'nodes "n" is forbidden: User "x" cannot patch resource "nodes"'
-    body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                       "reason": "Forbidden", "code": 403})  # fmt: skip
+    body = json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "Forbidden",
+            "code": 403,
+        }
+    )
     failure = describe_failure(client.ApiException(status=403, reason="Forbidden", body=body))
     assert (failure.status, failure.reason, failure.message) == (403, "Forbidden", message)
     expired = describe_failure(client.ApiException(status=410, reason="Expired: too old resource version: 5 (9)"))
@@ -511,14 +669,19 @@ WATCH_FAULTS: list[tuple[str, Fault, tuple[int, int], tuple[int, int]]] = [
     ("watch dropped mid-stream", lambda s: s.drop_watches(), (1, 0), (2, 2)),
     ("410 on the rewatch", lambda s: s.expire_next_watch().end_watches(), (0, 1), (2, 3)),
     ("410 twice in a row", lambda s: s.expire_next_watch(times=2).end_watches(), (1, 1), (3, 4)),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("inject", "reported", "sent"), [f[1:] for f in WATCH_FAULTS],
-                         ids=[f[0] for f in WATCH_FAULTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("inject", "reported", "sent"), [f[1:] for f in WATCH_FAULTS], ids=[f[0] for f in WATCH_FAULTS]
+)
 def test_watch_recovers_from_faults(
-    api: KubeStandIn, watcher: NodeWatcher, publisher: NodeLabelPublisher, inject: Fault,
-    reported: tuple[int, int], sent: tuple[int, int],
+    api: KubeStandIn,
+    watcher: NodeWatcher,
+    publisher: NodeLabelPublisher,
+    inject: Fault,
+    reported: tuple[int, int],
+    sent: tuple[int, int],
 ) -> None:
     inject(api)
     assert watcher.wait_until(lambda w: (w.stats().failures, w.stats().expired) == reported, WAIT), watcher.stats()
@@ -689,7 +852,10 @@ def test_stale_owned_labels_removed_unowned_untouched(
     assert labels[PREFIX + "set-by-admin"] == "keep-me"
     assert foreign(labels) == FOREIGN and ours(labels) == DESIRED
     assert api.patches()[-1].body["metadata"]["labels"] == {
-        PREFIX + "old-label": None, PREFIX + "netns-mode": "shared", PREFIX + "pci-15b3-1017": "true"}  # fmt: skip
+        PREFIX + "old-label": None,
+        PREFIX + "netns-mode": "shared",
+        PREFIX + "pci-15b3-1017": "true",
+    }
 
 
 def test_a_label_removed_by_someone_else_comes_back(
@@ -722,13 +888,18 @@ PATCH_FAULTS: list[tuple[str, Fault, int | None, str]] = [
     ("500 InternalError", lambda s: s.fail_next("patch", 500), 500, "InternalError"),
     ("503 unavailable", lambda s: s.fail_next("patch", 503), 503, "ServiceUnavailable"),
     ("timeout", lambda s: s.delay_next("patch", 5.0), None, "Timeout"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("inject", "status", "reason"), [f[1:] for f in PATCH_FAULTS],
-                         ids=[f[0] for f in PATCH_FAULTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("inject", "status", "reason"), [f[1:] for f in PATCH_FAULTS], ids=[f[0] for f in PATCH_FAULTS]
+)
 def test_patch_failures_are_reported_then_retried(
-    api: KubeStandIn, watcher: NodeWatcher, publisher: NodeLabelPublisher, inject: Fault, status: int | None,
+    api: KubeStandIn,
+    watcher: NodeWatcher,
+    publisher: NodeLabelPublisher,
+    inject: Fault,
+    status: int | None,
     reason: str,
 ) -> None:
     inject(api)
@@ -758,11 +929,26 @@ def test_status_patch_is_that_of_core_v1_api(
     api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = record_requests(api_client, monkeypatch)
-    body = {"status": {"conditions": [{"type": "RDMAReady", "status": "True", "reason": "RDMAReady", "message": "m",
-                                       "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}  # fmt: skip
-    options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_content_type": STRATEGIC_MERGE_PATCH,
-                               "_preload_content": False, "_request_timeout": (2.0, 2.0)}  # fmt: skip
+    body = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "RDMAReady",
+                    "status": "True",
+                    "reason": "RDMAReady",
+                    "message": "m",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        }
+    }
+    options: dict[str, Any] = {
+        "field_manager": FIELD_MANAGER,
+        "_content_type": STRATEGIC_MERGE_PATCH,
+        "_preload_content": False,
+        "_request_timeout": (2.0, 2.0),
+    }
     answers = [read(impl(api_client).patch_node_status(NODE, body, **options)) for impl in (client.CoreV1Api, NodeApi)]
     assert answers[0] == answers[1] and answers[0]["status"]["conditions"][-1]["type"] == "RDMAReady"
     assert len(sent) == 2 and sent[0] == sent[1]
@@ -773,17 +959,28 @@ def test_event_requests_are_those_of_events_v1_api(
     api: KubeStandIn, api_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = record_requests(api_client, monkeypatch)
-    event = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "", "namespace": "default"},
-             "eventTime": "2026-01-01T00:00:00.000001Z", "reportingController": "rdma-node-agent",
-             "reportingInstance": f"rdma-node-agent-{NODE}", "action": "CheckReadiness", "reason": "RDMAReady",
-             "type": "Normal", "note": "n",
-             "regarding": {"kind": "Node", "apiVersion": "v1", "name": NODE, "uid": NODE}}  # fmt: skip
+    event = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "", "namespace": "default"},
+        "eventTime": "2026-01-01T00:00:00.000001Z",
+        "reportingController": "rdma-node-agent",
+        "reportingInstance": f"rdma-node-agent-{NODE}",
+        "action": "CheckReadiness",
+        "reason": "RDMAReady",
+        "type": "Normal",
+        "note": "n",
+        "regarding": {"kind": "Node", "apiVersion": "v1", "name": NODE, "uid": NODE},
+    }
     series = {"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000001Z"}}
     events_v1: Any = client.EventsV1Api(api_client)  # (typed for its model; it takes a dict as well)
     ours = NodeApi(api_client)
     options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_preload_content": False}
-    read(events_v1.create_namespaced_event("default", {**event, "metadata": {"name": "a.1", "namespace": "default"}},
-                                           **options))  # fmt: skip
+    read(
+        events_v1.create_namespaced_event(
+            "default", {**event, "metadata": {"name": "a.1", "namespace": "default"}}, **options
+        )
+    )
     read(ours.create_event("default", {**event, "metadata": {"name": "a.2", "namespace": "default"}}, **options))
     read(events_v1.patch_namespaced_event("a.1", "default", series, _content_type=MERGE_PATCH, **options))
     read(ours.patch_event("default", "a.2", series, **options))

@@ -57,8 +57,13 @@ def test_kube_wiring_never_imports_core_v1_api_or_models(tmp_path: Path) -> None
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         child = subprocess.run(
             [sys.executable, "-c", CHILD, str(kubeconfig), NODE, LABEL],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert child.returncode == 0, child.stderr
         assert (api.count("list", resource="nodes"), api.count("patch", resource="nodes")) == (1, 1), api.counts()
         assert api.count("watch", resource="nodes") >= 1, api.counts()

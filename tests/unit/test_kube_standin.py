@@ -18,14 +18,31 @@ from tests.kube_standin import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, K
 
 NODE = "gpu-node-1"
 KUBELET = [
-    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
-     "message": "kubelet has sufficient memory available", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-     "lastTransitionTime": "2025-12-01T00:00:00Z"},
-    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
-     "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2025-12-01T00:00:00Z"},
-]  # fmt: skip
-OURS = {"type": "RDMAReady", "status": "True", "reason": "RDMAReady", "message": "RDMA is usable",
-        "lastHeartbeatTime": "2026-01-01T00:00:05Z", "lastTransitionTime": "2026-01-01T00:00:05Z"}  # fmt: skip
+    {
+        "type": "MemoryPressure",
+        "status": "False",
+        "reason": "KubeletHasSufficientMemory",
+        "message": "kubelet has sufficient memory available",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": "2025-12-01T00:00:00Z",
+    },
+    {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": "2025-12-01T00:00:00Z",
+    },
+]
+OURS = {
+    "type": "RDMAReady",
+    "status": "True",
+    "reason": "RDMAReady",
+    "message": "RDMA is usable",
+    "lastHeartbeatTime": "2026-01-01T00:00:05Z",
+    "lastTransitionTime": "2026-01-01T00:00:05Z",
+}
 
 
 @pytest.fixture
@@ -69,8 +86,9 @@ def test_strategic_merge_adds_a_condition_and_keeps_the_kubelets(api: KubeStandI
 
 def test_strategic_merge_merges_a_condition_field_by_field(api: KubeStandIn, api_client: Any) -> None:
     patch_status(api_client, {"status": {"conditions": [OURS]}}, STRATEGIC_MERGE_PATCH)
-    patch_status(api_client, {"status": {"conditions": [{"type": "RDMAReady", "status": "False"}]}},
-                 STRATEGIC_MERGE_PATCH)  # fmt: skip
+    patch_status(
+        api_client, {"status": {"conditions": [{"type": "RDMAReady", "status": "False"}]}}, STRATEGIC_MERGE_PATCH
+    )
     got = api.conditions(NODE)["RDMAReady"]
     assert got == {**OURS, "status": "False"}  # reason and message survive unless sent: send every field
     assert api.conditions(NODE)["Ready"] == KUBELET[1]
@@ -84,19 +102,18 @@ def test_a_merge_patch_replaces_the_whole_list(api: KubeStandIn, api_client: Any
 
 def test_delete_directive_removes_only_that_type(api: KubeStandIn, api_client: Any) -> None:
     patch_status(api_client, {"status": {"conditions": [OURS]}}, STRATEGIC_MERGE_PATCH)
-    patch_status(api_client, {"status": {"conditions": [{"type": "RDMAReady", "$patch": "delete"}]}},
-                 STRATEGIC_MERGE_PATCH)  # fmt: skip
+    patch_status(
+        api_client, {"status": {"conditions": [{"type": "RDMAReady", "$patch": "delete"}]}}, STRATEGIC_MERGE_PATCH
+    )
     assert list(api.conditions(NODE)) == ["MemoryPressure", "Ready"]
 
 
 def test_status_patch_keeps_spec_and_node_patch_keeps_status(api: KubeStandIn, api_client: Any) -> None:
     rv = api.resource_version
-    patch_status(api_client, {"spec": {"unschedulable": True}, "status": {"conditions": [OURS]}},
-                 STRATEGIC_MERGE_PATCH)  # fmt: skip
+    patch_status(api_client, {"spec": {"unschedulable": True}, "status": {"conditions": [OURS]}}, STRATEGIC_MERGE_PATCH)
     assert api.node(NODE)["spec"] == {} and "RDMAReady" in api.conditions(NODE)
     v1 = client.CoreV1Api(api_client)
-    v1.patch_node(NODE, {"status": {"conditions": None}, "metadata": {"labels": {"a": "b"}}},
-                  _content_type=MERGE_PATCH)  # fmt: skip
+    v1.patch_node(NODE, {"status": {"conditions": None}, "metadata": {"labels": {"a": "b"}}}, _content_type=MERGE_PATCH)
     assert api.labels(NODE)["a"] == "b" and "RDMAReady" in api.conditions(NODE)
     assert api.resource_version == rv + 2
 
@@ -109,22 +126,44 @@ def test_same_condition_again_is_no_write(api: KubeStandIn, api_client: Any) -> 
 
 
 STATUS_REFUSALS = [
-    ("item without its merge key", {"status": {"conditions": [{"status": "True"}]}}, STRATEGIC_MERGE_PATCH, 400,
-     "does not contain declared merge key: type"),
-    ("heartbeat not RFC 3339", {"status": {"conditions": [{**OURS, "lastHeartbeatTime": "2026-01-01 00:00:00"}]}},
-     STRATEGIC_MERGE_PATCH, 422, "parsing time"),
-    ("heartbeat without a zone", {"status": {"conditions": [{**OURS, "lastHeartbeatTime": "2026-01-01T00:00:00"}]}},
-     STRATEGIC_MERGE_PATCH, 422, "parsing time"),
-    ("unimplemented directive", {"status": {"$setElementOrder/conditions": [{"type": "Ready"}]}},
-     STRATEGIC_MERGE_PATCH, 400, "not implemented"),
+    (
+        "item without its merge key",
+        {"status": {"conditions": [{"status": "True"}]}},
+        STRATEGIC_MERGE_PATCH,
+        400,
+        "does not contain declared merge key: type",
+    ),
+    (
+        "heartbeat not RFC 3339",
+        {"status": {"conditions": [{**OURS, "lastHeartbeatTime": "2026-01-01 00:00:00"}]}},
+        STRATEGIC_MERGE_PATCH,
+        422,
+        "parsing time",
+    ),
+    (
+        "heartbeat without a zone",
+        {"status": {"conditions": [{**OURS, "lastHeartbeatTime": "2026-01-01T00:00:00"}]}},
+        STRATEGIC_MERGE_PATCH,
+        422,
+        "parsing time",
+    ),
+    (
+        "unimplemented directive",
+        {"status": {"$setElementOrder/conditions": [{"type": "Ready"}]}},
+        STRATEGIC_MERGE_PATCH,
+        400,
+        "not implemented",
+    ),
     ("json patch by index", [{"op": "remove", "path": "/status/conditions/5"}], JSON_PATCH, 422, "rejected"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("body", "content_type", "code", "fragment"), [c[1:] for c in STATUS_REFUSALS],
-                         ids=[c[0] for c in STATUS_REFUSALS])  # fmt: skip
-def test_status_patch_refusals(api: KubeStandIn, api_client: Any, body: Any, content_type: str, code: int,
-                               fragment: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "content_type", "code", "fragment"), [c[1:] for c in STATUS_REFUSALS], ids=[c[0] for c in STATUS_REFUSALS]
+)
+def test_status_patch_refusals(
+    api: KubeStandIn, api_client: Any, body: Any, content_type: str, code: int, fragment: str
+) -> None:
     rv = api.resource_version
     status = failure(lambda: patch_status(api_client, body, content_type))
     assert status["code"] == code and fragment in status["message"]
@@ -178,29 +217,51 @@ def _without(key: str) -> dict[str, Any]:
 
 
 EVENT_REFUSALS: list[tuple[str, Any, str, int, str]] = [
-    ("eventTime with 3 fractional digits", {**EVENT, "eventTime": "2026-01-01T00:00:00.123Z"}, "default", 400,
-     "parsing time"),
+    (
+        "eventTime with 3 fractional digits",
+        {**EVENT, "eventTime": "2026-01-01T00:00:00.123Z"},
+        "default",
+        400,
+        "parsing time",
+    ),
     ("no eventTime", _without("eventTime"), "default", 422, "eventTime: Required value"),
-    ("controller not a qualified name", {**EVENT, "reportingController": "rdma node agent"}, "default", 422,
-     "reportingController: Invalid value"),
+    (
+        "controller not a qualified name",
+        {**EVENT, "reportingController": "rdma node agent"},
+        "default",
+        422,
+        "reportingController: Invalid value",
+    ),
     ("no action", _without("action"), "default", 422, "action: Required value"),
     ("reason over 128", {**EVENT, "reason": "R" * 129}, "default", 422, "can have at most 128 characters"),
     ("note over 1 KiB", {**EVENT, "note": "n" * 1025}, "default", 422, "can have at most 1024 characters"),
     ("type Info", {**EVENT, "type": "Info"}, "default", 422, "type: Invalid value"),
-    ("series of one", {**EVENT, "series": {"count": 1, "lastObservedTime": EVENT["eventTime"]}}, "default", 422,
-     "should be at least 2"),
+    (
+        "series of one",
+        {**EVENT, "series": {"count": 1, "lastObservedTime": EVENT["eventTime"]}},
+        "default",
+        422,
+        "should be at least 2",
+    ),
     ("deprecated count set", {**EVENT, "deprecatedCount": 3}, "default", 422, "needs to be unset"),
-    ("a Node's event outside default/kube-system", {**EVENT, "metadata": {"name": "e.1"}}, "monitoring", 422,
-     "does not match event.namespace"),
+    (
+        "a Node's event outside default/kube-system",
+        {**EVENT, "metadata": {"name": "e.1"}},
+        "monitoring",
+        422,
+        "does not match event.namespace",
+    ),
     ("namespace differs from the URL", EVENT, "kube-system", 400, "does not match the namespace"),
     ("name not a DNS subdomain", {**EVENT, "metadata": {"name": "Gpu_Node.1"}}, "default", 422, "metadata.name"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("body", "namespace", "code", "fragment"), [c[1:] for c in EVENT_REFUSALS],
-                         ids=[c[0] for c in EVENT_REFUSALS])  # fmt: skip
-def test_event_create_refusals(api: KubeStandIn, api_client: Any, body: Any, namespace: str, code: int,
-                               fragment: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "namespace", "code", "fragment"), [c[1:] for c in EVENT_REFUSALS], ids=[c[0] for c in EVENT_REFUSALS]
+)
+def test_event_create_refusals(
+    api: KubeStandIn, api_client: Any, body: Any, namespace: str, code: int, fragment: str
+) -> None:
     status = failure(lambda: create(api_client, body, namespace))
     assert status["code"] == code and fragment in status["message"], status
     assert api.events(namespace) == []
@@ -212,8 +273,10 @@ def test_event_name_taken_is_a_conflict(api: KubeStandIn, api_client: Any) -> No
     assert (status["code"], status["reason"]) == (409, "AlreadyExists")
 
 
-@pytest.mark.parametrize("change", [{"reason": "Other"}, {"note": "changed"}, {"type": "Normal"},
-                                    {"regarding": {"kind": "Node", "name": "x"}}])  # fmt: skip
+@pytest.mark.parametrize(
+    "change",
+    [{"reason": "Other"}, {"note": "changed"}, {"type": "Normal"}, {"regarding": {"kind": "Node", "name": "x"}}],
+)
 def test_an_event_is_immutable_but_for_its_series(api: KubeStandIn, api_client: Any, change: dict[str, Any]) -> None:
     create(api_client, EVENT)
     status = failure(lambda: patch_event(api_client, change))

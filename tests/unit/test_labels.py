@@ -44,9 +44,7 @@ T0 = 1_753_000_000.0
 
 def _chars(device: str, n: int) -> tuple[CharDevice, ...]:
     return tuple(
-        CharDevice(
-            name=f"{kind}{n}", kind=kind, path=f"/dev/infiniband/{kind}{n}", present=True, rdma_device=device
-        )
+        CharDevice(name=f"{kind}{n}", kind=kind, path=f"/dev/infiniband/{kind}{n}", present=True, rdma_device=device)
         for kind in ("uverbs", "umad", "issm")
     )
 
@@ -55,8 +53,9 @@ RDMA_CM = CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_
 
 
 def _mlx5(address: str, device: str = "1017", **kw: Any) -> PciFunction:
-    base = PciFunction(address=address, vendor="15b3", device=device, pci_class="020000", driver="mlx5_core",
-                       numa_node=0)  # fmt: skip
+    base = PciFunction(
+        address=address, vendor="15b3", device=device, pci_class="020000", driver="mlx5_core", numa_node=0
+    )
     return replace(base, **kw)
 
 
@@ -105,9 +104,7 @@ def mlx5_snapshot(*, up: bool = True, mode: NetnsMode | None = NetnsMode.SHARED)
             sriov_numvfs=4,
             virtfns=vfs,
         ),
-        _mlx5(
-            "0000:3b:00.1", netdevs=("ens1f1np1",), rdma_devices=("mlx5_1",), sriov_totalvfs=8, sriov_numvfs=0
-        ),
+        _mlx5("0000:3b:00.1", netdevs=("ens1f1np1",), rdma_devices=("mlx5_1",), sriov_totalvfs=8, sriov_numvfs=0),
         _mlx5("0000:3b:00.2", "1018", netdevs=("ens1f0v0",), rdma_devices=("mlx5_2",), physfn="0000:3b:00.0"),
         # VFs handed to pods: their netdev and RDMA device live in the pods' namespaces.
         *(_mlx5(vf, "1018", physfn="0000:3b:00.0") for vf in vfs[1:]),
@@ -116,9 +113,7 @@ def mlx5_snapshot(*, up: bool = True, mode: NetnsMode | None = NetnsMode.SHARED)
         *_chars("mlx5_0", 0),
         *_chars("mlx5_1", 1),
         *_chars("mlx5_2", 2),
-        CharDevice(
-            name="uverbs3", kind="uverbs", path="/dev/infiniband/uverbs3", present=True, rdma_device="rxe0"
-        ),
+        CharDevice(name="uverbs3", kind="uverbs", path="/dev/infiniband/uverbs3", present=True, rdma_device="rxe0"),
         RDMA_CM,
     )
     return NodeSnapshot(
@@ -210,10 +205,7 @@ def test_validate_label_names_key_and_reason() -> None:
         "invalid key 'x/ready-': name part must consist of alphanumeric characters, '-', '_' or '.', "
         "and must start and end with an alphanumeric character"
     )
-    assert (
-        validate_label(P + "x", "a" * 64)
-        == f"invalid value {'a' * 64!r} for {P}x: must be no more than 63 bytes"
-    )
+    assert validate_label(P + "x", "a" * 64) == f"invalid value {'a' * 64!r} for {P}x: must be no more than 63 bytes"
 
 
 @pytest.mark.parametrize(
@@ -256,16 +248,22 @@ def _without_kind(snapshot: NodeSnapshot, kind: str) -> NodeSnapshot:
     [
         (mlx5_snapshot(), _enforcement(), []),
         (mlx5_snapshot(), None, []),  # before the enforce stage reports, mode and reboot hold
-        (replace(mlx5_snapshot(), devices=(), pci_functions=(), char_devices=()), None,
-         ["rdma_device_present", "port_link_up", "uverbs_present", "rdma_cm_present"]),
-        (replace(mlx5_snapshot(up=False), devices=mlx5_snapshot(up=False).devices[:3]), None,
-         ["port_link_up", "uverbs_present"]),
+        (
+            replace(mlx5_snapshot(), devices=(), pci_functions=(), char_devices=()),
+            None,
+            ["rdma_device_present", "port_link_up", "uverbs_present", "rdma_cm_present"],
+        ),
+        (
+            replace(mlx5_snapshot(up=False), devices=mlx5_snapshot(up=False).devices[:3]),
+            None,
+            ["port_link_up", "uverbs_present"],
+        ),
         (_without_kind(mlx5_snapshot(), "uverbs"), None, ["uverbs_present"]),
         (_without_kind(mlx5_snapshot(), "rdma_cm"), None, ["rdma_cm_present"]),
         (mlx5_snapshot(), _enforcement(compliant=False), ["netns_mode_compliant"]),
         (mlx5_snapshot(), _enforcement(reboot=True), ["no_reboot_required"]),
     ],
-)  # fmt: skip
+)
 def test_node_ready(snapshot: NodeSnapshot, enforcement: EnforcementState | None, failing: list[str]) -> None:
     assert node_ready(snapshot, enforcement) == (not failing, failing)
 
@@ -331,9 +329,7 @@ def test_labels_do_not_change_when_a_pod_takes_a_vf() -> None:
     after = replace(
         before,
         devices=tuple(d for d in before.devices if d.name != "mlx5_2"),
-        pci_functions=tuple(
-            replace(f, netdevs=(), rdma_devices=()) if f.physfn else f for f in before.pci_functions
-        ),
+        pci_functions=tuple(replace(f, netdevs=(), rdma_devices=()) if f.physfn else f for f in before.pci_functions),
         char_devices=tuple(c for c in before.char_devices if c.rdma_device != "mlx5_2"),
     )
     assert desired_labels(after, None, P) == desired_labels(before, None, P)
@@ -341,9 +337,7 @@ def test_labels_do_not_change_when_a_pod_takes_a_vf() -> None:
 
 def test_infiniband_and_sriov_absent() -> None:
     snap = mlx5_snapshot()
-    devices = tuple(
-        replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snap.devices
-    )
+    devices = tuple(replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snap.devices)
     functions = tuple(replace(f, sriov_totalvfs=None) for f in snap.pci_functions)
     labels = desired_labels(replace(snap, devices=devices, pci_functions=functions), None, P)
     assert labels[P + "link-layer.infiniband"] == "true"
@@ -360,9 +354,7 @@ def test_prefix_is_applied() -> None:
 def test_invalid_label_is_dropped_logged_and_reported(caplog: pytest.LogCaptureFixture) -> None:
     snap = mlx5_snapshot()
     odd = "x" * 70  # a link layer sysfs could print; the label name would exceed 63 bytes
-    devices = tuple(
-        replace(d, ports=tuple(replace(p, link_layer=odd) for p in d.ports)) for d in snap.devices
-    )
+    devices = tuple(replace(d, ports=tuple(replace(p, link_layer=odd) for p in d.ports)) for d in snap.devices)
     snap = replace(snap, devices=devices)
     labels = desired_labels(snap, None, P)
     assert not any("link-layer" in k for k in labels)
@@ -492,9 +484,7 @@ def test_plan_node_patch_lifecycle() -> None:
         "metadata": {"labels": {P + "ready": None}, "annotations": {key: f"{P}capable"}}
     }
     # Labels already right but the record was lost: only the record is written.
-    assert plan_node_patch(labels, {}, desired, P) == {
-        "metadata": {"annotations": {key: f"{P}capable,{P}ready"}}
-    }
+    assert plan_node_patch(labels, {}, desired, P) == {"metadata": {"annotations": {key: f"{P}capable,{P}ready"}}}
     # Nothing desired any more (e.g. publisher switched off): our labels and the record go.
     assert plan_node_patch(labels, annotations, {}, P) == {
         "metadata": {"labels": {P + "capable": None, P + "ready": None}, "annotations": {key: None}}

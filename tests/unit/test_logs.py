@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=REPO,
-                          env=environment, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=REPO, env=environment, timeout=60
+    )
 
 
 @pytest.fixture
@@ -76,16 +77,25 @@ def test_json_lines_carry_structured_fields_and_tracebacks_on_one_line() -> None
         log.exception("it broke")
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert (first["level"], first["logger"], first["code"], first["errno"], first["device"]) == (
-        "warning", "agent.test", "netns_mode_busy", 16, "mlx5_0")  # fmt: skip
+        "warning",
+        "agent.test",
+        "netns_mode_busy",
+        16,
+        "mlx5_0",
+    )
     assert second["exception"] == "ValueError: bad\nthing" and "Traceback" in second["traceback"]
     logs.configure("info", "text", stream=io.StringIO())
 
 
 @pytest.mark.parametrize(
     ("flag", "code"),
-    [([], 0), (["--fail-on-problems"], 3), (["--fail-on-problems=modprobe_invalid_value"], 3),
-     (["--fail-on-problems=persist_failed,port_down"], 0)],
-)  # fmt: skip
+    [
+        ([], 0),
+        (["--fail-on-problems"], 3),
+        (["--fail-on-problems=modprobe_invalid_value"], 3),
+        (["--fail-on-problems=persist_failed,port_down"], 0),
+    ],
+)
 def test_fail_on_problems_exit_code(host: Path, flag: list[str], code: int) -> None:
     result = _run(["status", "--no-kubernetes", f"--host-root={host}", *flag])
     assert result.returncode == code, result.stderr
@@ -102,10 +112,20 @@ def test_fail_on_problems_without_problems_exits_0(tmp_path: Path) -> None:
 def test_the_serving_line_is_logged_once(host: Path) -> None:
     """One line per event: the listener announces itself once (it used to be twice)."""
     environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "agent", "run", "--no-kubernetes", f"--host-root={host}",
-            "--metrics-bind-address=127.0.0.1:0", "--health-bind-address=127.0.0.1:0", "--interval=1h"]  # fmt: skip
-    agent = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
-                             env=environment)  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "run",
+        "--no-kubernetes",
+        f"--host-root={host}",
+        "--metrics-bind-address=127.0.0.1:0",
+        "--health-bind-address=127.0.0.1:0",
+        "--interval=1h",
+    ]
+    agent = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO, env=environment
+    )
     try:
         assert agent.stderr is not None
         seen = []
@@ -120,3 +140,32 @@ def test_the_serving_line_is_logged_once(host: Path) -> None:
     serving = [line for line in [*seen, *rest.splitlines()] if "serving /metrics" in line]
     assert len(serving) == 1, seen + rest.splitlines()
     assert agent.returncode == 0
+
+
+class _BrokenStream(io.StringIO):
+    """stderr in the middle of another write: what a signal handler that logs would meet."""
+
+    def write(self, text: str) -> int:
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+
+def test_a_signal_stops_the_agent_even_while_stderr_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SIGTERM handler only sets events; logging is the main thread's. (It used to log first: a
+    SIGTERM landing during a write to stderr raised in the handler, the stop event was never set, and
+    the agent ran on — 2 runs in 15 of the test above hung.)"""
+    from agent.cli import _install_signal_handlers
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    busy = _BrokenStream()
+    logs.configure("info", "text", stream=busy)
+    monkeypatch.setattr(sys, "stderr", busy)  # logging's own error report goes there: it raises too
+    try:
+        signals = _install_signal_handlers()
+        signal.raise_signal(signal.SIGHUP)
+        assert signals.wake.is_set() and not signals.stop.is_set()
+        signal.raise_signal(signal.SIGTERM)
+        assert signals.stop.is_set() and signals.received == [signal.SIGHUP, signal.SIGTERM]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        logs.configure("info", "text", stream=io.StringIO())

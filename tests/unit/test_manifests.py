@@ -20,7 +20,8 @@ import yaml
 
 import agent
 from agent.errors import ConfigError
-from agent.settings import SETTINGS, SETTINGS_BY_KEY, parse_bind_address
+from agent.settings import SETTINGS, SETTINGS_BY_KEY
+from agent.settingvalues import parse_bind_address
 from tests.manifests import (
     COMPONENTS,
     CONFIG_ENV,
@@ -76,13 +77,19 @@ def test_kustomize_renders_exactly_the_agents_objects(rendered: list[Obj]) -> No
     assert configmap.startswith("rdma-node-agent-") and configmap != "rdma-node-agent-"
     volumes = {v["name"]: v for v in one(rendered, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == configmap
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
-                      "ValidatingAdmissionPolicyBinding"}  # fmt: skip
+    cluster_scoped = {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for obj in rendered:
         # Events about a Node live where the kubelet puts them: the Role for them is in "default";
         # the device plugin's ConfigMap where the plugin keeps it (Spiderpool's: kube-system).
         namespace = {"rdma-node-agent-events": "default", "rdma-node-agent-device-plugin-config": "kube-system"}.get(
-            obj["metadata"]["name"], NAMESPACE)  # fmt: skip
+            obj["metadata"]["name"], NAMESPACE
+        )
         assert obj["metadata"].get("namespace") == (None if obj["kind"] in cluster_scoped else namespace), obj["kind"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "rdma-node-agent", obj["kind"]
 
@@ -144,8 +151,11 @@ def test_rbac_is_its_node_its_node_status_and_events(rendered: list[Obj]) -> Non
     assert events["metadata"]["namespace"] == "default"  # the kubelet's namespace for Node events
     assert events["rules"] == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]
     events_binding = one(rendered, "RoleBinding", "rdma-node-agent-events")
-    assert events_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                         "name": "rdma-node-agent-events"}  # fmt: skip
+    assert events_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "rdma-node-agent-events",
+    }
     assert events_binding["subjects"] == one(rendered, "ClusterRoleBinding")["subjects"]
     binding = one(rendered, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -268,9 +278,15 @@ def _mebibytes(quantity: str) -> int:
 # The DaemonSet against the agent's real command line, settings and paths.
 
 
-VARIANTS = {"base": (), "reboot-sentinel": ("reboot-sentinel",), "nfd-features": ("nfd-features",),
-            "both": COMPONENTS, "managed": MANAGED, "managed exclusive": ("netns-exclusive",),
-            "all": COMPONENTS + MANAGED}  # fmt: skip
+VARIANTS = {
+    "base": (),
+    "reboot-sentinel": ("reboot-sentinel",),
+    "nfd-features": ("nfd-features",),
+    "both": COMPONENTS,
+    "managed": MANAGED,
+    "managed exclusive": ("netns-exclusive",),
+    "all": COMPONENTS + MANAGED,
+}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -308,9 +324,14 @@ def test_config_file_defaults(rendered: list[Obj], tmp_path: Path) -> None:
     assert config.device_plugin_configmap == ("kube-system", "spiderpool-rdma-shared-device-plugin")
     assert config.device_plugin_configmap_key == "config.json"
     role = one(rendered, "Role", "rdma-node-agent-device-plugin-config")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                              "resourceNames": ["spiderpool-rdma-shared-device-plugin"],
-                              "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["spiderpool-rdma-shared-device-plugin"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
 
 
 def test_a_bad_config_file_is_caught(rendered: list[Obj], tmp_path: Path) -> None:
@@ -349,7 +370,9 @@ def test_monitoring_objects_only_with_the_component(rendered: list[Obj], monitor
     # Without the prometheus-operator CRDs `kubectl apply` of a ServiceMonitor fails: not by default.
     assert not [o for o in rendered if o["apiVersion"].startswith("monitoring.coreos.com/")]
     assert sorted(o["kind"] for o in monitored if o["apiVersion"].startswith("monitoring.coreos.com/")) == [
-        "PrometheusRule", "ServiceMonitor"]  # fmt: skip
+        "PrometheusRule",
+        "ServiceMonitor",
+    ]
     assert [o for o in monitored if not o["apiVersion"].startswith("monitoring.coreos.com/")] == rendered
 
 
@@ -358,33 +381,60 @@ def test_one_place_for_shared_settings(tmp_path: Path) -> None:
     # runbook links: a user's component patching it changes all of them, and nothing else.
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
-        "patches": [{"target": {"kind": "ConfigMap", "name": "rdma-node-agent-settings"}, "patch": yaml.safe_dump([
-            {"op": "replace", "path": "/data/labelPrefix", "value": "rdma.example.com/"},
-            {"op": "replace", "path": "/data/prometheusJob", "value": "monitoring/rdma"},
-            {"op": "replace", "path": "/data/runbookBaseUrl", "value": "https://wiki.example.com/rdma"},
-            {"op": "replace", "path": "/data/devicePluginConfigMapNamespace", "value": "spiderpool"},
-            {"op": "replace", "path": "/data/devicePluginConfigMapName", "value": "rdma-devices"},
-        ])}],
-    }))  # fmt: skip
+    (mine / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+                "kind": "Component",
+                "patches": [
+                    {
+                        "target": {"kind": "ConfigMap", "name": "rdma-node-agent-settings"},
+                        "patch": yaml.safe_dump(
+                            [
+                                {"op": "replace", "path": "/data/labelPrefix", "value": "rdma.example.com/"},
+                                {"op": "replace", "path": "/data/prometheusJob", "value": "monitoring/rdma"},
+                                {
+                                    "op": "replace",
+                                    "path": "/data/runbookBaseUrl",
+                                    "value": "https://wiki.example.com/rdma",
+                                },
+                                {
+                                    "op": "replace",
+                                    "path": "/data/devicePluginConfigMapNamespace",
+                                    "value": "spiderpool",
+                                },
+                                {"op": "replace", "path": "/data/devicePluginConfigMapName", "value": "rdma-devices"},
+                            ]
+                        ),
+                    }
+                ],
+            }
+        )
+    )
     root = tmp_path / "k"
     root.mkdir()
     rel = Path(os.path.relpath(REPO, root))
-    (root / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [str(rel / "manifests")],
-        "components": ["../mine", str(rel / "manifests/components/monitoring")],
-    }))  # fmt: skip
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(rel / "manifests")],
+                "components": ["../mine", str(rel / "manifests/components/monitoring")],
+            }
+        )
+    )
     objects = kustomize(root)
     assert agent_config(objects, tmp_path / "mounts").label_prefix == "rdma.example.com/"
     prefix = next(v for v in one(objects, "ValidatingAdmissionPolicy")["spec"]["variables"] if v["name"] == "prefix")
     assert prefix["expression"] == "'rdma.example.com/'"
     rules = [r for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
     scrape = {r["alert"]: r["expr"] for r in rules if "up{" in r["expr"]}
-    assert scrape == {"RdmaNodeAgentDown": 'up{job="monitoring/rdma"} == 0',
-                      "RdmaNodeAgentAbsent": 'absent(up{job="monitoring/rdma"})'}  # fmt: skip
+    assert scrape == {
+        "RdmaNodeAgentDown": 'up{job="monitoring/rdma"} == 0',
+        "RdmaNodeAgentAbsent": 'absent(up{job="monitoring/rdma"})',
+    }
     assert {r["annotations"]["runbook_url"] for r in rules} == {
-        f"https://wiki.example.com/rdma/{r['alert']}.md" for r in rules}  # fmt: skip
+        f"https://wiki.example.com/rdma/{r['alert']}.md" for r in rules
+    }
     config = agent_config(objects, tmp_path / "mounts2")
     assert config.device_plugin_configmap == ("spiderpool", "rdma-devices")
     role = one(objects, "Role", "rdma-node-agent-device-plugin-config")
@@ -402,10 +452,15 @@ def test_monitoring_takes_kube_prometheus_stacks_release_label_from_an_overlay(t
     root.mkdir()
     rel = Path(os.path.relpath(REPO, root))
     patch = "- {op: add, path: /metadata/labels/release, value: kps}"
-    (root / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [str(rel / "manifests")], "components": [str(rel / "manifests/components/monitoring")],
-        "patches": [{"target": {"group": "monitoring.coreos.com"}, "patch": patch}],
-    }))  # fmt: skip
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(rel / "manifests")],
+                "components": [str(rel / "manifests/components/monitoring")],
+                "patches": [{"target": {"group": "monitoring.coreos.com"}, "patch": patch}],
+            }
+        )
+    )
     objects = kustomize(root)
     assert [o["metadata"]["labels"].get("release") for o in objects if o["kind"] in CRD_KINDS] == ["kps", "kps"]
     assert all("release" not in o["metadata"]["labels"] for o in objects if o["kind"] not in CRD_KINDS)

@@ -115,8 +115,13 @@ def _stages(**failed: bool) -> tuple[StageHealth, ...]:
 def mlx5_snapshot() -> NodeSnapshot:
     devices = (
         _mlx5("mlx5_0", 0, "0000:3b:00.0", rdma_port("ens1f0np0", netdev_index=4), ("issm0", "umad0", "uverbs0")),
-        _mlx5("mlx5_1", 1, "0000:3b:00.1", rdma_port("ens1f1np1", up=False, netdev_index=5, rate="10 Gb/sec (4X SDR)"),
-              ("issm1", "umad1", "uverbs1")),
+        _mlx5(
+            "mlx5_1",
+            1,
+            "0000:3b:00.1",
+            rdma_port("ens1f1np1", up=False, netdev_index=5, rate="10 Gb/sec (4X SDR)"),
+            ("issm1", "umad1", "uverbs1"),
+        ),
         _mlx5("mlx5_2", 2, "0000:3b:00.2", rdma_port("ens1f0v0", netdev_index=9), ("issm2", "umad2", "uverbs2")),
     )
     pci = (

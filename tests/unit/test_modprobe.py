@@ -31,13 +31,32 @@ def opt(source: str, raw: str, value: NetnsMode | None) -> ModprobeOption:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1", True), ("Y", True), ("y", True), ("yes", True), ("on", True), ("ON", True), ("true", True),
-        ("T", True), ("0", False), ("N", False), ("no", False), ("off", False), ("Off", False),
-        ("false", False), ("F", False), ("10", True),  # only the first character counts
-        ("", None), ("o", None), ("oz", None), ("exclusive", None), ("shared", None), ("2", None),
-        ("-1", None), (" 0", None),
+        ("1", True),
+        ("Y", True),
+        ("y", True),
+        ("yes", True),
+        ("on", True),
+        ("ON", True),
+        ("true", True),
+        ("T", True),
+        ("0", False),
+        ("N", False),
+        ("no", False),
+        ("off", False),
+        ("Off", False),
+        ("false", False),
+        ("F", False),
+        ("10", True),  # only the first character counts
+        ("", None),
+        ("o", None),
+        ("oz", None),
+        ("exclusive", None),
+        ("shared", None),
+        ("2", None),
+        ("-1", None),
+        (" 0", None),
     ],
-)  # fmt: skip
+)
 def test_kstrtobool(text: str, expected: bool | None) -> None:
     assert modprobe.kstrtobool(text) is expected
 
@@ -85,8 +104,10 @@ def test_kernel_args(args: str, expected: list[tuple[str, str | None]]) -> None:
         ("   # options ib_core netns_mode=0\n", []),  # not a comment to kmod, but a bad line: ignored
         ("  options ib_core netns_mode=0\n", [("f:1", "0", EXCL)]),  # leading blanks are fine
         ("options ib_core \\\n    netns_mode=0\n", [("f:1", "0", EXCL)]),
-        ("\n\noptions ib_core log_level=1 \\\nnetns_mode=0\noptions ib_core netns_mode=1\n",
-         [("f:3", "0", EXCL), ("f:5", "1", SHARED)]),  # continuation keeps later line numbers right
+        (
+            "\n\noptions ib_core log_level=1 \\\nnetns_mode=0\noptions ib_core netns_mode=1\n",
+            [("f:3", "0", EXCL), ("f:5", "1", SHARED)],
+        ),  # continuation keeps later line numbers right
         ("options ib_core netns\\_mode=0\n", [("f:1", "0", EXCL)]),  # backslash + char: char kept
         ("options ib_core\n", []),
         ("options mlx5_core netns_mode=0\noptions ib_core_x netns_mode=0\n", []),
@@ -94,7 +115,7 @@ def test_kernel_args(args: str, expected: list[tuple[str, str | None]]) -> None:
         ("options ib_core -- netns_mode=0\n", []),
         ("Options ib_core netns_mode=0\n", []),  # commands are case-sensitive
     ],
-)  # fmt: skip
+)
 def test_parse_conf(text: str, expected: list[tuple[str, str, NetnsMode | None]]) -> None:
     assert modprobe.parse_conf(text, "f") == tuple(opt(*e) for e in expected)
 
@@ -112,12 +133,14 @@ def test_logical_lines_follow_kmod_freadline_wrapped() -> None:
     [
         ("none", ["/etc/modprobe.d/blacklist.conf"]),
         ("shadowed", ["/etc/modprobe.d/ib_core.conf"]),
-        ("ordering", ["/etc/modprobe.d/00-local.conf", "/lib/modprobe.d/50-distro.conf",
-                      "/usr/lib/modprobe.d/zz-vendor.conf"]),
+        (
+            "ordering",
+            ["/etc/modprobe.d/00-local.conf", "/lib/modprobe.d/50-distro.conf", "/usr/lib/modprobe.d/zz-vendor.conf"],
+        ),
         ("hidden", ["/etc/modprobe.d/ib_core.conf"]),
         ("no-such-tree", []),
     ],
-)  # fmt: skip
+)
 def test_effective_order_of_fixture_trees(tree: str, expected: list[str]) -> None:
     roots = roots_of(tree)
     assert [roots.display(p) for p in [c.path for c in modprobe.conf_files(roots)]] == expected
@@ -172,26 +195,54 @@ CMDLINE = "/proc/cmdline"
     [
         ("none", "", None, None, [], []),
         ("exclusive", "", EXCL, f"{IB}:1", [(f"{IB}:1", "0", EXCL)], []),
-        ("seed_appended", "", EXCL, f"{IB}:3",
-         [(f"{IB}:1", "0", EXCL), (f"{IB}:2", "0", EXCL), (f"{IB}:3", "0", EXCL)],
-         [("modprobe_duplicate", f"{IB}:1"), ("modprobe_duplicate", f"{IB}:2")]),
+        (
+            "seed_appended",
+            "",
+            EXCL,
+            f"{IB}:3",
+            [(f"{IB}:1", "0", EXCL), (f"{IB}:2", "0", EXCL), (f"{IB}:3", "0", EXCL)],
+            [("modprobe_duplicate", f"{IB}:1"), ("modprobe_duplicate", f"{IB}:2")],
+        ),
         ("shadowed", "", EXCL, f"{IB}:1", [(f"{IB}:1", "0", EXCL)], []),
-        ("ordering", "", SHARED, "/usr/lib/modprobe.d/zz-vendor.conf:1",
-         [("/etc/modprobe.d/00-local.conf:1", "0", EXCL), ("/usr/lib/modprobe.d/zz-vendor.conf:1", "1", SHARED)],
-         [("modprobe_conflict", "/etc/modprobe.d/00-local.conf:1")]),
-        ("exclusive", "quiet ib_core.netns_mode=1", SHARED, CMDLINE,
-         [(f"{IB}:1", "0", EXCL), (CMDLINE, "1", SHARED)], [("modprobe_conflict", f"{IB}:1")]),
-        ("exclusive", "ib_core.netns_mode=0", EXCL, CMDLINE,
-         [(f"{IB}:1", "0", EXCL), (CMDLINE, "0", EXCL)], [("modprobe_duplicate", f"{IB}:1")]),
+        (
+            "ordering",
+            "",
+            SHARED,
+            "/usr/lib/modprobe.d/zz-vendor.conf:1",
+            [("/etc/modprobe.d/00-local.conf:1", "0", EXCL), ("/usr/lib/modprobe.d/zz-vendor.conf:1", "1", SHARED)],
+            [("modprobe_conflict", "/etc/modprobe.d/00-local.conf:1")],
+        ),
+        (
+            "exclusive",
+            "quiet ib_core.netns_mode=1",
+            SHARED,
+            CMDLINE,
+            [(f"{IB}:1", "0", EXCL), (CMDLINE, "1", SHARED)],
+            [("modprobe_conflict", f"{IB}:1")],
+        ),
+        (
+            "exclusive",
+            "ib_core.netns_mode=0",
+            EXCL,
+            CMDLINE,
+            [(f"{IB}:1", "0", EXCL), (CMDLINE, "0", EXCL)],
+            [("modprobe_duplicate", f"{IB}:1")],
+        ),
         ("none", "ib-core.netns-mode=N", EXCL, CMDLINE, [(CMDLINE, "N", EXCL)], []),
         ("invalid", "", None, None, [(f"{IB}:1", "exclusive", None)], [("modprobe_invalid_value", f"{IB}:1")]),
-        ("exclusive", "ib_core.netns_mode=bogus", EXCL, f"{IB}:1",
-         [(f"{IB}:1", "0", EXCL), (CMDLINE, "bogus", None)], [("modprobe_invalid_value", CMDLINE)]),
+        (
+            "exclusive",
+            "ib_core.netns_mode=bogus",
+            EXCL,
+            f"{IB}:1",
+            [(f"{IB}:1", "0", EXCL), (CMDLINE, "bogus", None)],
+            [("modprobe_invalid_value", CMDLINE)],
+        ),
         ("comments", "", EXCL, "/etc/modprobe.d/rdma.conf:4", [("/etc/modprobe.d/rdma.conf:4", "0", EXCL)], []),
         ("hyphen", "", EXCL, "/etc/modprobe.d/rdma.conf:1", [("/etc/modprobe.d/rdma.conf:1", "off", EXCL)], []),
         ("hidden", "", EXCL, f"{IB}:1", [(f"{IB}:1", "0", EXCL)], []),
     ],
-)  # fmt: skip
+)
 def test_persisted_verdict(
     tree: str,
     cmdline: str,

@@ -36,22 +36,35 @@ WAIT = 10.0
 T0 = 1_795_000_000.0
 HOUR = 3600.0
 KUBELET = [
-    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
-     "message": "kubelet has sufficient memory available", "lastHeartbeatTime": "2026-11-01T00:00:00Z",
-     "lastTransitionTime": "2026-10-01T00:00:00Z"},
-    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
-     "lastHeartbeatTime": "2026-11-01T00:00:00Z", "lastTransitionTime": "2026-10-01T00:00:00Z"},
-]  # fmt: skip
+    {
+        "type": "MemoryPressure",
+        "status": "False",
+        "reason": "KubeletHasSufficientMemory",
+        "message": "kubelet has sufficient memory available",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+    {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+]
 
 
 def snapshot(*, port_up: bool = True, second_port_up: bool = True) -> NodeSnapshot:
     ports = (rdma_port("ens1f0np0", up=port_up), replace(rdma_port("ens1f1np1", up=second_port_up), port=2))
     device = RdmaDevice(name="mlx5_0", ports=ports, char_devices=("uverbs0",))
-    chars = (CharDevice(name="uverbs0", kind="uverbs", path="/dev/infiniband/uverbs0", present=True,
-                        rdma_device="mlx5_0"),
-             CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True))  # fmt: skip
-    return NodeSnapshot(taken_at=T0, netlink_available=True, devices=(device,), char_devices=chars,
-                        netns_mode=NetnsMode.SHARED)  # fmt: skip
+    chars = (
+        CharDevice(name="uverbs0", kind="uverbs", path="/dev/infiniband/uverbs0", present=True, rdma_device="mlx5_0"),
+        CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True),
+    )
+    return NodeSnapshot(
+        taken_at=T0, netlink_available=True, devices=(device,), char_devices=chars, netns_mode=NetnsMode.SHARED
+    )
 
 
 def state(**kwargs: Any) -> AgentState:
@@ -80,16 +93,27 @@ def test_not_ready_names_the_cause_and_every_failing_rule() -> None:
 
 
 def test_reboot_required_reason() -> None:
-    enforcement = EnforcementState(desired=DesiredMode.EXCLUSIVE, live=NetnsMode.SHARED, persisted=NetnsMode.EXCLUSIVE,
-                                   compliant=False, reboot_required=True,
-                                   problems=(Problem(code="netns_mode_busy", message="busy"),))  # fmt: skip
+    enforcement = EnforcementState(
+        desired=DesiredMode.EXCLUSIVE,
+        live=NetnsMode.SHARED,
+        persisted=NetnsMode.EXCLUSIVE,
+        compliant=False,
+        reboot_required=True,
+        problems=(Problem(code="netns_mode_busy", message="busy"),),
+    )
     condition = desired_condition(snapshot(), enforcement, enforcement.problems)
     assert (condition.status, condition.reason) == ("False", "NetnsModeBusy")
     assert "netns_mode_compliant" in condition.message and "no_reboot_required" in condition.message
 
 
-@pytest.mark.parametrize(("code", "reason"), [("port_down", "PortDown"), ("no_rdma_netlink", "NoRdmaNetlink"),
-                                              ("netns_mode_not_compliant", "NetnsModeNotCompliant")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("port_down", "PortDown"),
+        ("no_rdma_netlink", "NoRdmaNetlink"),
+        ("netns_mode_not_compliant", "NetnsModeNotCompliant"),
+    ],
+)
 def test_reasons_are_camel_case_codes(code: str, reason: str) -> None:
     assert camel(code) == reason
 
@@ -102,8 +126,14 @@ DOWN = desired_condition(snapshot(port_up=False, second_port_up=False), None, ()
 
 def test_plan_writes_the_whole_condition_first() -> None:
     wanted = plan_condition(None, READY, T0, HOUR)
-    assert wanted == {"type": "RDMAReady", "status": "True", "reason": "RDMAReady", "message": READY.message,
-                      "lastHeartbeatTime": rfc3339(T0), "lastTransitionTime": rfc3339(T0)}  # fmt: skip
+    assert wanted == {
+        "type": "RDMAReady",
+        "status": "True",
+        "reason": "RDMAReady",
+        "message": READY.message,
+        "lastHeartbeatTime": rfc3339(T0),
+        "lastTransitionTime": rfc3339(T0),
+    }
 
 
 def test_plan_is_quiet_until_the_heartbeat() -> None:
@@ -253,9 +283,7 @@ def test_zero_requests_over_100_steady_cycles(
     assert api.counts() == before
 
 
-def test_a_flapping_port_writes_nothing(
-    api: KubeStandIn, watcher: NodeWatcher, publisher: ConditionPublisher
-) -> None:
+def test_a_flapping_port_writes_nothing(api: KubeStandIn, watcher: NodeWatcher, publisher: ConditionPublisher) -> None:
     clock = Clock()
     stage = ConditionStage(60.0, publisher, timer=clock, clock=lambda: T0 + clock.now)
     stage(state())
@@ -271,9 +299,7 @@ def test_a_flapping_port_writes_nothing(
     assert api.count("patch", resource="nodes/status") == 2
 
 
-def test_a_failed_publish_fails_the_stage_with_the_condition(
-    publisher: ConditionPublisher, api: KubeStandIn
-) -> None:
+def test_a_failed_publish_fails_the_stage_with_the_condition(publisher: ConditionPublisher, api: KubeStandIn) -> None:
     api.fail_next("patch", 403, resource="nodes/status")
     with pytest.raises(StageError, match="node condition not published") as info:
         ConditionStage(60.0, publisher)(state())

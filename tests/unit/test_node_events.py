@@ -48,8 +48,12 @@ NOT_READY = NodeCondition(type="RDMAReady", status="False", reason="PortDown", m
 
 
 def enforcement(**kwargs: Any) -> EnforcementState:
-    base: dict[str, Any] = {"desired": DesiredMode.EXCLUSIVE, "live": NetnsMode.SHARED, "persisted": None,
-                            "compliant": False}  # fmt: skip
+    base: dict[str, Any] = {
+        "desired": DesiredMode.EXCLUSIVE,
+        "live": NetnsMode.SHARED,
+        "persisted": None,
+        "compliant": False,
+    }
     return EnforcementState(**{**base, **kwargs})
 
 
@@ -67,26 +71,61 @@ TRANSITIONS = [
     ("steady", agent_state(condition=READY), agent_state(condition=READY), []),
     ("readiness lost", agent_state(condition=READY), agent_state(condition=NOT_READY), ["RDMANotReady"]),
     ("readiness back", agent_state(condition=NOT_READY), agent_state(condition=READY), ["RDMAReady"]),
-    ("mode switched", agent_state(enforcement=enforcement()),
-     agent_state(enforcement=enforcement(live=NetnsMode.EXCLUSIVE, compliant=True)), ["NetnsModeSwitched"]),
-    ("reboot required", agent_state(enforcement=enforcement()),
-     agent_state(enforcement=enforcement(reboot_required=True, reboot_reason="busy")), ["RebootRequired"]),
-    ("reboot no longer required", agent_state(enforcement=enforcement(reboot_required=True)),
-     agent_state(enforcement=enforcement()), ["RebootNotRequired"]),
-    ("persisted mode ignored", agent_state(enforcement=enforcement()),
-     agent_state(enforcement=enforcement(persisted=NetnsMode.EXCLUSIVE, persisted_ineffective=True)),
-     ["PersistedNetnsModeIgnored"]),
-    ("allocatable to zero", agent_state(resources=(ResourceAmount(name=RESOURCE, capacity=8, allocatable=8),)),
-     agent_state(resources=(ResourceAmount(name=RESOURCE, capacity=8, allocatable=0),)), ["AllocatableZero"]),
-    ("expected resource vanished", agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)),
-     agent_state(expected_resources=(RESOURCE,)), ["AllocatableZero"]),
-    ("unexpected resource vanished", agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)),
-     agent_state(), []),
-    ("allocatable back", agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=0),)),
-     agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)), ["AllocatableRecovered"]),
-    ("selector stops matching", agent_state(selectors=(SelectorMatch(resource=RESOURCE, matched=2, summary="s"),)),
-     agent_state(selectors=(SelectorMatch(resource=RESOURCE, matched=0, summary="s"),)), ["SelectorMatchesNothing"]),
-]  # fmt: skip
+    (
+        "mode switched",
+        agent_state(enforcement=enforcement()),
+        agent_state(enforcement=enforcement(live=NetnsMode.EXCLUSIVE, compliant=True)),
+        ["NetnsModeSwitched"],
+    ),
+    (
+        "reboot required",
+        agent_state(enforcement=enforcement()),
+        agent_state(enforcement=enforcement(reboot_required=True, reboot_reason="busy")),
+        ["RebootRequired"],
+    ),
+    (
+        "reboot no longer required",
+        agent_state(enforcement=enforcement(reboot_required=True)),
+        agent_state(enforcement=enforcement()),
+        ["RebootNotRequired"],
+    ),
+    (
+        "persisted mode ignored",
+        agent_state(enforcement=enforcement()),
+        agent_state(enforcement=enforcement(persisted=NetnsMode.EXCLUSIVE, persisted_ineffective=True)),
+        ["PersistedNetnsModeIgnored"],
+    ),
+    (
+        "allocatable to zero",
+        agent_state(resources=(ResourceAmount(name=RESOURCE, capacity=8, allocatable=8),)),
+        agent_state(resources=(ResourceAmount(name=RESOURCE, capacity=8, allocatable=0),)),
+        ["AllocatableZero"],
+    ),
+    (
+        "expected resource vanished",
+        agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)),
+        agent_state(expected_resources=(RESOURCE,)),
+        ["AllocatableZero"],
+    ),
+    (
+        "unexpected resource vanished",
+        agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)),
+        agent_state(),
+        [],
+    ),
+    (
+        "allocatable back",
+        agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=0),)),
+        agent_state(resources=(ResourceAmount(name=RESOURCE, allocatable=8),)),
+        ["AllocatableRecovered"],
+    ),
+    (
+        "selector stops matching",
+        agent_state(selectors=(SelectorMatch(resource=RESOURCE, matched=2, summary="s"),)),
+        agent_state(selectors=(SelectorMatch(resource=RESOURCE, matched=0, summary="s"),)),
+        ["SelectorMatchesNothing"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("prev", "now", "expected"), [c[1:] for c in TRANSITIONS], ids=[c[0] for c in TRANSITIONS])
@@ -102,8 +141,9 @@ def test_writing_the_file_is_recorded_when_it_happens_unless_it_failed() -> None
     write = Action(kind=ActionKind.WRITE_PERSISTED, mode=NetnsMode.EXCLUSIVE, reason="persist exclusive")
     done = agent_state(enforcement=enforcement(applied=(write,)))
     assert reasons(None, done) == ["PersistedNetnsMode"]
-    failed = replace(done, enforcement=enforcement(applied=(write,), problems=(Problem(code="persist_failed",
-                                                                                       message="x"),)))  # fmt: skip
+    failed = replace(
+        done, enforcement=enforcement(applied=(write,), problems=(Problem(code="persist_failed", message="x"),))
+    )
     assert reasons(None, failed) == []
 
 
@@ -256,8 +296,9 @@ def test_the_stage_records_transitions_only(api: KubeStandIn, recorder: tuple[Ev
     assert rec.stats.by_reason == {"RDMANotReady": 1, "RDMAReady": 1}
 
 
-@pytest.mark.parametrize(("prev", "now", "expected"), [c[1:] for c in TRANSITIONS if c[3]],
-                         ids=[c[0] for c in TRANSITIONS if c[3]])  # fmt: skip
+@pytest.mark.parametrize(
+    ("prev", "now", "expected"), [c[1:] for c in TRANSITIONS if c[3]], ids=[c[0] for c in TRANSITIONS if c[3]]
+)
 def test_each_transition_reaches_the_server_as_a_valid_event(
     api: KubeStandIn, recorder: tuple[EventRecorder, Clock], prev: AgentState, now: AgentState, expected: list[str]
 ) -> None:

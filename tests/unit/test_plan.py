@@ -29,13 +29,25 @@ from agent.reconcile.plan import (
 
 SH, EX = NetnsMode.SHARED, NetnsMode.EXCLUSIVE
 FILE = "/etc/modprobe.d/ib_core.conf"
-W, S, SIG, CLR = (ActionKind.WRITE_PERSISTED, ActionKind.SET_RUNTIME_MODE, ActionKind.SIGNAL_REBOOT,
-                  ActionKind.CLEAR_REBOOT)  # fmt: skip
+W, S, SIG, CLR = (
+    ActionKind.WRITE_PERSISTED,
+    ActionKind.SET_RUNTIME_MODE,
+    ActionKind.SIGNAL_REBOOT,
+    ActionKind.CLEAR_REBOOT,
+)
 BOOT = 1_700_000_000.0
 
 
-def snap(live: NetnsMode | None, persisted: NetnsMode | None = None, *, netns: int = 0, release: str = "6.1.0-56-amd64",
-         mofed: str | None = None, source: str | None = None, mtime: float | None = None) -> NodeSnapshot:  # fmt: skip
+def snap(
+    live: NetnsMode | None,
+    persisted: NetnsMode | None = None,
+    *,
+    netns: int = 0,
+    release: str = "6.1.0-56-amd64",
+    mofed: str | None = None,
+    source: str | None = None,
+    mtime: float | None = None,
+) -> NodeSnapshot:
     option = (
         ModprobeOption(source=source or f"{FILE}:3", raw=str(persisted.kernel_value), value=persisted)
         if persisted
@@ -61,10 +73,23 @@ def file_for(mode: NetnsMode | None) -> str | None:
     return None if mode is None else managed_file_content(None, mode)
 
 
-def run(s: NodeSnapshot, desired: DesiredMode, text: str | None, memory: EnforcerMemory | None = None,
-        now: float = BOOT + 100) -> EnforcementState:  # fmt: skip
-    return plan(PlanInput(snapshot=s, desired=desired, managed_file_text=text, managed_file_display=FILE,
-                          memory=memory or EnforcerMemory(), now=now))  # fmt: skip
+def run(
+    s: NodeSnapshot,
+    desired: DesiredMode,
+    text: str | None,
+    memory: EnforcerMemory | None = None,
+    now: float = BOOT + 100,
+) -> EnforcementState:
+    return plan(
+        PlanInput(
+            snapshot=s,
+            desired=desired,
+            managed_file_text=text,
+            managed_file_display=FILE,
+            memory=memory or EnforcerMemory(),
+            now=now,
+        )
+    )
 
 
 BUSY = EnforcerMemory(runtime_attempts=1, last_attempt=BOOT + 50, last_errno=errno.EBUSY, next_attempt=BOOT + 650)
@@ -91,17 +116,34 @@ BUSY = EnforcerMemory(runtime_attempts=1, last_attempt=BOOT + 50, last_errno=err
         # EBUSY remembered, window over: one more SYS_SET
         (SH, EX, DesiredMode.EXCLUSIVE, 1, BUSY, BOOT + 650, [S, SIG], False, True),
         # converged after a reboot was signalled: clear it
-        (EX, EX, DesiredMode.EXCLUSIVE, 0, replace(BUSY, reboot_signalled=True, last_errno=None), 0, [CLR], True,
-         False),
+        (
+            EX,
+            EX,
+            DesiredMode.EXCLUSIVE,
+            0,
+            replace(BUSY, reboot_signalled=True, last_errno=None),
+            0,
+            [CLR],
+            True,
+            False,
+        ),
         # back to shared
         (EX, EX, DesiredMode.SHARED, 0, None, 0, [W, S], False, False),
         # no RDMA at all (ib_core not loaded): persist for the next load, nothing at runtime
         (None, None, DesiredMode.EXCLUSIVE, 0, None, 0, [W], True, False),
     ],
-)  # fmt: skip
-def test_plan_table(live: NetnsMode | None, file_mode: NetnsMode | None, desired: DesiredMode, netns: int,
-                    memory: EnforcerMemory | None, now: float, actions: list[ActionKind], compliant: bool,
-                    reboot: bool) -> None:  # fmt: skip
+)
+def test_plan_table(
+    live: NetnsMode | None,
+    file_mode: NetnsMode | None,
+    desired: DesiredMode,
+    netns: int,
+    memory: EnforcerMemory | None,
+    now: float,
+    actions: list[ActionKind],
+    compliant: bool,
+    reboot: bool,
+) -> None:
     state = run(snap(live, file_mode, netns=netns), desired, file_for(file_mode), memory, now or BOOT + 100)
     assert [a.kind for a in state.plan] == actions
     assert (state.compliant, state.reboot_required) == (compliant, reboot)
@@ -119,9 +161,12 @@ def test_busy_reports_namespace_count_and_next_attempt() -> None:
 
 @pytest.mark.parametrize(
     ("code", "problem"),
-    [(errno.EPERM, "netns_mode_eperm"), (errno.EPROTONOSUPPORT, "netns_mode_no_netlink"),
-     (errno.EINVAL, "netns_mode_set_failed")],
-)  # fmt: skip
+    [
+        (errno.EPERM, "netns_mode_eperm"),
+        (errno.EPROTONOSUPPORT, "netns_mode_no_netlink"),
+        (errno.EINVAL, "netns_mode_set_failed"),
+    ],
+)
 def test_other_refusals_are_their_own_problems_and_no_reboot(code: int, problem: str) -> None:
     memory = replace(BUSY, last_errno=code)
     state = run(snap(SH, EX), DesiredMode.EXCLUSIVE, file_for(EX), memory, BOOT + 100)
@@ -131,10 +176,16 @@ def test_other_refusals_are_their_own_problems_and_no_reboot(code: int, problem:
 
 @pytest.mark.parametrize(
     ("release", "mofed", "supported"),
-    [("5.2.0-1-amd64", None, False), ("5.3.0", None, True), ("4.18.0-553.el8_10.x86_64", "MLNX_OFED_LINUX-4.7-3.2.9.0",
-     True), ("4.18.0-553.el8_10.x86_64", "4.6-1.0.1.1", False), ("6.12.95+deb12-amd64", None, True), (None, None, None),
-     ("garbage", None, None)],
-)  # fmt: skip
+    [
+        ("5.2.0-1-amd64", None, False),
+        ("5.3.0", None, True),
+        ("4.18.0-553.el8_10.x86_64", "MLNX_OFED_LINUX-4.7-3.2.9.0", True),
+        ("4.18.0-553.el8_10.x86_64", "4.6-1.0.1.1", False),
+        ("6.12.95+deb12-amd64", None, True),
+        (None, None, None),
+        ("garbage", None, None),
+    ],
+)
 def test_exclusive_prerequisites(release: str | None, mofed: str | None, supported: bool | None) -> None:
     assert exclusive_supported(release, mofed) is supported
 
@@ -199,8 +250,15 @@ def test_managed_file_header_is_not_duplicated_and_user_lines_keep_position() ->
 
 def test_dry_run_predicts_reboot_from_namespaces() -> None:
     s = snap(SH, EX, netns=4)
-    given = PlanInput(snapshot=s, desired=DesiredMode.EXCLUSIVE, managed_file_text=file_for(EX),
-                      managed_file_display=FILE, memory=EnforcerMemory(), now=BOOT, dry_run=True)  # fmt: skip
+    given = PlanInput(
+        snapshot=s,
+        desired=DesiredMode.EXCLUSIVE,
+        managed_file_text=file_for(EX),
+        managed_file_display=FILE,
+        memory=EnforcerMemory(),
+        now=BOOT,
+        dry_run=True,
+    )
     state = plan(given)
     assert state.reboot_required and state.reboot_reason is not None
     assert "will refuse" in state.reboot_reason and "(4 now)" in state.reboot_reason

@@ -161,9 +161,22 @@ def test_status_reports_a_selector_problem_from_the_configmap(
     roots = load_tree("rxe-dummy-veth", tmp_path)
     api.put_node("gpu-1", capacity={RESOURCE: "0"}, allocatable={RESOURCE: "0"})
     api.put_configmap(NAMESPACE, NAME, {"config.json": SPIDERPOOL})
-    argv = ["status", "--json", "--host-root", str(roots.root), "--sys-root", str(roots.sysfs),
-            "--dev-root", str(roots.devfs), "--proc-root", str(tmp_path / "no-proc"),
-            "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")), "--node-name", "gpu-1"]  # fmt: skip
+    argv = [
+        "status",
+        "--json",
+        "--host-root",
+        str(roots.root),
+        "--sys-root",
+        str(roots.sysfs),
+        "--dev-root",
+        str(roots.devfs),
+        "--proc-root",
+        str(tmp_path / "no-proc"),
+        "--kubeconfig",
+        str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+        "--node-name",
+        "gpu-1",
+    ]
     assert main(argv, env={}) == 0
     doc = json.loads(capsys.readouterr().out)
     jsonschema.validate(doc, load_schema())

@@ -102,11 +102,14 @@ def test_parse_ofed_info(script: str, expected: str | None) -> None:
         ({"usr/bin/ofed_info": (FIXTURES / "ofed_info").read_text()}, [], "5.8-1.0.1.1"),
         ({"sys/module/mlx5_core/version": "25.10-1.7.1\n"}, ["sys/module/mlx_compat"], "25.10-1.7.1"),
         ({"sys/module/mlx5_core/version": "5.0-0\n"}, [], None),  # old inbox mlx5_core had a version too
-        ({"usr/bin/ofed_info": "#!/bin/sh\n", "sys/module/mlx5_core/version": "5.8-1.0.1\n"},
-         ["sys/module/mlx_compat"], "5.8-1.0.1"),
+        (
+            {"usr/bin/ofed_info": "#!/bin/sh\n", "sys/module/mlx5_core/version": "5.8-1.0.1\n"},
+            ["sys/module/mlx_compat"],
+            "5.8-1.0.1",
+        ),
         ({}, [], None),
     ],
-)  # fmt: skip
+)
 def test_read_mofed_version(tmp_path: Path, files: dict[str, str], dirs: list[str], expected: str | None) -> None:
     for relative, text in files.items():
         write(tmp_path / relative, text)

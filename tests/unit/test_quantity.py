@@ -44,8 +44,14 @@ def test_parse_quantity(text: str, value: int | None) -> None:
 
 def test_resources_from_node_seed_example() -> None:
     """The seed guide's SR-IOV node: the shared plugin's resource is 0, the VFs are 8."""
-    capacity = {"cpu": "56", "memory": "131779740Ki", HCA: "0", SRIOV: "8", "rdma/hca_shared_devices_a": "1k",
-                "nvidia.com/gpu": "8"}  # fmt: skip
+    capacity = {
+        "cpu": "56",
+        "memory": "131779740Ki",
+        HCA: "0",
+        SRIOV: "8",
+        "rdma/hca_shared_devices_a": "1k",
+        "nvidia.com/gpu": "8",
+    }
     allocatable = {"cpu": "56", HCA: "0", SRIOV: "8", "spidernet.io/odd": "500m"}
     assert resources_from_node(capacity, allocatable, ("spidernet.io/", "rdma/")) == (
         ResourceAmount(name="rdma/hca_shared_devices_a", capacity=1000, allocatable=None),

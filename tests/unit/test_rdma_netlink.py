@@ -32,10 +32,15 @@ def test_device_dump_matches_iproute2(kernel: str) -> None:
     devices = [nl.parse_device(a) for a in nl.decode(reply_bytes(kernel, "dev_get_dump"))]
     expected = iproute2_json(kernel, "strace_rdma_j_dev_show")
     got = [
-        {"ifindex": d.index, "ifname": d.name, "node_type": d.node_type, "node_guid": d.node_guid,
-         "sys_image_guid": d.sys_image_guid}
+        {
+            "ifindex": d.index,
+            "ifname": d.name,
+            "node_type": d.node_type,
+            "node_guid": d.node_guid,
+            "sys_image_guid": d.sys_image_guid,
+        }
         for d in devices
-    ]  # fmt: skip
+    ]
     assert got == expected
     assert [(d.protocol, d.port_count, d.fw_version) for d in devices] == [("roce", 1, None)] * 2
 

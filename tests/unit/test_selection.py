@@ -18,20 +18,42 @@ def test_plugin_devices() -> None:
     """PCI network functions with an RDMA device in sysfs: not the Intel NIC Soft-RoCE runs over, not the
     VFs whose RDMA devices sit in pods."""
     assert plugin_devices(mlx5_snapshot()) == (
-        PluginDevice(address="0000:3b:00.0", vendor="15b3", device_id="1017", driver="mlx5_core",
-                     if_name="ens1f0np0", link_type="ether", rdma_devices=("mlx5_0",), missing=()),
-        PluginDevice(address="0000:3b:00.1", vendor="15b3", device_id="1017", driver="mlx5_core",
-                     if_name="ens1f1np1", link_type="ether", rdma_devices=("mlx5_1",), missing=()),
-        PluginDevice(address="0000:3b:00.2", vendor="15b3", device_id="1018", driver="mlx5_core",
-                     if_name="ens1f0v0", link_type="ether", rdma_devices=("mlx5_2",), missing=()),
-    )  # fmt: skip
+        PluginDevice(
+            address="0000:3b:00.0",
+            vendor="15b3",
+            device_id="1017",
+            driver="mlx5_core",
+            if_name="ens1f0np0",
+            link_type="ether",
+            rdma_devices=("mlx5_0",),
+            missing=(),
+        ),
+        PluginDevice(
+            address="0000:3b:00.1",
+            vendor="15b3",
+            device_id="1017",
+            driver="mlx5_core",
+            if_name="ens1f1np1",
+            link_type="ether",
+            rdma_devices=("mlx5_1",),
+            missing=(),
+        ),
+        PluginDevice(
+            address="0000:3b:00.2",
+            vendor="15b3",
+            device_id="1018",
+            driver="mlx5_core",
+            if_name="ens1f0v0",
+            link_type="ether",
+            rdma_devices=("mlx5_2",),
+            missing=(),
+        ),
+    )
 
 
 def test_plugin_devices_infiniband_missing_chars_and_class() -> None:
     snap = single_pf()
-    ib = tuple(
-        replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snap.devices
-    )
+    ib = tuple(replace(d, ports=tuple(replace(p, link_layer="InfiniBand") for p in d.ports)) for d in snap.devices)
     snap = without(replace(snap, devices=ib), "umad0", "rdma_cm")
     (device,) = plugin_devices(snap)
     assert (device.link_type, device.missing) == ("infiniband", ("rdma_cm", "umad"))
@@ -57,9 +79,7 @@ def test_plugin_devices_infiniband_missing_chars_and_class() -> None:
         (mlx5_snapshot(), Selectors(vendors=("0x15b3",)), [0]),
     ],
 )
-def test_match_selectors(
-    snapshot: NodeSnapshot, fixture_or_selectors: str | Selectors, matched: list[int]
-) -> None:
+def test_match_selectors(snapshot: NodeSnapshot, fixture_or_selectors: str | Selectors, matched: list[int]) -> None:
     if isinstance(fixture_or_selectors, str):
         cfg = config(fixture_or_selectors)
     else:
@@ -79,10 +99,7 @@ def test_selector_summary() -> None:
     assert [m.summary for m in match_selectors(plugin_view(mlx5_snapshot()), config("all-selectors.json"))] == [
         "15b3:1017, drivers mlx5_core, ifNames ens1f0np0, linkTypes ether"
     ]
-    assert (
-        Selectors(vendors=("15b3",), device_ids=("1017", "1018")).summary()
-        == "vendors 15b3, deviceIDs 1017,1018"
-    )
+    assert Selectors(vendors=("15b3",), device_ids=("1017", "1018")).summary() == "vendors 15b3, deviceIDs 1017,1018"
 
 
 def test_char_device_node_absent_from_dev_counts_as_missing() -> None:

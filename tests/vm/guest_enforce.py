@@ -78,8 +78,7 @@ def converge_after_netns_removed(agent: Agent, clock: Clock, label: str, log: li
 
 def scenario(desired: DesiredMode, start: str, log: list[dict[str, Any]]) -> None:
     clock = Clock()
-    config = Config(netns_mode=desired, interval_seconds=30, runtime_retry_seconds=RETRY,
-                    reboot_sentinel=SENTINEL)  # fmt: skip
+    config = Config(netns_mode=desired, interval_seconds=30, runtime_retry_seconds=RETRY, reboot_sentinel=SENTINEL)
     agent = Agent(config, netlink=Counting, clock=clock)
     name = f"{start}->{desired.value}"
     sh("ip", "netns", "add", "x")
@@ -117,8 +116,7 @@ def main() -> int:
     Counting.sys_sets.clear()
     # 3. the same back to shared
     scenario(DesiredMode.SHARED, "exclusive", log)
-    json.dump({"log": log, "sys_sets_exclusive": sys_sets_exclusive, "sys_sets_shared": Counting.sys_sets},
-              sys.stdout)  # fmt: skip
+    json.dump({"log": log, "sys_sets_exclusive": sys_sets_exclusive, "sys_sets_shared": Counting.sys_sets}, sys.stdout)
     return 0
 
 

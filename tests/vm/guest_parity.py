@@ -110,8 +110,11 @@ def record(name: str) -> dict[str, Any]:
 def main() -> int:
     for module in ("igb", "igbvf", "rdma_rxe", "ib_uverbs", "ib_umad", "rdma_ucm"):
         sh("modprobe", module)
-    pf = next(n.name for n in (SYS / "class/net").iterdir() if read(n / "device/vendor") == "0x8086"
-              and read(n / "device/device") == "0x10c9")  # fmt: skip
+    pf = next(
+        n.name
+        for n in (SYS / "class/net").iterdir()
+        if read(n / "device/vendor") == "0x8086" and read(n / "device/device") == "0x10c9"
+    )
     sh("ip", "link", "set", pf, "up")
     (SYS / f"class/net/{pf}/device/sriov_numvfs").write_text("2")
     deadline = time.monotonic() + 60

@@ -54,10 +54,17 @@ def test_ports_equal_rdma_link_show(scenarios: list[Scenario], step: int) -> Non
         for p in d["ports"]
     )
     theirs = sorted(
-        (x["ifindex"], x["ifname"], x["port"], x.get("state"), x.get("physical_state"), x.get("netdev"),
-         x.get("netdev_index"))
+        (
+            x["ifindex"],
+            x["ifname"],
+            x["port"],
+            x.get("state"),
+            x.get("physical_state"),
+            x.get("netdev"),
+            x.get("netdev_index"),
+        )
         for x in s["rdma_link"]
-    )  # fmt: skip
+    )
     assert ours == theirs
     assert all(p["link_layer"] == "Ethernet" for d in s["agent"]["devices"] for p in d["ports"])
 
@@ -122,4 +129,3 @@ def test_status_is_valid_against_schema(scenarios: list[Scenario]) -> None:
 
     for s in scenarios:
         jsonschema.validate(s["agent"], load_schema())
-

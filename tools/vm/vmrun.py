@@ -141,10 +141,13 @@ def qemu_argv(qemu: str, kernel: Kernel, outdir: Path, *, igb: bool, memory: int
         machine = ["-M", "q35", "-cpu", "max"]
         virtio9p = "virtio-9p-pci"
         nic = [
-            "-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=0,addr=3",
-            "-netdev", "user,id=n0,restrict=on",
-            "-device", "igb,bus=rp0,netdev=n0,romfile=",
-        ]  # fmt: skip
+            "-device",
+            "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=0,addr=3",
+            "-netdev",
+            "user,id=n0,restrict=on",
+            "-device",
+            "igb,bus=rp0,netdev=n0,romfile=",
+        ]
     else:
         # not microvm: its kernel boot dies in ~half the runs under TCG (divide error in start_kernel)
         machine = ["-M", "pc", "-cpu", "max"]
@@ -153,20 +156,34 @@ def qemu_argv(qemu: str, kernel: Kernel, outdir: Path, *, igb: bool, memory: int
     return [
         qemu,
         *machine,
-        "-accel", "tcg,thread=multi",
-        "-m", str(memory),
-        "-smp", str(smp),
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-serial", "stdio",
-        "-kernel", str(kernel.vmlinux),
-        "-initrd", str(kernel.initramfs),
-        "-append", cmdline,
-        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-        "-device", f"{virtio9p},fsdev=hostroot,mount_tag=hostroot",
-        "-fsdev", f"local,id=rnaout,path={outdir},security_model=none",
-        "-device", f"{virtio9p},fsdev=rnaout,mount_tag=rnaout",
+        "-accel",
+        "tcg,thread=multi",
+        "-m",
+        str(memory),
+        "-smp",
+        str(smp),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel.vmlinux),
+        "-initrd",
+        str(kernel.initramfs),
+        "-append",
+        cmdline,
+        "-fsdev",
+        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        f"{virtio9p},fsdev=hostroot,mount_tag=hostroot",
+        "-fsdev",
+        f"local,id=rnaout,path={outdir},security_model=none",
+        "-device",
+        f"{virtio9p},fsdev=rnaout,mount_tag=rnaout",
         *nic,
-    ]  # fmt: skip
+    ]
 
 
 # PID 1 of the final root (after switch_root): run the command, record its exit code, power off.

@@ -92,9 +92,13 @@ class NodeApi:
         return self._list("/api/v1/nodes", {}, query, _preload_content, _request_timeout)
 
     def list_namespaced_config_map(
-        self, namespace: str, *, _preload_content: bool, _request_timeout: Timeout = None,
+        self,
+        namespace: str,
+        *,
+        _preload_content: bool,
+        _request_timeout: Timeout = None,
         **query: bool | str | int | None,
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         """``GET /api/v1/namespaces/{namespace}/configmaps`` (``CoreV1Api.list_namespaced_config_map``)."""
         path = "/api/v1/namespaces/{namespace}/configmaps"
         return self._list(path, {"namespace": namespace}, query, _preload_content, _request_timeout)
@@ -110,8 +114,15 @@ class NodeApi:
         _request_timeout: Timeout = None,
     ) -> Any:
         """``PATCH /api/v1/nodes/{name}`` with ``body`` as ``_content_type`` (default: JSON patch)."""
-        return self._patch("/api/v1/nodes/{name}", {"name": name}, body, field_manager, _content_type,
-                           _preload_content, _request_timeout)  # fmt: skip
+        return self._patch(
+            "/api/v1/nodes/{name}",
+            {"name": name},
+            body,
+            field_manager,
+            _content_type,
+            _preload_content,
+            _request_timeout,
+        )
 
     def patch_node_status(
         self,
@@ -124,8 +135,15 @@ class NodeApi:
         _request_timeout: Timeout = None,
     ) -> Any:
         """``PATCH /api/v1/nodes/{name}/status`` (``CoreV1Api.patch_node_status``)."""
-        return self._patch("/api/v1/nodes/{name}/status", {"name": name}, body, field_manager, _content_type,
-                           _preload_content, _request_timeout)  # fmt: skip
+        return self._patch(
+            "/api/v1/nodes/{name}/status",
+            {"name": name},
+            body,
+            field_manager,
+            _content_type,
+            _preload_content,
+            _request_timeout,
+        )
 
     def create_event(
         self,
@@ -161,29 +179,59 @@ class NodeApi:
         """``PATCH /apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}`` with a merge patch
         (``EventsV1Api.patch_namespaced_event``)."""
         path = "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}"
-        return self._patch(path, {"namespace": namespace, "name": name}, body, field_manager, MERGE_PATCH,
-                           _preload_content, _request_timeout)  # fmt: skip
+        return self._patch(
+            path,
+            {"namespace": namespace, "name": name},
+            body,
+            field_manager,
+            MERGE_PATCH,
+            _preload_content,
+            _request_timeout,
+        )
 
     def _list(
-        self, path: str, path_params: Mapping[str, str], query: Mapping[str, bool | str | int | None],
-        preload_content: bool, request_timeout: Timeout,
-    ) -> Any:  # fmt: skip
+        self,
+        path: str,
+        path_params: Mapping[str, str],
+        query: Mapping[str, bool | str | int | None],
+        preload_content: bool,
+        request_timeout: Timeout,
+    ) -> Any:
         unknown = sorted(set(query) - set(_LIST_QUERY))
         if unknown:
             raise TypeError(f"unexpected list options: {', '.join(unknown)}")
-        return self._call("GET", path, path_params=path_params,
-                          query={wire: query.get(name) for name, wire in _LIST_QUERY.items()},
-                          accepts=_LIST_ACCEPTS, preload_content=preload_content,
-                          request_timeout=request_timeout)  # fmt: skip
+        return self._call(
+            "GET",
+            path,
+            path_params=path_params,
+            query={wire: query.get(name) for name, wire in _LIST_QUERY.items()},
+            accepts=_LIST_ACCEPTS,
+            preload_content=preload_content,
+            request_timeout=request_timeout,
+        )
 
     def _patch(
-        self, path: str, path_params: Mapping[str, str], body: Mapping[str, Any], field_manager: str | None,
-        content_type: str | None, preload_content: bool, request_timeout: Timeout,
-    ) -> Any:  # fmt: skip
-        return self._call("PATCH", path, path_params=path_params, query={"fieldManager": field_manager},
-                          accepts=_PATCH_ACCEPTS, body=body, content_type=content_type,
-                          content_types=_PATCH_CONTENT_TYPES, preload_content=preload_content,
-                          request_timeout=request_timeout)  # fmt: skip
+        self,
+        path: str,
+        path_params: Mapping[str, str],
+        body: Mapping[str, Any],
+        field_manager: str | None,
+        content_type: str | None,
+        preload_content: bool,
+        request_timeout: Timeout,
+    ) -> Any:
+        return self._call(
+            "PATCH",
+            path,
+            path_params=path_params,
+            query={"fieldManager": field_manager},
+            accepts=_PATCH_ACCEPTS,
+            body=body,
+            content_type=content_type,
+            content_types=_PATCH_CONTENT_TYPES,
+            preload_content=preload_content,
+            request_timeout=request_timeout,
+        )
 
     def _call(
         self,

@@ -239,13 +239,24 @@ class EventRecorder:
     def _send(self, request: Request) -> None:
         try:
             if request.create is not None:
-                response = self._api.create_event(NAMESPACE, request.create, field_manager=FIELD_MANAGER,
-                                                  _preload_content=False, _request_timeout=self._timeout)  # fmt: skip
+                response = self._api.create_event(
+                    NAMESPACE,
+                    request.create,
+                    field_manager=FIELD_MANAGER,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
                 kind = "created"
             else:
                 assert request.patch is not None
-                response = self._api.patch_event(NAMESPACE, request.name, request.patch, field_manager=FIELD_MANAGER,
-                                                 _preload_content=False, _request_timeout=self._timeout)  # fmt: skip
+                response = self._api.patch_event(
+                    NAMESPACE,
+                    request.name,
+                    request.patch,
+                    field_manager=FIELD_MANAGER,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
                 kind = "patched"
             read_json(response)
         except TRANSPORT_ERRORS as err:

@@ -136,8 +136,10 @@ def _publishable(desired: Mapping[str, str], prefix: str) -> _Publishable:
 
 def _advice(failure: ApiFailure) -> str:
     if failure.status == 403:
-        return (" (RBAC must grant list, watch and patch on nodes, and the admission policy allows only this"
-                " node and the agent's prefix: see docs/kubernetes.md)")  # fmt: skip
+        return (
+            " (RBAC must grant list, watch and patch on nodes, and the admission policy allows only this"
+            " node and the agent's prefix: see docs/kubernetes.md)"
+        )
     if failure.status == 409:
         return " (the watch will deliver the current Node; retrying next cycle)"
     if failure.status == 422:

@@ -89,10 +89,21 @@ class ConditionPublisher:
             except TRANSPORT_ERRORS as err:
                 failure = describe_failure(err)
                 self._view.forget()
-                logger.warning("patching the %s condition of node %s failed: %s", CONDITION_TYPE, self._watcher.name,
-                               failure, extra={"node": self._watcher.name})  # fmt: skip
+                logger.warning(
+                    "patching the %s condition of node %s failed: %s",
+                    CONDITION_TYPE,
+                    self._watcher.name,
+                    failure,
+                    extra={"node": self._watcher.name},
+                )
                 return ConditionResult(written=wanted, error=failure)
             self._view.wrote(node, answer)
-            logger.info("node %s condition %s=%s (%s)", self._watcher.name, CONDITION_TYPE, wanted["status"],
-                        wanted["reason"], extra={"node": self._watcher.name})  # fmt: skip
+            logger.info(
+                "node %s condition %s=%s (%s)",
+                self._watcher.name,
+                CONDITION_TYPE,
+                wanted["status"],
+                wanted["reason"],
+                extra={"node": self._watcher.name},
+            )
             return ConditionResult(written=wanted)

@@ -53,8 +53,11 @@ def _frozen(value: Any) -> Mapping[str, str]:
 def _conditions(value: Any) -> Mapping[str, Mapping[str, str]]:
     if not isinstance(value, list) or not value:
         return _NO_CONDITIONS
-    out = {str(c["type"]): _frozen({k: v for k, v in c.items() if v is not None})
-           for c in value if isinstance(c, Mapping) and c.get("type")}  # fmt: skip
+    out = {
+        str(c["type"]): _frozen({k: v for k, v in c.items() if v is not None})
+        for c in value
+        if isinstance(c, Mapping) and c.get("type")
+    }
     return MappingProxyType(out)
 
 
@@ -262,8 +265,9 @@ class ObjectWatcher(Generic[T]):
                 with self._cond:
                     self._healthy = False
                     self._failing = True
-                    self._stats = WatcherStats(**{**_stats_dict(self._stats), "failures": self._stats.failures + 1,
-                                                  "last_error": str(failure)})  # fmt: skip
+                    self._stats = WatcherStats(
+                        **{**_stats_dict(self._stats), "failures": self._stats.failures + 1, "last_error": str(failure)}
+                    )
                     self._cond.notify_all()
                 logger.warning("watching %s %s failed: %s; resyncing in %.1fs", self.kind, self.name, failure, delay)
                 if self._wait(delay):
