@@ -301,7 +301,6 @@ class SysfsCache:
         # Last cycle's answers, given again while what they were made of is unchanged: fewer objects
         # to build, and objects the snapshot's merge can tell unchanged by identity.
         self._rdma_prev: dict[Key, tuple[_RdmaStatic, RdmaDevice]] = {}
-        self._pci_prev: dict[Key, tuple[_PciStatic, PciFunction]] = {}
         self._links_memo: dict[str, tuple[dict[str, int], dict[str, str | None]]] = {}
         self._on_functions_memo: (
             tuple[dict[str, str | None], dict[str, str | None], dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]
@@ -793,7 +792,6 @@ def read_pci_functions(
     except OSError:
         present = None  # cannot list: look each address up
     keys: set[Key] = set()
-    previous, cache._pci_prev = cache._pci_prev, {}
     virtfns, cache._virtfns = cache._virtfns, {}
 
     def read(address: str, errors: _Errors) -> PciFunction | None:
@@ -804,7 +802,7 @@ def read_pci_functions(
             return None
         key = (address, ino)
         keys.add(key)
-        return _read_pci_function(cache, path, key, errors, netdevs_of, rdma_of, previous, virtfns)
+        return _read_pci_function(cache, path, key, errors, netdevs_of, rdma_of, virtfns)
 
     queue = sorted({a for a in extra if parse_pci_address(a)} | netdevs_of.keys() | rdma_of.keys())
     seen = set(queue)
@@ -859,12 +857,10 @@ def _read_pci_function(
     errors: _Errors,
     netdevs_of: dict[str, tuple[str, ...]],
     rdma_of: dict[str, tuple[str, ...]],
-    previous: dict[Key, tuple[_PciStatic, PciFunction]],
     virtfns: dict[Key, VirtfnMemo],
 ) -> PciFunction | None:
     """One ``bus/pci/devices/<address>``: ids (``"0x%04x\\n"``), class, driver, NUMA node, SR-IOV
-    (``sriov_totalvfs``/``sriov_numvfs`` exist on capable PFs only; ``physfn``; ``virtfnN``). Last
-    cycle's object is given again when nothing in it changed."""
+    (``sriov_totalvfs``/``sriov_numvfs`` exist on capable PFs only; ``physfn``; ``virtfnN``)."""
     address = key[0]
     cached = cache._pci.get(key)
     if isinstance(cached, _PciStatic):
@@ -884,17 +880,7 @@ def _read_pci_function(
         totalvfs = _parsed(static.real + "/sriov_totalvfs", parse_int, errors, "sriov_totalvfs")
         numvfs = _parsed(static.real + "/sriov_numvfs", parse_int, errors, "sriov_numvfs")
         vfs = _virtfns(static.real, key, numvfs, virtfns, cache._virtfns)
-    netdevs = netdevs_of.get(address, ())
-    rdma_devices = rdma_of.get(address, ())
-    last = previous.get(key)
-    if last is not None and last[0] is static:
-        old = last[1]
-        if (old.driver, old.sriov_totalvfs, old.sriov_numvfs, old.virtfns, old.netdevs, old.rdma_devices) == (
-            driver, totalvfs, numvfs, vfs, netdevs, rdma_devices,
-        ):  # fmt: skip
-            cache._pci_prev[key] = last
-            return old
-    function = PciFunction(
+    return PciFunction(
         address=address,
         vendor=static.vendor,
         device=static.device,
@@ -903,15 +889,13 @@ def _read_pci_function(
         pci_class=static.pci_class,
         driver=driver,
         numa_node=static.numa_node,
-        netdevs=netdevs,
-        rdma_devices=rdma_devices,
+        netdevs=netdevs_of.get(address, ()),
+        rdma_devices=rdma_of.get(address, ()),
         sriov_totalvfs=totalvfs,
         sriov_numvfs=numvfs,
         physfn=static.physfn,
         virtfns=vfs,
     )
-    cache._pci_prev[key] = (static, function)
-    return function
 
 
 def _read_pci_static(path: str, errors: _Errors) -> _PciStatic | None:
