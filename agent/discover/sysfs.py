@@ -302,10 +302,6 @@ class SysfsCache:
         # to build, and objects the snapshot's merge can tell unchanged by identity.
         self._rdma_prev: dict[Key, tuple[_RdmaStatic, RdmaDevice]] = {}
         self._links_memo: dict[str, tuple[dict[str, int], dict[str, str | None]]] = {}
-        self._on_functions_memo: (
-            tuple[dict[str, str | None], dict[str, str | None], dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]
-            | None
-        ) = None
         self._chars_memo: tuple[tuple[object, ...], tuple[CharDevice, ...]] | None = None
         self._chars_rdma_devices: dict[str, int] | None = None  # the class/infiniband the ibdevs were read with
 
@@ -330,7 +326,6 @@ class SysfsCache:
             facts.facts = {}
         self._virtfns = {}
         self._links_memo = {}
-        self._on_functions_memo = None
         self._chars_memo = None
 
     def _ordered(self, where: str, names: Iterable[str]) -> list[str]:
@@ -784,7 +779,7 @@ def read_pci_functions(
     problems: list[Problem] = []
     by_netdev = _class_links(cache, roots, sys_ + "/class/net", cache._net_links, problems)
     by_rdma = _class_links(cache, roots, sys_ + "/class/infiniband", cache._ib_links, problems)
-    netdevs_of, rdma_of = _on_functions(cache, sys_ + "/class/infiniband", by_netdev, by_rdma)
+    netdevs_of, rdma_of = _on_functions(by_netdev, by_rdma)
     base = sys_ + "/bus/pci/devices"
     present: dict[str, int] | None
     try:
@@ -822,24 +817,23 @@ def read_pci_functions(
 
 
 def _on_functions(
-    cache: SysfsCache, ib_base: str, by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]
+    by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """PCI address → its netdevs (sorted) and its RDMA devices (natural order), from the class
-    listings' ``device`` links; the last answer when both listings are the same objects as then."""
-    memo = cache._on_functions_memo
-    if memo is not None and memo[0] is by_netdev and memo[1] is by_rdma:
-        return memo[2], memo[3]
+    listings' ``device`` links. Grouped in listing order, then each group sorted (stable, so equal
+    keys keep their listing order, as when the whole listing is sorted first): most functions have
+    one of each."""
     netdevs: dict[str, list[str]] = {}
     for name, pci in by_netdev.items():
         if pci:
             netdevs.setdefault(pci, []).append(name)
     rdma: dict[str, list[str]] = {}
-    for name in cache._ordered(ib_base, by_rdma):
-        if pci := by_rdma[name]:
+    for name, pci in by_rdma.items():
+        if pci:
             rdma.setdefault(pci, []).append(name)
     netdevs_of = {pci: tuple(sorted(names)) for pci, names in netdevs.items()}
-    rdma_of = {pci: tuple(names) for pci, names in rdma.items()}
-    cache._on_functions_memo = (by_netdev, by_rdma, netdevs_of, rdma_of)
+    rdma_of = {pci: tuple(sorted(names, key=natural_key)) if len(names) > 1 else tuple(names)
+               for pci, names in rdma.items()}  # fmt: skip
     return netdevs_of, rdma_of
 
 
