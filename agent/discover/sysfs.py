@@ -40,6 +40,7 @@ import posixpath
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final, Generic, TypeVar
@@ -206,11 +207,11 @@ class _Facts(Generic[T]):
         if self.first_seen.setdefault(key, snapshot) < snapshot:
             self.facts[key] = value
 
-    def retain(self, keys: set[Key]) -> None:
+    def retain(self, keys: AbstractSet[Key]) -> None:
         """Forget identities that are no longer listed (gone, or re-created with a new inode)."""
-        if len(self.facts) > len(keys) or not keys.issuperset(self.facts):
+        if len(self.facts) > len(keys) or not keys >= self.facts.keys():
             self.facts = {k: v for k, v in self.facts.items() if k in keys}
-        if len(self.first_seen) > len(keys) or not keys.issuperset(self.first_seen):
+        if len(self.first_seen) > len(keys) or not keys >= self.first_seen.keys():
             self.first_seen = {k: v for k, v in self.first_seen.items() if k in keys}
 
 
@@ -301,7 +302,6 @@ class SysfsCache:
         # Last cycle's answers, given again while what they were made of is unchanged: fewer objects
         # to build, and objects the snapshot's merge can tell unchanged by identity.
         self._rdma_prev: dict[Key, tuple[_RdmaStatic, RdmaDevice]] = {}
-        self._links_memo: dict[str, tuple[dict[str, int], dict[str, str | None]]] = {}
         self._chars_memo: tuple[tuple[object, ...], tuple[CharDevice, ...]] | None = None
         self._chars_rdma_devices: dict[str, int] | None = None  # the class/infiniband the ibdevs were read with
 
@@ -325,7 +325,6 @@ class SysfsCache:
         for facts in (self._rdma, self._ib_links, self._net_links, self._pci, self._chars):
             facts.facts = {}
         self._virtfns = {}
-        self._links_memo = {}
         self._chars_memo = None
 
     def _ordered(self, where: str, names: Iterable[str]) -> list[str]:
@@ -535,11 +534,8 @@ def _class_links(
     cache: SysfsCache, roots: HostRoots, base: str, facts: _Facts[str | None], problems: list[Problem]
 ) -> dict[str, str | None]:
     """Entry name → the PCI function behind it, for every entry of a class directory (``device``
-    links, static per identity). An unchanged listing whose facts are all kept gives last answer."""
+    links, static per identity)."""
     entries = _scan_class(roots, base, problems)
-    memo = cache._links_memo.get(base)
-    if memo is not None and memo[0] == entries:
-        return memo[1]
     out: dict[str, str | None] = {}
     for name, ino in entries.items():
         key = (name, ino)
@@ -548,10 +544,7 @@ def _class_links(
             pci = _pci_of(f"{base}/{name}/device")
             facts.put(key, pci, cache.snapshots)
         out[name] = pci
-    keys = set(entries.items())
-    facts.retain(keys)
-    if facts.facts.keys() >= keys:
-        cache._links_memo[base] = (entries, out)
+    facts.retain(entries.items())
     return out
 
 
@@ -588,9 +581,8 @@ def read_rdma_devices(
         return _read_rdma_device(cache, sys_, base, (name, entries[name]), hints, previous, errors)
 
     devices = tuple(_each("RDMA device", cache._ordered(base, entries), lambda n: f"{base}/{n}", read, problems))
-    keys = set(entries.items())
-    cache._rdma.retain(keys)
-    cache._ib_links.retain(keys)
+    cache._rdma.retain(entries.items())
+    cache._ib_links.retain(entries.items())
     return devices, tuple(problems)
 
 
