@@ -74,6 +74,7 @@ _VIRTIO: Final = re.compile(r"^virtio\d+$")
 _VIRTFN: Final = re.compile(r"^virtfn\d+$")
 _CHAR_KINDS: Final = {"uverbs": "infiniband_verbs", "umad": "infiniband_mad", "issm": "infiniband_mad"}
 _CHAR_NAME: Final = re.compile(r"^(uverbs|umad|issm)(\d+)$")
+_DIGIT_RUNS: Final = re.compile(r"([0-9]+)")
 
 
 # --- parsers: text of one attribute file -> value -------------------------------------------------
@@ -172,8 +173,19 @@ def parse_pci_address(name: str) -> str | None:
 
 def natural_key(name: str) -> tuple[tuple[int, str], ...]:
     """Sort key that puts virtfn10 after virtfn9 and uverbs10 after uverbs2. Only ASCII digit runs
-    count as numbers: a netdev may be named ``eth0²`` and '²'.isdigit() is true, but int() refuses it."""
-    return tuple((int(p), "") if p.isascii() and p.isdecimal() else (-1, p) for p in re.split(r"([0-9]+)", name) if p)
+    count as numbers: a netdev may be named ``eth0²`` and '²'.isdigit() is true, but int() refuses it.
+
+    Splitting on ASCII digit runs gives text and digits by turns, text first (possibly empty): the
+    odd parts are the numbers; empty text is left out."""
+    key: list[tuple[int, str]] = []
+    digits = False
+    for part in _DIGIT_RUNS.split(name):
+        if digits:
+            key.append((int(part), ""))
+        elif part:
+            key.append((-1, part))
+        digits = not digits
+    return tuple(key)
 
 
 # --- the cross-cycle cache --------------------------------------------------------------------------
