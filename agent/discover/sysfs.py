@@ -310,7 +310,6 @@ class SysfsCache:
         self._pci: _Facts[_PciStatic] = _Facts()
         self._chars: _Facts[tuple[str | None, int | None]] = _Facts()  # (ibdev, port)
         self._virtfns: dict[Key, VirtfnMemo] = {}
-        self._order: dict[str, tuple[tuple[str, ...], list[str]]] = {}  # listing → natural order
         # Last cycle's answers, given again while what they were made of is unchanged: fewer objects
         # to build, and objects the snapshot's merge can tell unchanged by identity.
         self._rdma_prev: dict[Key, tuple[_RdmaStatic, RdmaDevice]] = {}
@@ -338,16 +337,6 @@ class SysfsCache:
             facts.facts = {}
         self._virtfns = {}
         self._chars_memo = None
-
-    def _ordered(self, where: str, names: Iterable[str]) -> list[str]:
-        """``names`` in natural order, sorted again only when the listing changed."""
-        listing = tuple(names)
-        memo = self._order.get(where)
-        if memo is not None and memo[0] == listing:
-            return memo[1]
-        order = sorted(listing, key=natural_key)
-        self._order[where] = (listing, order)
-        return order
 
 
 # --- reading helpers --------------------------------------------------------------------------------
@@ -592,7 +581,7 @@ def read_rdma_devices(
     def read(name: str, errors: _Errors) -> RdmaDevice | None:
         return _read_rdma_device(cache, sys_, base, (name, entries[name]), hints, previous, errors)
 
-    devices = tuple(_each("RDMA device", cache._ordered(base, entries), lambda n: f"{base}/{n}", read, problems))
+    devices = tuple(_each("RDMA device", sorted(entries, key=natural_key), lambda n: f"{base}/{n}", read, problems))
     cache._rdma.retain(entries.items())
     cache._ib_links.retain(entries.items())
     return devices, tuple(problems)
@@ -983,7 +972,7 @@ def read_char_devices(roots: HostRoots, *, cache: SysfsCache | None = None) -> t
     keys: set[Key] = set()
     clean = True
     for cls, base, entries in listings:
-        for name in cache._ordered(base, entries):
+        for name in sorted(entries, key=natural_key):
             match = _CHAR_NAME.match(name)
             if match is None or _CHAR_KINDS[match.group(1)] != cls:
                 continue  # abi_version
@@ -1005,7 +994,7 @@ def read_char_devices(roots: HostRoots, *, cache: SysfsCache | None = None) -> t
     if rdma_cm or present("rdma_cm"):
         found["rdma_cm"] = CharDevice(name="rdma_cm", kind="rdma_cm", path=f"{shown_dir}/rdma_cm",
                                       present=present("rdma_cm"))  # fmt: skip
-    result = tuple(found[name] for name in cache._ordered("char devices", found))
+    result = tuple(found[name] for name in sorted(found, key=natural_key))
     if clean and nodes is not None and rdma_devices is not None and cache._chars.facts.keys() >= keys:
         cache._chars_memo = (state, result)
     return result
