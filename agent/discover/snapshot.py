@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from agent.config import HostRoots
-from agent.discover import modprobe, procfs, sysfs
+from agent.discover import modprobe, procfs
 from agent.discover.rdma_netlink import RdmaNetlink
-from agent.discover.sysfs import SysfsCache
+from agent.discover.sysfs import SysfsCache, SysfsReader
 from agent.errors import DiscoveryError, NetlinkError
 from agent.model import (
     CharDevice,
@@ -282,18 +282,17 @@ def take_snapshot(
     fs_cache = cache.sysfs if cache is not None else None
     if fs_cache is not None:
         fs_cache.begin_snapshot()
+    fs = SysfsReader(roots, cache=fs_cache)
     available, nl_error, system, nl_devices, problems = _read_netlink(netlink)
 
     nl_ports = {(device.name, port.port): port for device, ports in nl_devices for port in ports}
-    fs_devices, fs_problems = sysfs.read_rdma_devices(roots, cache=fs_cache, netlink=nl_ports)
+    fs_devices, fs_problems = fs.rdma_devices(netlink=nl_ports)
     problems.extend(fs_problems)
-    char_devices = sysfs.read_char_devices(roots, cache=fs_cache)
+    char_devices = fs.char_devices()
     devices = merge_devices(nl_devices, fs_devices, char_devices, fs_ports_merged=True,
                             memo=cache.merged if cache is not None else None)  # fmt: skip
 
-    pci_functions, pci_problems = sysfs.read_pci_functions(
-        roots, extra=[d.pci_address for d in devices if d.pci_address], cache=fs_cache
-    )
+    pci_functions, pci_problems = fs.pci_functions(extra=[d.pci_address for d in devices if d.pci_address])
     problems.extend(pci_problems)
 
     modules = procfs.read_modules(roots, problems)
@@ -307,7 +306,7 @@ def take_snapshot(
     if system is not None and system.netns_mode is not None:
         mode, mode_source = system.netns_mode, "netlink"
     else:
-        mode = sysfs.read_ib_core_netns_mode(roots)
+        mode = fs.ib_core_netns_mode()
         mode_source = "sysfs" if mode is not None else None
 
     namespaces = procfs.count_network_namespaces(roots, problems)
