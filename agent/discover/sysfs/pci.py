@@ -12,6 +12,7 @@ import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Final, NamedTuple
 
 from agent.discover.sysfs.base import IB_LINKS, NET_LINKS, ReaderBase
@@ -93,7 +94,8 @@ class PciReader(ReaderBase):
             keys.add(key)
             return self._pci_function(path, key, errors, owners, agreed)
 
-        queue = sorted({a for a in extra if parse_pci_address(a)} | owners.netdevs.keys() | owners.rdma.keys())
+        known = owners.netdevs.keys() | owners.rdma.keys()  # PCI addresses already (pci_of checked them)
+        queue = sorted(known | {a for a in extra if a not in known and parse_pci_address(a)})
         seen = set(queue)
         functions: list[PciFunction] = []
         function_problems: list[Problem] = []
@@ -107,7 +109,7 @@ class PciReader(ReaderBase):
         self.cache.retain(PCI, keys)
         self.cache.retain(VIRTFNS, agreed)
         problems.extend(sorted(function_problems, key=lambda p: p.subject or ""))
-        functions.sort(key=lambda f: f.address)
+        functions.sort(key=attrgetter("address"))
         return tuple(functions), tuple(problems)
 
     def _pci_function(
@@ -207,7 +209,7 @@ def owners_of(by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]) 
         if pci:
             rdma.setdefault(pci, []).append(name)
     return Owners(
-        netdevs={pci: tuple(sorted(names)) for pci, names in netdevs.items()},
+        netdevs={pci: tuple(sorted(names)) if len(names) > 1 else tuple(names) for pci, names in netdevs.items()},
         rdma={
             pci: tuple(sorted(names, key=natural_key)) if len(names) > 1 else tuple(names)
             for pci, names in rdma.items()
