@@ -18,7 +18,7 @@ import pytest
 from agent.config import Config, HostRoots
 from agent.discover import sysfs
 from agent.discover.rdma_netlink import RdmaNetlink
-from agent.discover.snapshot import MergeMemo, SnapshotCache, merge_devices, merge_port, take_snapshot
+from agent.discover.snapshot import MergeMemo, NetlinkDevice, SnapshotCache, merge_devices, merge_port, take_snapshot
 from agent.discover.sysfs import SysfsReader, files
 from agent.errors import NetlinkError
 from agent.loop import Agent
@@ -113,7 +113,7 @@ def test_netlink_ports_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mo
     roots = load_tree("rxe-dummy-veth", tmp_path)
     replay = rxe_replay(kernel_of("rxe-dummy-veth"))
     with RdmaNetlink(exchange=replay) as sock:
-        listed = [(d, tuple(sock.ports(d.index))) for d in sock.devices() if d.index is not None]
+        listed = [NetlinkDevice(d, tuple(sock.ports(d.index))) for d in sock.devices() if d.index is not None]
     hints = {(d.name, p.port): p for d, ports in listed for p in ports}
     opened: Counter[str] = Counter()
     real = files.read_bytes
@@ -265,8 +265,8 @@ def test_the_merge_memo_follows_netlink() -> None:
     fs = RdmaDevice(name="mlx5_0", fw_version="22.36.1010", port_count=1, ports=(port,), pci_address=PF)
     nl = RdmaDevice(name="mlx5_0", index=0, fw_version="22.36.1010", port_count=1)
     memo = MergeMemo()
-    first = merge_devices([(nl, (port,))], [fs], memo=memo)
-    assert merge_devices([(nl, (port,))], [fs], memo=memo) is first  # nothing changed: the same answer
-    newer = merge_devices([(replace(nl, fw_version="22.39.1002"), (port,))], [fs], memo=memo)
+    first = merge_devices([NetlinkDevice(nl, (port,))], [fs], memo=memo)
+    assert merge_devices([NetlinkDevice(nl, (port,))], [fs], memo=memo) is first  # nothing changed: the same answer
+    newer = merge_devices([NetlinkDevice(replace(nl, fw_version="22.39.1002"), (port,))], [fs], memo=memo)
     assert newer[0].fw_version == "22.39.1002"  # the same sysfs object, but netlink says something new
-    assert newer == merge_devices([(replace(nl, fw_version="22.39.1002"), (port,))], [fs])
+    assert newer == merge_devices([NetlinkDevice(replace(nl, fw_version="22.39.1002"), (port,))], [fs])
