@@ -43,8 +43,7 @@ class ReaderBase:
         """Entry name → the PCI function behind it, for every entry of a class directory (``device``
         links, static per identity)."""
         entries = scan_class(self.roots, base, problems)
-        static = self.cache.static
-        links = {name: static(kind, (name, ino), device_pci, f"{base}/{name}") for name, ino in entries.items()}
+        links = self.cache.static_listing(kind, entries, lambda name: device_pci(f"{base}/{name}"))
         self.cache.retain(kind, entries.items())
         return links
 

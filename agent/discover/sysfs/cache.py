@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final, Generic, NamedTuple, TypeVar, TypeVarTuple, overload
 
@@ -173,8 +173,25 @@ class SysfsCache:
         if kept is not _MISS:
             return kept
         fresh = load(*args)
-        if fresh is None:
-            return None
+        return None if fresh is None else self._keep(store, key, fresh)
+
+    def static_listing(
+        self, kind: Kind[T], entries: Mapping[str, int], load: Callable[[str], Fresh[T]]
+    ) -> dict[str, T]:
+        """:meth:`static` for every entry of a listing (entry name → inode number), by name;
+        ``load`` is given the entry's name."""
+        store: _Store[T] = self._stores[kind]
+        facts = store.facts
+        found: dict[str, T] = {}
+        for name, ino in entries.items():
+            key = (name, ino)
+            kept = facts.get(key, _MISS)
+            found[name] = kept if kept is not _MISS else self._keep(store, key, load(name))
+        return found
+
+    def _keep(self, store: _Store[T], key: Key, fresh: Fresh[T]) -> T:
+        """What a load gave; kept when it was clean and ``key`` was seen in an earlier snapshot (a
+        clean load records the first sighting)."""
         if fresh.clean and store.first_seen.setdefault(key, self.snapshots) < self.snapshots:
             store.facts[key] = fresh.value
         return fresh.value
