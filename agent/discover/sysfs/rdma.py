@@ -185,7 +185,7 @@ class RdmaReader(ReaderBase):
             PortFacts(
                 int(p),
                 parsed(f"{real}/ports/{p}/link_layer", parse_text, errors, f"ports/{p}/link_layer"),
-                f"{real}/ports/{p}",
+                f"{real}/ports/{int(p)}",  # by number, as the port is known (ports/01 is port 1)
             )
             for p in listing(real + "/ports")
             if p.isascii() and p.isdigit()
