@@ -47,6 +47,13 @@ class Fresh(NamedTuple, Generic[T]):
     clean: bool = True
 
 
+class _Answer(NamedTuple, Generic[T]):
+    """An answer and the inputs it was made of."""
+
+    inputs: object
+    value: T
+
+
 class _Miss(enum.Enum):
     MISS = 0
 
@@ -63,7 +70,7 @@ class _Store(Generic[T]):
     def __init__(self) -> None:
         self.facts: dict[Key, T] = {}
         self.first_seen: dict[Key, int] = {}
-        self.answers: dict[Key, tuple[object, T]] = {}
+        self.answers: dict[Key, _Answer[T]] = {}
 
     def retain(self, keys: AbstractSet[Key]) -> None:
         """Forget identities that are no longer listed (gone, or re-created with a new inode)."""
@@ -212,11 +219,12 @@ class SysfsCache:
     def recall(self, kind: Kind[T], key: Key, inputs: object) -> T | None:
         """The answer kept for ``key`` when it was made of inputs equal to ``inputs``, else None."""
         kept = self._stores[kind].answers.get(key)
-        return kept[1] if kept is not None and kept[0] == inputs else None
+        return kept.value if kept is not None and kept.inputs == inputs else None
 
     def remember(self, kind: Kind[T], key: Key, inputs: object, answer: T) -> None:
-        """Keep ``answer`` for ``key``, to be given again while its inputs stay equal to ``inputs``."""
-        self._stores[kind].answers[key] = (inputs, answer)
+        """Keep ``answer`` (not None) for ``key``, to be given again while its inputs stay equal to
+        ``inputs``."""
+        self._stores[kind].answers[key] = _Answer(inputs, answer)
 
     # --- both -----------------------------------------------------------------------------------------
 
