@@ -63,47 +63,8 @@ class RdmaFacts:
     real: str  # the device's directory (devices/…/infiniband/<dev>): dynamic reads skip the class link
 
 
-class PortValues(NamedTuple):
-    """What one port says this cycle: the fields of an :class:`~agent.model.RdmaPort`, in order."""
-
-    port: int
-    state: str | None
-    state_code: int | None
-    physical_state: str | None
-    physical_state_code: int | None
-    link_layer: str | None
-    rate: str | None
-    lid: int | None
-    sm_lid: int | None
-    netdev: str | None
-    netdev_index: int | None
-
-    def build(self) -> RdmaPort:
-        return RdmaPort(
-            port=self.port,
-            state=self.state,
-            state_code=self.state_code,
-            physical_state=self.physical_state,
-            physical_state_code=self.physical_state_code,
-            link_layer=self.link_layer,
-            rate=self.rate,
-            lid=self.lid,
-            sm_lid=self.sm_lid,
-            netdev=self.netdev,
-            netdev_index=self.netdev_index,
-        )
-
-
-class DeviceInputs(NamedTuple):
-    """What one RDMA device is made of this cycle; while equal, last cycle's object is given again."""
-
-    facts: RdmaFacts
-    pci: str | None
-    ports: tuple[PortValues, ...]
-
-
 RDMA: Final = Kind[RdmaFacts]("rdma")
-RDMA_DEVICES: Final = Kind[RdmaDevice]("rdma_devices")
+RDMA_DEVICES: Final = Kind[RdmaDevice]("rdma_devices")  # last cycle's device, by the facts it was made of
 
 
 class RdmaReader(ReaderBase):
@@ -140,31 +101,35 @@ class RdmaReader(ReaderBase):
     def _rdma_device(
         self, path: str, key: Key, hints: Mapping[tuple[str, int], RdmaPort], errors: Errors
     ) -> RdmaDevice | None:
-        """One ``class/infiniband/<dev>``; None when the directory is gone. Last cycle's object is
-        given again when nothing in it changed."""
+        """One ``class/infiniband/<dev>``; None when the directory is gone. Last cycle's objects are
+        given again when nothing in them changed."""
         name = key[0]
         facts = self.cache.static(RDMA, key, self._rdma_facts, path, name, errors)
         if facts is None:
             return None
         pci = self.cache.static(IB_LINKS, key, device_pci, path)
+        last = self.cache.recall(RDMA_DEVICES, key, facts)
         parent = facts.real + "/parent" if len(facts.ports) == 1 else None  # rxe/siw on 6.x: the netdev
-        ports = tuple([self._port(port, parent, hints.get((name, port.number)), errors) for port in facts.ports])
+        olds = last.ports if last is not None else (None,) * len(facts.ports)
+        ports = tuple([
+            self._port(port, parent, hints.get((name, port.number)), errors, old)
+            for port, old in zip(facts.ports, olds, strict=True)
+        ])  # fmt: skip
         if pci is None:
             pci = next((a for a in (self._netdev_pci(p.netdev) for p in ports) if a), None)
-        inputs = DeviceInputs(facts, pci, ports)
-        device = self.cache.recall(RDMA_DEVICES, key, inputs)
-        if device is None:
-            device = RdmaDevice(
-                name=name,
-                node_type=facts.node_type,
-                node_guid=facts.node_guid,
-                sys_image_guid=facts.sys_image_guid,
-                fw_version=facts.fw_version,
-                port_count=len(ports),
-                ports=tuple([p.build() for p in ports]),
-                pci_address=pci,
-            )
-            self.cache.remember(RDMA_DEVICES, key, inputs, device)
+        if last is not None and last.pci_address == pci and ports == last.ports:  # the same port objects, mostly
+            return last
+        device = RdmaDevice(
+            name=name,
+            node_type=facts.node_type,
+            node_guid=facts.node_guid,
+            sys_image_guid=facts.sys_image_guid,
+            fw_version=facts.fw_version,
+            port_count=len(ports),
+            ports=ports,
+            pci_address=pci,
+        )
+        self.cache.remember(RDMA_DEVICES, key, facts, device)
         return device
 
     def _rdma_facts(self, path: str, name: str, errors: Errors) -> Fresh[RdmaFacts] | None:
@@ -200,12 +165,15 @@ class RdmaReader(ReaderBase):
         )
         return Fresh(facts, clean=len(errors.items) == before and not (errors.missing and gone(path)))
 
-    def _port(self, port: PortFacts, parent: str | None, netlink: RdmaPort | None, errors: Errors) -> PortValues:
+    def _port(
+        self, port: PortFacts, parent: str | None, netlink: RdmaPort | None, errors: Errors, old: RdmaPort | None
+    ) -> RdmaPort:
         """``class/infiniband/<dev>/ports/<n>/``: state, phys_state, rate, lid and sm_lid (InfiniBand
         only), and the netdev of GID 0 (``gid_attrs/ndevs/0``, which fails with EINVAL while the entry
         is unused; then the device's ``parent`` file, given for single-port devices: rxe/siw on 6.x
         print their netdev's current name there) — what netlink already gave is not read again.
-        The link layer is the device's static fact."""
+        The link layer is the device's static fact; ``old`` is last cycle's port, given back when
+        nothing changed."""
         path, where = port.path, f"ports/{port.number}"
         if netlink is None:
             state = parsed(path + "/state", parse_port_state, errors, f"{where}/state")
@@ -233,18 +201,24 @@ class RdmaReader(ReaderBase):
             lid, sm_lid = netlink.lid, netlink.sm_lid
         if (netlink is None or netlink.netdev is None) and netdev:
             netdev_index = self._netdev_index(netdev, errors, where)
-        return PortValues(
-            port.number,
-            state_name,
-            state_code,
-            phys_name,
-            phys_code,
-            port.link_layer,
-            rate,
-            lid,
-            sm_lid,
-            netdev,
-            netdev_index,
+        if old is not None and (
+            old.port, old.state, old.state_code, old.physical_state, old.physical_state_code, old.link_layer,
+            old.rate, old.lid, old.sm_lid, old.netdev, old.netdev_index,
+        ) == (port.number, state_name, state_code, phys_name, phys_code, port.link_layer, rate, lid, sm_lid, netdev,
+              netdev_index):  # fmt: skip
+            return old
+        return RdmaPort(
+            port=port.number,
+            state=state_name,
+            state_code=state_code,
+            physical_state=phys_name,
+            physical_state_code=phys_code,
+            link_layer=port.link_layer,
+            rate=rate,
+            lid=lid,
+            sm_lid=sm_lid,
+            netdev=netdev,
+            netdev_index=netdev_index,
         )
 
     def _netdev_index(self, netdev: str, errors: Errors, where: str) -> int | None:
