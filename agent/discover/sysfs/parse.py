@@ -115,18 +115,20 @@ def parse_pci_address(name: str) -> str | None:
     return name if PCI_ADDRESS.match(name) else None
 
 
-def natural_key(name: str) -> tuple[tuple[int, str], ...]:
+def natural_key(name: str) -> tuple[int | str, ...]:
     """Sort key that puts virtfn10 after virtfn9 and uverbs10 after uverbs2. Only ASCII digit runs
     count as numbers: a netdev may be named ``eth0²`` and '²'.isdigit() is true, but int() refuses it.
 
-    Splitting on ASCII digit runs gives text and digits by turns, text first (possibly empty): the
-    odd parts are the numbers; empty text is left out."""
-    key: list[tuple[int, str]] = []
+    Splitting on ASCII digit runs gives text and digits by turns, text first (possibly empty). The key
+    holds a pair for each run, flat: ``-1, text`` for text and ``number, ""`` for digits (so digits
+    sort after text at the same place); empty text is left out. One flat tuple of ints and strs
+    per name: a sort of thousands of names makes no nested tuples for the garbage collector."""
+    key: list[int | str] = []
     digits = False
     for part in _DIGIT_RUNS.split(name):
         if digits:
-            key.append((int(part), ""))
+            key += (int(part), "")
         elif part:
-            key.append((-1, part))
+            key += (-1, part)
         digits = not digits
     return tuple(key)

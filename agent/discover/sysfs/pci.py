@@ -198,20 +198,24 @@ def _pci_facts(path: str, errors: Errors) -> Fresh[PciFacts] | None:
 
 def owners_of(by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]) -> Owners:
     """Which netdevs and RDMA devices sit on which PCI function, from the class listings' ``device``
-    links. Grouped in listing order, then each group sorted (stable, so equal keys keep their listing
-    order, as when the whole listing is sorted first): most functions have one of each."""
-    netdevs: dict[str, list[str]] = {}
-    for name, pci in by_netdev.items():
+    links: netdevs sorted, RDMA devices in natural order."""
+    netdevs = _grouped(by_netdev)
+    rdma = _grouped(by_rdma)
+    for pci, names in netdevs.items():
+        if len(names) > 1:
+            netdevs[pci] = tuple(sorted(names))
+    for pci, names in rdma.items():
+        if len(names) > 1:
+            rdma[pci] = tuple(sorted(names, key=natural_key))
+    return Owners(netdevs, rdma)
+
+
+def _grouped(links: dict[str, str | None]) -> dict[str, tuple[str, ...]]:
+    """PCI function → the entries whose link names it, in listing order (sorting each group then
+    gives the order of the sorted listing: the sort is stable). Most functions have one of each."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, pci in links.items():
         if pci:
-            netdevs.setdefault(pci, []).append(name)
-    rdma: dict[str, list[str]] = {}
-    for name, pci in by_rdma.items():
-        if pci:
-            rdma.setdefault(pci, []).append(name)
-    return Owners(
-        netdevs={pci: tuple(sorted(names)) if len(names) > 1 else tuple(names) for pci, names in netdevs.items()},
-        rdma={
-            pci: tuple(sorted(names, key=natural_key)) if len(names) > 1 else tuple(names)
-            for pci, names in rdma.items()
-        },
-    )
+            group = groups.get(pci)
+            groups[pci] = (name,) if group is None else (*group, name)
+    return groups
