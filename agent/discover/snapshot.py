@@ -254,8 +254,7 @@ def derive_problems(
     if not devices:
         return problems
     problems.extend(_char_device_problems(char_devices))
-    for device in devices:
-        problems.extend(_device_problems(device))
+    problems.extend(_device_problems(devices))
     return problems
 
 
@@ -279,29 +278,30 @@ def _char_device_problems(char_devices: tuple[CharDevice, ...]) -> list[Problem]
     return problems
 
 
-def _device_problems(device: RdmaDevice) -> list[Problem]:
-    """A device without uverbs, and its ports that are not up."""
+def _device_problems(devices: tuple[RdmaDevice, ...]) -> list[Problem]:
+    """Devices without uverbs, and their ports that are not up."""
     problems: list[Problem] = []
-    if not any(c.startswith("uverbs") for c in device.char_devices):
-        problems.append(
-            Problem(
-                code="missing_uverbs",
-                message=f"{device.name} has no /dev/infiniband/uverbsN: load ib_uverbs (rdma-core)",
-                subject=device.name,
-            )
-        )
-    for port in device.ports:
-        if port.state is not None and not port.link_up:
+    for device in devices:
+        if not any(c.startswith("uverbs") for c in device.char_devices):
             problems.append(
                 Problem(
-                    code="port_down",
-                    message=(
-                        f"{device.name}/{port.port} is {port.state} ({port.physical_state})"
-                        + (f" on {port.netdev}" if port.netdev else "")
-                    ),
-                    subject=f"{device.name}/{port.port}",
+                    code="missing_uverbs",
+                    message=f"{device.name} has no /dev/infiniband/uverbsN: load ib_uverbs (rdma-core)",
+                    subject=device.name,
                 )
             )
+        for port in device.ports:
+            if port.state is not None and not port.link_up:
+                problems.append(
+                    Problem(
+                        code="port_down",
+                        message=(
+                            f"{device.name}/{port.port} is {port.state} ({port.physical_state})"
+                            + (f" on {port.netdev}" if port.netdev else "")
+                        ),
+                        subject=f"{device.name}/{port.port}",
+                    )
+                )
     return problems
 
 
