@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 
 from agent.config import HostRoots
-from agent.discover import modprobe, procfs, sysfs
+from agent.discover import modprobe, procfs
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.discover.snapshot import SnapshotCache
+from agent.discover.sysfs import SysfsReader
 from benchmarks.report import fmt
 
 PARTS = ("netlink", "sysfs RDMA devices", "sysfs PCI functions", "sysfs char devices", "procfs + modprobe.d",
@@ -37,9 +38,9 @@ def snapshot_breakdown(roots: HostRoots, netlink: Callable[[], RdmaNetlink], rep
     kept = cache.sysfs if cache is not None else None
     actions: dict[str, Callable[[], object]] = {
         "netlink": lambda: _netlink(netlink),
-        "sysfs RDMA devices": lambda: sysfs.read_rdma_devices(roots, cache=kept),
-        "sysfs PCI functions": lambda: sysfs.read_pci_functions(roots, cache=kept),
-        "sysfs char devices": lambda: sysfs.read_char_devices(roots, cache=kept),
+        "sysfs RDMA devices": lambda: SysfsReader(roots, cache=kept).rdma_devices(),
+        "sysfs PCI functions": lambda: SysfsReader(roots, cache=kept).pci_functions(),
+        "sysfs char devices": lambda: SysfsReader(roots, cache=kept).char_devices(),
         "procfs + modprobe.d": lambda: _procfs(roots),
         "netns scan": lambda: procfs.count_network_namespaces(roots),
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Copy the part of a live sysfs and /dev that agent/discover/sysfs.py reads into a fixture tree.
+"""Copy the part of a live sysfs and /dev that agent/discover/sysfs/ reads into a fixture tree.
 
 Usage: capture_sysfs.py [--expected] [--setup SCENARIO] SRC_SYS SRC_DEV DEST
        capture_sysfs.py --vm SCENARIO DEST      (boots tools/vm/vmrun.py; regenerates a fixture)

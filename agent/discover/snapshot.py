@@ -17,16 +17,21 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import NamedTuple
 
 from agent.config import HostRoots
-from agent.discover import modprobe, procfs, sysfs
+from agent.discover import modprobe, procfs
 from agent.discover.rdma_netlink import RdmaNetlink
-from agent.discover.sysfs import SysfsCache
+from agent.discover.sysfs import SysfsCache, SysfsReader
 from agent.errors import DiscoveryError, NetlinkError
 from agent.model import (
     CharDevice,
+    KernelInfo,
+    KernelModule,
     NetnsMode,
     NodeSnapshot,
+    PciFunction,
+    PersistedNetnsMode,
     Problem,
     RdmaDevice,
     RdmaPort,
@@ -36,12 +41,27 @@ from agent.model import (
 logger = logging.getLogger(__name__)
 
 NetlinkFactory = Callable[[], RdmaNetlink]
-NetlinkDevice = tuple[RdmaDevice, tuple[RdmaPort, ...]]  # a GET dump entry and its PORT_GET dump
 
 
-def _read_netlink(
-    factory: NetlinkFactory,
-) -> tuple[bool, str | None, SystemInfo | None, list[NetlinkDevice], list[Problem]]:
+class NetlinkDevice(NamedTuple):
+    """A GET dump entry and its PORT_GET dump."""
+
+    device: RdmaDevice
+    ports: tuple[RdmaPort, ...]
+
+
+class NetlinkRead(NamedTuple):
+    """What RDMA netlink said: whether it is there at all (``available``; False without ib_core), why
+    not or why the listing failed (``error``), SYS_GET, and the devices with their ports."""
+
+    available: bool
+    error: str | None
+    system: SystemInfo | None
+    devices: list[NetlinkDevice]
+    problems: list[Problem]
+
+
+def _read_netlink(factory: NetlinkFactory) -> NetlinkRead:
     """Devices with their ports, and SYS_GET. Per-device port errors are isolated."""
     problems: list[Problem] = []
     try:
@@ -49,8 +69,8 @@ def _read_netlink(
     except NetlinkError as err:
         if err.errno == errno.EPROTONOSUPPORT:
             logger.debug("no RDMA netlink: %s", err)
-            return False, str(err), None, [], []
-        return False, str(err), None, [], [Problem(code="netlink_error", message=f"RDMA netlink: {err}")]
+            return NetlinkRead(False, str(err), None, [], [])
+        return NetlinkRead(False, str(err), None, [], [Problem(code="netlink_error", message=f"RDMA netlink: {err}")])
     devices: list[NetlinkDevice] = []
     system: SystemInfo | None = None
     with sock:
@@ -58,7 +78,7 @@ def _read_netlink(
             listed = sock.devices()
         except DiscoveryError as err:
             problems.append(Problem(code="netlink_error", message=f"listing RDMA devices failed: {err}"))
-            return True, str(err), None, [], problems
+            return NetlinkRead(True, str(err), None, [], problems)
         for device in listed:
             try:
                 ports = tuple(sock.ports(device.index)) if device.index is not None else ()
@@ -71,12 +91,12 @@ def _read_netlink(
                     )
                 )
                 ports = ()
-            devices.append((device, ports))
+            devices.append(NetlinkDevice(device, ports))
         try:
             system = sock.system()
         except DiscoveryError as err:
             problems.append(Problem(code="netlink_error", message=f"reading the RDMA system mode failed: {err}"))
-    return True, None, system, devices, problems
+    return NetlinkRead(True, None, system, devices, problems)
 
 
 def merge_port(nl: RdmaPort | None, fs: RdmaPort | None) -> RdmaPort:
@@ -109,7 +129,7 @@ def merge_device(
     if nl is None:
         assert fs is not None
         return fs if fs.char_devices == char_devices else replace(fs, char_devices=char_devices)
-    device, nl_ports = nl
+    device, nl_ports = nl.device, nl.ports
     if fs is None:
         return replace(device, ports=nl_ports, char_devices=char_devices)
     by_nl = {p.port: p for p in nl_ports}
@@ -132,8 +152,13 @@ def merge_device(
     )
 
 
-# The inputs of one merged device and the result: (netlink's, sysfs's, char device names, merged).
-Merged = tuple[NetlinkDevice | None, RdmaDevice | None, tuple[str, ...], RdmaDevice]
+class Merged(NamedTuple):
+    """The inputs of one merged device, and the result."""
+
+    netlink: NetlinkDevice | None
+    sysfs: RdmaDevice | None
+    char_devices: tuple[str, ...]  # the names of its char devices
+    device: RdmaDevice
 
 
 class MergeMemo:
@@ -161,7 +186,7 @@ def merge_devices(
     whose sysfs view is the very same object (the sysfs reader gives unchanged devices again) and
     whose char devices are the same is not merged again; when no device changed, neither does the
     answer."""
-    by_nl = {d.name: (d, ports) for d, ports in netlink}
+    by_nl = {nl.device.name: nl for nl in netlink}
     by_fs = {d.name: d for d in sysfs_devices}
     chars = chars if isinstance(chars, tuple) else tuple(chars)
     if memo is not None and memo.chars is chars:  # the char reader gives an unchanged answer again
@@ -178,15 +203,15 @@ def merge_devices(
     for name in by_nl.keys() | by_fs.keys():
         nl, fs, mine = by_nl.get(name), by_fs.get(name), owned.get(name, ())
         was = last.get(name)
-        if was is not None and was[1] is fs and was[2] == mine and was[0] == nl:
+        if was is not None and was.sysfs is fs and was.char_devices == mine and was.netlink == nl:
             done[name] = was
         else:
-            done[name] = (nl, fs, mine, merge_device(nl, fs, mine, fs_ports_merged=fs_ports_merged))
+            done[name] = Merged(nl, fs, mine, merge_device(nl, fs, mine, fs_ports_merged=fs_ports_merged))
             unchanged = False
     if memo is not None and unchanged and len(done) == len(last):
         answer = memo.answer
     else:
-        answer = tuple(sorted((m[3] for m in done.values()), key=lambda d: (d.index is None, d.index or 0, d.name)))
+        answer = tuple(sorted((m.device for m in done.values()), key=lambda d: (d.index is None, d.index or 0, d.name)))
     if memo is not None:
         memo.devices, memo.chars, memo.owned, memo.answer = done, chars, owned, answer
     return answer
@@ -228,6 +253,14 @@ def derive_problems(
         problems.append(Problem(code="no_rdma_devices", message="ib_core is loaded but no RDMA device exists"))
     if not devices:
         return problems
+    problems.extend(_char_device_problems(char_devices))
+    problems.extend(_device_problems(devices))
+    return problems
+
+
+def _char_device_problems(char_devices: tuple[CharDevice, ...]) -> list[Problem]:
+    """No rdma_cm at all, and char devices the kernel has whose /dev node is missing."""
+    problems: list[Problem] = []
     kinds = {c.kind for c in char_devices}
     if "rdma_cm" not in kinds:
         problems.append(
@@ -242,6 +275,12 @@ def derive_problems(
                     subject=char.name,
                 )
             )
+    return problems
+
+
+def _device_problems(devices: tuple[RdmaDevice, ...]) -> list[Problem]:
+    """Devices without uverbs, and their ports that are not up."""
+    problems: list[Problem] = []
     for device in devices:
         if not any(c.startswith("uverbs") for c in device.char_devices):
             problems.append(
@@ -266,6 +305,61 @@ def derive_problems(
     return problems
 
 
+class RdmaRead(NamedTuple):
+    """The node's RDMA devices (netlink's merged with sysfs's), char devices and PCI functions."""
+
+    devices: tuple[RdmaDevice, ...]
+    char_devices: tuple[CharDevice, ...]
+    pci_functions: tuple[PciFunction, ...]
+
+
+class HostRead(NamedTuple):
+    """What procfs and modprobe.d say: the watched modules, the kernel, the persisted netns mode."""
+
+    modules: tuple[KernelModule, ...]
+    kernel: KernelInfo
+    persisted: PersistedNetnsMode
+
+
+class LiveMode(NamedTuple):
+    """ib_core's live netns mode and where it came from (``"netlink"``, ``"sysfs"``; None: unknown)."""
+
+    mode: NetnsMode | None
+    source: str | None
+
+
+def _read_rdma(fs: SysfsReader, nl: NetlinkRead, memo: MergeMemo | None, problems: list[Problem]) -> RdmaRead:
+    """sysfs's RDMA devices, read with netlink's ports as hints (what netlink said is not read again),
+    merged with netlink's and joined with their char devices; then the PCI functions behind them."""
+    nl_ports = {(d.device.name, port.port): port for d in nl.devices for port in d.ports}
+    fs_devices, fs_problems = fs.rdma_devices(netlink=nl_ports)
+    problems.extend(fs_problems)
+    char_devices = fs.char_devices()
+    devices = merge_devices(nl.devices, fs_devices, char_devices, fs_ports_merged=True, memo=memo)
+    pci_functions, pci_problems = fs.pci_functions(extra=[d.pci_address for d in devices if d.pci_address])
+    problems.extend(pci_problems)
+    return RdmaRead(devices, char_devices, pci_functions)
+
+
+def _read_host(roots: HostRoots, problems: list[Problem]) -> HostRead:
+    """Modules and kernel from procfs, and the netns mode ib_core gets at its next load (modprobe.d,
+    with the kernel command line's ``ib_core.netns_mode=``)."""
+    modules = procfs.read_modules(roots, problems)
+    kernel = procfs.read_kernel(roots, problems)
+    cmdline_option = procfs.parse_cmdline_netns_mode(kernel.cmdline or "")
+    persisted, modprobe_problems = modprobe.read_persisted_netns_mode(roots, cmdline_option)
+    problems.extend(modprobe_problems)
+    return HostRead(modules, kernel, persisted)
+
+
+def _live_mode(system: SystemInfo | None, fs: SysfsReader) -> LiveMode:
+    """Netlink's SYS_GET when it names the mode, else ib_core's module parameter in sysfs."""
+    if system is not None and system.netns_mode is not None:
+        return LiveMode(system.netns_mode, "netlink")
+    mode = fs.ib_core_netns_mode()
+    return LiveMode(mode, "sysfs" if mode is not None else None)
+
+
 def take_snapshot(
     roots: HostRoots,
     *,
@@ -279,60 +373,36 @@ def take_snapshot(
     agent's loop passes its own); None reads everything. Either way the snapshot is the same.
     Netlink's ports are handed to the sysfs reader, which then skips what netlink already said."""
     taken_at = clock()
-    fs_cache = cache.sysfs if cache is not None else None
-    if fs_cache is not None:
-        fs_cache.begin_snapshot()
-    available, nl_error, system, nl_devices, problems = _read_netlink(netlink)
-
-    nl_ports = {(device.name, port.port): port for device, ports in nl_devices for port in ports}
-    fs_devices, fs_problems = sysfs.read_rdma_devices(roots, cache=fs_cache, netlink=nl_ports)
-    problems.extend(fs_problems)
-    char_devices = sysfs.read_char_devices(roots, cache=fs_cache)
-    devices = merge_devices(nl_devices, fs_devices, char_devices, fs_ports_merged=True,
-                            memo=cache.merged if cache is not None else None)  # fmt: skip
-
-    pci_functions, pci_problems = sysfs.read_pci_functions(
-        roots, extra=[d.pci_address for d in devices if d.pci_address], cache=fs_cache
-    )
-    problems.extend(pci_problems)
-
-    modules = procfs.read_modules(roots, problems)
-    kernel = procfs.read_kernel(roots, problems)
-    cmdline_option = procfs.parse_cmdline_netns_mode(kernel.cmdline or "")
-    persisted, modprobe_problems = modprobe.read_persisted_netns_mode(roots, cmdline_option)
-    problems.extend(modprobe_problems)
-
-    mode: NetnsMode | None
-    mode_source: str | None
-    if system is not None and system.netns_mode is not None:
-        mode, mode_source = system.netns_mode, "netlink"
-    else:
-        mode = sysfs.read_ib_core_netns_mode(roots)
-        mode_source = "sysfs" if mode is not None else None
-
+    if cache is not None:
+        cache.sysfs.begin_snapshot()
+    fs = SysfsReader(roots, cache=cache.sysfs if cache is not None else None)
+    nl = _read_netlink(netlink)
+    problems = list(nl.problems)
+    rdma = _read_rdma(fs, nl, cache.merged if cache is not None else None, problems)
+    host = _read_host(roots, problems)
+    live = _live_mode(nl.system, fs)
     namespaces = procfs.count_network_namespaces(roots, problems)
-    ib_core_loaded = any(m.name == "ib_core" and m.loaded for m in modules)
     problems.extend(
         derive_problems(
-            netlink_available=available,
-            ib_core_loaded=ib_core_loaded,
-            devices=devices,
-            char_devices=char_devices,
+            netlink_available=nl.available,
+            ib_core_loaded=any(m.name == "ib_core" and m.loaded for m in host.modules),
+            devices=rdma.devices,
+            char_devices=rdma.char_devices,
         )
     )
     return NodeSnapshot(
         taken_at=taken_at,
-        netlink_available=available,
-        netlink_error=nl_error,
-        netns_mode=mode,
-        netns_mode_source=mode_source,
-        system=system,
-        devices=devices,
-        pci_functions=pci_functions,
-        char_devices=char_devices,
-        modules=modules,
-        kernel=kernel,
-        persisted=persisted,
+        netlink_available=nl.available,
+        netlink_error=nl.error,
+        netns_mode=live.mode,
+        netns_mode_source=live.source,
+        system=nl.system,
+        devices=rdma.devices,
+        pci_functions=rdma.pci_functions,
+        char_devices=rdma.char_devices,
+        modules=host.modules,
+        kernel=host.kernel,
+        persisted=host.persisted,
         network_namespaces=namespaces,
         problems=tuple(problems),
     )

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from agent.discover import rdma_netlink as nl
-from agent.discover import sysfs
+from agent.discover.sysfs import files
 from agent.errors import NetlinkError
 from agent.hostfiles import TEMP_MARK, WRITE_STEPS
 from agent.model import AgentState, DesiredMode, NetnsMode, NodeSnapshot
@@ -299,7 +299,7 @@ def test_hot_unplug_mid_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tr
         assert baseline.snapshot is not None and not baseline.snapshot.problems
 
         # sysfs reads files and links through these two (str paths, os calls).
-        real_read_bytes, real_readlink = sysfs._read_bytes, sysfs._readlink
+        real_read_bytes, real_readlink = files.read_bytes, files.readlink
         fired: list[str] = []
 
         def unplug_on_first(path: str) -> None:
@@ -316,8 +316,8 @@ def test_hot_unplug_mid_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tr
             unplug_on_first(path)
             return real_readlink(path)
 
-        monkeypatch.setattr(sysfs, "_read_bytes", read_bytes)
-        monkeypatch.setattr(sysfs, "_readlink", readlink)
+        monkeypatch.setattr(files, "read_bytes", read_bytes)
+        monkeypatch.setattr(files, "readlink", readlink)
         b.agent.discovery.sysfs.refresh()  # this cycle reads the static facts (fw_ver, vendor, ibdev) too
         state = b.cycle()
         monkeypatch.undo()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from agent.discover.rdma_netlink import CMD_PORT_GET, FLAGS_DUMP, RdmaNetlink, decode
 from agent.discover.snapshot import take_snapshot
 from agent.model import NetnsMode
-from benchmarks import run, stats
+from benchmarks import cache_layers, run, stats
 from benchmarks.report import Row, fmt
 from benchmarks.synth import (
     NETLINK_FIXTURES,
@@ -231,6 +232,18 @@ def test_generated_node_snapshots_as_the_synthesized_netlink_says(tmp_path: Path
     last_vf = snapshot.pci("0000:3b:01.2")
     assert last_vf is not None and last_vf.physfn == "0000:3b:00.0"
     assert read_all(node) > 0
+
+
+def test_each_cache_layer_switched_off_gives_the_same_snapshot(tmp_path: Path) -> None:
+    # benchmarks/cache_layers.py times the snapshot without one layer: that snapshot must be the same.
+    node = build_node(tmp_path, 3, per_pf=2)
+    exchange = SynthExchange(node.functions)
+    cold = replace(take_snapshot(node.roots, netlink=exchange.factory), taken_at=0.0)
+    for layer in cache_layers.LAYERS:
+        cache = cache_layers.without(layer)
+        for _ in range(3):
+            assert replace(take_snapshot(node.roots, netlink=exchange.factory, cache=cache), taken_at=0.0) == cold
+    assert [row[0] for row in cache_layers.measure(2, ["rdma", "MergeMemo"], rounds=1)] == ["rdma", "MergeMemo"]
 
 
 def test_synth_exchange_answers_like_the_kernel(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from agent.config import HostRoots
 from agent.discover import sysfs
+from agent.discover.sysfs import SysfsReader, files, pci
+from agent.discover.sysfs.rdma import PortFacts, RdmaReader
 from agent.model import CharDevice, NetnsMode, PciFunction, RdmaDevice
 from tests.sysfs_fixtures import load_tree
 
@@ -130,11 +132,11 @@ def test_natural_order() -> None:
 
 def test_host_without_rdma(captured: Captured) -> None:
     roots = captured("host-no-rdma")
-    assert sysfs.read_rdma_devices(roots) == ((), ())
-    assert sysfs.read_char_devices(roots) == ()
-    assert sysfs.read_ib_core_netns_mode(roots) is None
+    assert SysfsReader(roots).rdma_devices() == ((), ())
+    assert SysfsReader(roots).char_devices() == ()
+    assert SysfsReader(roots).ib_core_netns_mode() is None
     # virtio-net: class/net/eth0/device is virtio2, whose parent is the PCI function
-    functions, problems = sysfs.read_pci_functions(roots)
+    functions, problems = SysfsReader(roots).pci_functions()
     assert problems == ()
     eth = [link for link in expected("host-no-rdma")["ip -j link show"] if link["parentbus"]]
     assert [(link["ifname"], link["parentbus"]) for link in eth] == [("eth0", "virtio")]
@@ -147,15 +149,15 @@ def test_host_without_rdma(captured: Captured) -> None:
 
 def test_no_sysfs_at_all(tmp_path: Path) -> None:
     roots = HostRoots(root=tmp_path, sys=tmp_path / "nothing", dev=tmp_path / "nodev")
-    assert sysfs.read_rdma_devices(roots) == ((), ())
-    assert sysfs.read_pci_functions(roots, extra=["0000:3b:00.0"]) == ((), ())
-    assert sysfs.read_char_devices(roots) == ()
-    assert sysfs.read_ib_core_netns_mode(roots) is None
+    assert SysfsReader(roots).rdma_devices() == ((), ())
+    assert SysfsReader(roots).pci_functions(extra=["0000:3b:00.0"]) == ((), ())
+    assert SysfsReader(roots).char_devices() == ()
+    assert SysfsReader(roots).ib_core_netns_mode() is None
 
 
 def test_extra_address_is_read(captured: Captured) -> None:
     roots = captured("host-no-rdma")
-    functions, _ = sysfs.read_pci_functions(roots, extra=["0000:00:00.0", "not-an-address", "0000:99:00.0"])
+    functions, _ = SysfsReader(roots).pci_functions(extra=["0000:00:00.0", "not-an-address", "0000:99:00.0"])
     assert [f.address for f in functions] == ["0000:00:00.0", "0000:00:03.0"]
     assert functions[0].driver is None  # the host bridge has no driver link
 
@@ -167,7 +169,7 @@ RDMA_SCENARIOS = ("rxe-dummy-veth", "igb-sriov", "igb-sriov-netns")
 
 @pytest.mark.parametrize("scenario", RDMA_SCENARIOS)
 def test_devices_and_links_match_iproute2(scenario: str, captured: Captured) -> None:
-    devices, problems = sysfs.read_rdma_devices(captured(scenario))
+    devices, problems = SysfsReader(captured(scenario)).rdma_devices()
     assert problems == ()
     want = expected(scenario)
     assert [
@@ -185,7 +187,7 @@ def test_devices_and_links_match_iproute2(scenario: str, captured: Captured) -> 
 
 
 def test_rxe_on_virtual_netdevs(captured: Captured) -> None:
-    devices, _ = sysfs.read_rdma_devices(captured("rxe-dummy-veth"))
+    devices, _ = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     rxe0, rxe1 = devices
     # rxe derives rate from the netdev's speed: dummy has none (SDR 1X), veth says 10000 Mb/s
     assert [(d.name, d.pci_address, d.ports[0].rate) for d in devices] == [
@@ -203,7 +205,7 @@ def test_rxe_on_virtual_netdevs(captured: Captured) -> None:
 def test_rxe_pci_address_comes_from_its_netdev(
     scenario: str, rxe1_state: tuple[str, int, str, int], captured: Captured
 ) -> None:
-    devices, _ = sysfs.read_rdma_devices(captured(scenario))
+    devices, _ = SysfsReader(captured(scenario)).rdma_devices()
     parent = {link["ifname"]: link["parentdev"] for link in expected(scenario)["ip -j link show"]}
     assert [(d.name, d.pci_address) for d in devices] == [("rxe0", parent["eth0"]), ("rxe1", parent["eth1"])]
     assert [d.pci_address for d in devices] == ["0000:01:00.0", "0000:01:10.0"]  # the PF and its first VF
@@ -224,9 +226,9 @@ def test_device_link_to_a_pci_function_wins(tmp_path: Path) -> None:
     vf1 = (roots.sysfs / "bus/pci/devices" / VF1).resolve()
     (rxe1 / "device").symlink_to(os.path.relpath(vf1, rxe1))
     (vf1 / "infiniband/rxe1").mkdir(parents=True)
-    devices, _ = sysfs.read_rdma_devices(roots)
+    devices, _ = SysfsReader(roots).rdma_devices()
     assert [d.pci_address for d in devices] == [PF, VF1]  # rxe1's netdev eth1 is on VF0
-    functions, _ = sysfs.read_pci_functions(roots)
+    functions, _ = SysfsReader(roots).pci_functions()
     assert [f.rdma_devices for f in functions] == [(), (), ("rxe1",)]
 
 
@@ -243,7 +245,7 @@ def igb_functions(vf1_netdevs: tuple[str, ...]) -> tuple[PciFunction, ...]:
 
 
 def test_igb_pf_and_vfs(captured: Captured) -> None:
-    functions, problems = sysfs.read_pci_functions(captured("igb-sriov"))
+    functions, problems = SysfsReader(captured("igb-sriov")).pci_functions()
     assert (functions, problems) == (igb_functions(("eth2",)), ())
     want = expected("igb-sriov")
     assert {link["ifname"]: link["parentdev"] for link in want["ip -j link show"] if link["parentdev"]} == {
@@ -258,7 +260,7 @@ def test_vf_whose_netdev_is_in_a_pod_is_still_listed(captured: Captured) -> None
     roots = captured("igb-sriov-netns")
     assert "eth2" not in {link["ifname"] for link in expected("igb-sriov-netns")["ip -j link show"]}
     assert not (roots.sysfs / "class/net/eth2").exists()
-    functions, problems = sysfs.read_pci_functions(roots)
+    functions, problems = SysfsReader(roots).pci_functions()
     assert (functions, problems) == (igb_functions(()), ())
 
 
@@ -266,8 +268,8 @@ def test_one_vf_brings_its_pf_and_siblings(tmp_path: Path) -> None:
     roots = load("igb-sriov", tmp_path)
     for link in (roots.sysfs / "class/net").iterdir():
         link.unlink()
-    assert sysfs.read_pci_functions(roots) == ((), ())
-    functions, _ = sysfs.read_pci_functions(roots, extra=[VF1])
+    assert SysfsReader(roots).pci_functions() == ((), ())
+    functions, _ = SysfsReader(roots).pci_functions(extra=[VF1])
     assert [(f.address, f.physfn, f.virtfns) for f in functions] == [(PF, None, (VF0, VF1)), (VF0, PF, ()),
                                                                       (VF1, PF, ())]  # fmt: skip
 
@@ -278,14 +280,14 @@ def test_virtfns_are_ordered_by_index_not_by_name(tmp_path: Path) -> None:
     pf = roots.sysfs / "bus/pci/devices" / PF
     (pf / "virtfn0").rename(pf / "virtfn10")
     (pf / "virtfn1").rename(pf / "virtfn9")
-    functions, _ = sysfs.read_pci_functions(roots)
+    functions, _ = SysfsReader(roots).pci_functions()
     assert functions[0].virtfns == (VF1, VF0)
 
 
 @pytest.mark.parametrize("scenario", RDMA_SCENARIOS)
 def test_char_devices_map_to_their_rdma_device(scenario: str, captured: Captured) -> None:
     roots = captured(scenario)
-    found = sysfs.read_char_devices(roots)
+    found = SysfsReader(roots).char_devices()
     assert [d.name for d in found] == list(expected(scenario)["ls -l /dev/infiniband"])
     assert found == (
         CharDevice(name="issm0", kind="issm", path="/dev/infiniband/issm0", present=True, rdma_device="rxe0", port=1),
@@ -303,29 +305,29 @@ def test_char_device_missing_from_dev(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     (roots.devfs / "infiniband/uverbs1").unlink()
     (roots.devfs / "infiniband/rdma_cm").unlink()
-    by_name = {d.name: d for d in sysfs.read_char_devices(roots)}
+    by_name = {d.name: d for d in SysfsReader(roots).char_devices()}
     assert (by_name["uverbs1"].present, by_name["uverbs1"].rdma_device) == (False, "rxe1")
     assert (by_name["rdma_cm"].present, by_name["rdma_cm"].path) == (False, "/dev/infiniband/rdma_cm")
     (roots.sysfs / "class/misc/rdma_cm").unlink()
-    assert "rdma_cm" not in {d.name for d in sysfs.read_char_devices(roots)}
+    assert "rdma_cm" not in {d.name for d in SysfsReader(roots).char_devices()}
 
 
 def test_rdma_cm_node_alone_counts(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     (roots.sysfs / "class/misc/rdma_cm").unlink()
-    rdma_cm = [d for d in sysfs.read_char_devices(roots) if d.kind == "rdma_cm"]
+    rdma_cm = [d for d in SysfsReader(roots).char_devices() if d.kind == "rdma_cm"]
     assert rdma_cm == [CharDevice(name="rdma_cm", kind="rdma_cm", path="/dev/infiniband/rdma_cm", present=True)]
 
 
 def test_netns_mode_follows_the_module_parameter(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     assert expected("rxe-dummy-veth")["rdma -j system show"] == ["netns shared copy-on-fork on"]
-    assert sysfs.read_ib_core_netns_mode(roots) is NetnsMode.SHARED
+    assert SysfsReader(roots).ib_core_netns_mode() is NetnsMode.SHARED
     param = roots.sysfs / "module/ib_core/parameters/netns_mode"
     param.write_text("N\n")
-    assert sysfs.read_ib_core_netns_mode(roots) is NetnsMode.EXCLUSIVE
+    assert SysfsReader(roots).ib_core_netns_mode() is NetnsMode.EXCLUSIVE
     param.write_text("maybe\n")
-    assert sysfs.read_ib_core_netns_mode(roots) is None
+    assert SysfsReader(roots).ib_core_netns_mode() is None
 
 
 # --- optional files, EINVAL, and fallbacks ----------------------------------------------------------
@@ -339,26 +341,26 @@ def test_missing_optional_files_are_none_not_problems(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     (roots.sysfs / "class/infiniband/rxe0/fw_ver").unlink()
     (rxe_port(roots, "rxe0") / "rate").unlink()
-    devices, problems = sysfs.read_rdma_devices(roots)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert problems == ()
     assert (devices[0].fw_version, devices[0].ports[0].rate, devices[0].ports[0].state) == (None, None, "ACTIVE")
 
 
 def test_unused_gid_entry_falls_back_to_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
-    real_read_bytes = sysfs._read_bytes
+    real_read_bytes = files.read_bytes
 
     def read_bytes(path: str) -> bytes:
         if path.endswith("/rxe0/ports/1/gid_attrs/ndevs/0"):  # what the kernel does for an unused GID entry
             raise OSError(22, "Invalid argument", path)
         return real_read_bytes(path)
 
-    monkeypatch.setattr(sysfs, "_read_bytes", read_bytes)
-    devices, problems = sysfs.read_rdma_devices(roots)
+    monkeypatch.setattr(files, "read_bytes", read_bytes)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert problems == ()
     assert (devices[0].ports[0].netdev, devices[0].ports[0].netdev_index) == ("d0", 2)  # from rxe0/parent
     (roots.sysfs / "class/infiniband/rxe0/parent").unlink()
-    devices, problems = sysfs.read_rdma_devices(roots)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert (problems, devices[0].ports[0].netdev, devices[0].ports[0].netdev_index) == ((), None, None)
 
 
@@ -366,14 +368,14 @@ def test_lid_only_for_infiniband(tmp_path: Path) -> None:
     # Derived: the captured rxe port relabelled InfiniBand; its lid/sm_lid files are the kernel's 0x0.
     roots = load("rxe-dummy-veth", tmp_path)
     (rxe_port(roots, "rxe0") / "link_layer").write_text("InfiniBand\n")
-    devices, _ = sysfs.read_rdma_devices(roots)
+    devices, _ = SysfsReader(roots).rdma_devices()
     assert [(d.ports[0].lid, d.ports[0].sm_lid) for d in devices] == [(0, 0), (None, None)]
 
 
 def test_netdev_moved_away_has_no_index(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     (roots.sysfs / "class/net/veth0").unlink()  # as seen from the init netns after a move
-    devices, problems = sysfs.read_rdma_devices(roots)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert problems == ()
     assert [(d.ports[0].netdev, d.ports[0].netdev_index) for d in devices] == [("d0", 2), ("veth0", None)]
 
@@ -403,10 +405,10 @@ def as_loop(path: Path) -> None:
 def test_one_broken_device_does_not_blank_the_other(
     breakage: Callable[[Path], None], relative: str, mentions: str, tmp_path: Path, captured: Captured
 ) -> None:
-    good, _ = sysfs.read_rdma_devices(captured("rxe-dummy-veth"))
+    good, _ = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     broken_roots = load("rxe-dummy-veth", tmp_path)
     breakage(broken_roots.sysfs / "class/infiniband/rxe1" / relative)
-    devices, problems = sysfs.read_rdma_devices(broken_roots)
+    devices, problems = SysfsReader(broken_roots).rdma_devices()
     assert devices[0] == good[0]  # rxe0 untouched
     assert [d.name for d in devices] == ["rxe0", "rxe1"]  # rxe1 still reported, with what was readable
     assert devices[1].ports[0].netdev == "veth0"
@@ -419,7 +421,7 @@ def test_device_entry_that_is_not_a_directory(tmp_path: Path) -> None:
     link = roots.sysfs / "class/infiniband/rxe0"
     link.unlink()
     link.write_text("")
-    devices, problems = sysfs.read_rdma_devices(roots)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert [d.name for d in devices] == ["rxe1"]
     assert [(p.code, p.subject) for p in problems] == [("sysfs_read_error", "rxe0")]
 
@@ -427,7 +429,7 @@ def test_device_entry_that_is_not_a_directory(tmp_path: Path) -> None:
 def test_one_broken_pci_function_does_not_blank_the_others(tmp_path: Path) -> None:
     roots = load("igb-sriov", tmp_path)
     as_directory(roots.sysfs / "bus/pci/devices" / VF0 / "vendor")
-    functions, problems = sysfs.read_pci_functions(roots)
+    functions, problems = SysfsReader(roots).pci_functions()
     assert [f.address for f in functions] == [PF, VF0, VF1]
     assert functions[0] == igb_functions(("eth2",))[0]
     assert (functions[1].vendor, functions[1].device, functions[1].driver) == (None, "10ca", "igbvf")
@@ -441,38 +443,38 @@ def test_one_broken_pci_function_does_not_blank_the_others(tmp_path: Path) -> No
 def test_device_deleted_after_listing(tmp_path: Path) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
     shutil.rmtree(roots.sysfs / "devices/virtual/infiniband/rxe1")  # class/infiniband/rxe1 now dangles
-    devices, problems = sysfs.read_rdma_devices(roots)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert ([d.name for d in devices], problems) == (["rxe0"], ())
 
 
 def test_device_deleted_while_its_ports_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     roots = load("rxe-dummy-veth", tmp_path)
-    real_read_port = sysfs._read_port
+    real_read_port = RdmaReader._port
 
-    def read_port_then_vanish(sys_: str, path: str, *args: Any) -> Any:
-        if "rxe0" in path.split("/"):  # `rdma link delete rxe0` lands right now
+    def read_port_then_vanish(reader: RdmaReader, port: PortFacts, *args: Any) -> Any:
+        if "rxe0" in port.path.split("/"):  # `rdma link delete rxe0` lands right now
             shutil.rmtree(roots.sysfs / "devices/virtual/infiniband/rxe0", ignore_errors=True)
-        return real_read_port(sys_, path, *args)
+        return real_read_port(reader, port, *args)
 
-    monkeypatch.setattr(sysfs, "_read_port", read_port_then_vanish)
-    devices, problems = sysfs.read_rdma_devices(roots)
+    monkeypatch.setattr(RdmaReader, "_port", read_port_then_vanish)
+    devices, problems = SysfsReader(roots).rdma_devices()
     assert ([d.name for d in devices], problems) == (["rxe1"], ())
 
 
 def test_vf_removed_while_functions_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     roots = load("igb-sriov", tmp_path)
-    real = sysfs._link_name
+    real = files.link_name  # what pci.link_name is, until replaced below
 
     def vanish_then_link_name(path: str, *args: Any) -> str | None:
         if path.endswith(f"/{VF1}/driver"):  # sriov_numvfs=0 lands mid-read
             shutil.rmtree(Path(path).parent.resolve(), ignore_errors=True)
         return real(path, *args)
 
-    monkeypatch.setattr(sysfs, "_link_name", vanish_then_link_name)
-    functions, problems = sysfs.read_pci_functions(roots)
+    monkeypatch.setattr(pci, "link_name", vanish_then_link_name)
+    functions, problems = SysfsReader(roots).pci_functions()
     assert ([f.address for f in functions], problems) == ([PF, VF0], ())
 
 
 def test_rdma_device_type_is_frozen_output(captured: Captured) -> None:
-    devices, _ = sysfs.read_rdma_devices(captured("rxe-dummy-veth"))
+    devices, _ = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     assert all(isinstance(d, RdmaDevice) and isinstance(d.ports, tuple) for d in devices)

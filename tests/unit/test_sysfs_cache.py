@@ -18,7 +18,8 @@ import pytest
 from agent.config import Config, HostRoots
 from agent.discover import sysfs
 from agent.discover.rdma_netlink import RdmaNetlink
-from agent.discover.snapshot import MergeMemo, SnapshotCache, merge_devices, merge_port, take_snapshot
+from agent.discover.snapshot import MergeMemo, NetlinkDevice, SnapshotCache, merge_devices, merge_port, take_snapshot
+from agent.discover.sysfs import SysfsReader, files
 from agent.errors import NetlinkError
 from agent.loop import Agent
 from agent.model import NodeSnapshot, RdmaDevice, RdmaPort
@@ -112,20 +113,20 @@ def test_netlink_ports_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mo
     roots = load_tree("rxe-dummy-veth", tmp_path)
     replay = rxe_replay(kernel_of("rxe-dummy-veth"))
     with RdmaNetlink(exchange=replay) as sock:
-        listed = [(d, tuple(sock.ports(d.index))) for d in sock.devices() if d.index is not None]
+        listed = [NetlinkDevice(d, tuple(sock.ports(d.index))) for d in sock.devices() if d.index is not None]
     hints = {(d.name, p.port): p for d, ports in listed for p in ports}
     opened: Counter[str] = Counter()
-    real = sysfs._read_bytes
+    real = files.read_bytes
 
     def counting(path: str) -> bytes:
         opened[path.rsplit("/", 1)[-1]] += 1
         return real(path)
 
-    monkeypatch.setattr(sysfs, "_read_bytes", counting)
-    hinted, problems = sysfs.read_rdma_devices(roots, netlink=hints)
+    monkeypatch.setattr(files, "read_bytes", counting)
+    hinted, problems = SysfsReader(roots).rdma_devices(netlink=hints)
     assert problems == ()
     assert {"state", "phys_state", "0", "ifindex"}.isdisjoint(opened) and opened["rate"] == 2
-    plain, _ = sysfs.read_rdma_devices(roots)
+    plain, _ = SysfsReader(roots).rdma_devices()
     # A hinted port is the merge of netlink's port with sysfs's: what the snapshot would have built.
     for device, ports in listed:
         fs = next(d for d in plain if d.name == device.name)
@@ -264,8 +265,8 @@ def test_the_merge_memo_follows_netlink() -> None:
     fs = RdmaDevice(name="mlx5_0", fw_version="22.36.1010", port_count=1, ports=(port,), pci_address=PF)
     nl = RdmaDevice(name="mlx5_0", index=0, fw_version="22.36.1010", port_count=1)
     memo = MergeMemo()
-    first = merge_devices([(nl, (port,))], [fs], memo=memo)
-    assert merge_devices([(nl, (port,))], [fs], memo=memo) is first  # nothing changed: the same answer
-    newer = merge_devices([(replace(nl, fw_version="22.39.1002"), (port,))], [fs], memo=memo)
+    first = merge_devices([NetlinkDevice(nl, (port,))], [fs], memo=memo)
+    assert merge_devices([NetlinkDevice(nl, (port,))], [fs], memo=memo) is first  # nothing changed: the same answer
+    newer = merge_devices([NetlinkDevice(replace(nl, fw_version="22.39.1002"), (port,))], [fs], memo=memo)
     assert newer[0].fw_version == "22.39.1002"  # the same sysfs object, but netlink says something new
-    assert newer == merge_devices([(replace(nl, fw_version="22.39.1002"), (port,))], [fs])
+    assert newer == merge_devices([NetlinkDevice(replace(nl, fw_version="22.39.1002"), (port,))], [fs])

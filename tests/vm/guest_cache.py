@@ -1,5 +1,5 @@
 """Runs INSIDE the QEMU guest (as root, real kernel, igb SR-IOV NIC, Soft-RoCE): what the kernel does
-that the sysfs cache (agent/discover/sysfs.py, SysfsCache) relies on — link text, inode numbers of
+that the sysfs cache (agent/discover/sysfs/, SysfsCache) relies on — link text, inode numbers of
 re-created entries, getdents' d_ino — and warm snapshots next to cold ones while the host changes
 (rxe devices re-created and renamed, a VF unbound and bound again, sriov_numvfs changed, a VF netdev
 moved into another netns and back, a netdev renamed). Prints one JSON document on stdout;
