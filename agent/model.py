@@ -100,9 +100,11 @@ class RdmaDevice:
     index: int | None = None  # netlink DEV_INDEX; None when only sysfs was readable
     node_type: str | None = None  # iproute2 spelling: "ca", "rnic", …
     protocol: str | None = None  # netlink DEV_PROTOCOL: "roce", "ib", "iw", "opa", "usnic"
-    fw_version: str | None = None
+    fw_version: str | None = None  # netlink FW_VERSION, else sysfs fw_ver (mlx5: "16.35.2000 (MT_0000000008)")
     node_guid: str | None = None
     sys_image_guid: str | None = None
+    hca_type: str | None = None  # sysfs hca_type, a driver's attribute (mlx5: "MT4119"); None without
+    board_id: str | None = None  # sysfs board_id, a driver's attribute (mlx5: "MT_0000000008"); None without
     port_count: int = 0
     pci_address: str | None = None  # from sysfs ``device`` link, else the port's netdev
     ports: tuple[RdmaPort, ...] = ()

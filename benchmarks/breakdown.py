@@ -12,8 +12,14 @@ from agent.discover.snapshot import SnapshotCache
 from agent.discover.sysfs import SysfsReader
 from benchmarks.report import fmt
 
-PARTS = ("netlink", "sysfs RDMA devices", "sysfs PCI functions", "sysfs char devices", "procfs + modprobe.d",
-         "netns scan")  # fmt: skip
+PARTS = (
+    "netlink",
+    "sysfs RDMA devices",
+    "sysfs PCI functions",
+    "sysfs char devices",
+    "procfs + modprobe.d",
+    "netns scan",
+)
 
 
 def _netlink(factory: Callable[[], RdmaNetlink]) -> None:
@@ -30,8 +36,9 @@ def _procfs(roots: HostRoots) -> None:
     modprobe.read_persisted_netns_mode(roots, procfs.parse_cmdline_netns_mode(kernel.cmdline or ""))
 
 
-def snapshot_breakdown(roots: HostRoots, netlink: Callable[[], RdmaNetlink], repeats: int = 3,
-                       cache: SnapshotCache | None = None) -> dict[str, float]:  # fmt: skip
+def snapshot_breakdown(
+    roots: HostRoots, netlink: Callable[[], RdmaNetlink], repeats: int = 3, cache: SnapshotCache | None = None
+) -> dict[str, float]:
     """Median seconds of each part (the parts of agent.discover.snapshot.take_snapshot, in its order);
     with ``cache`` (already warm), the sysfs readers use its kept facts as the agent's loop does.
     Without netlink's ports handed over, the sysfs reader reads port state itself: an upper bound."""

@@ -67,8 +67,15 @@ PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]
 MAX_FILE_BYTES = 64 * 1024
 GID_ENTRIES = 4  # gids/, gid_attrs/{ndevs,types}/ and pkeys/ entries kept (of up to thousands)
 WATCHED_MODULES = (
-    "ib_core", "ib_uverbs", "ib_umad", "rdma_ucm", "rdma_cm", "mlx5_core", "mlx5_ib", "rdma_rxe",
-)  # fmt: skip
+    "ib_core",
+    "ib_uverbs",
+    "ib_umad",
+    "rdma_ucm",
+    "rdma_cm",
+    "mlx5_core",
+    "mlx5_ib",
+    "rdma_rxe",
+)
 
 
 @dataclass(frozen=True)
@@ -89,22 +96,32 @@ class Kind:
 KINDS: dict[str, Kind] = {
     # class directories: symlinks to the objects
     "class_infiniband": Kind(links=(("*", "ibdev"),)),
-    "class_chardev": Kind(files=("abi_version",), links=(("uverbs*", "chardev"), ("umad*", "chardev"),
-                                                         ("issm*", "chardev"))),
+    "class_chardev": Kind(
+        files=("abi_version",), links=(("uverbs*", "chardev"), ("umad*", "chardev"), ("issm*", "chardev"))
+    ),
     "class_net": Kind(links=(("*", "netdev"),)),
     "class_misc": Kind(links=(("rdma_cm", "chardev"),)),
     "bus_pci_devices": Kind(links=(("*", "pci"),)),
     # RDMA devices: class/infiniband/<dev>
     "ibdev": Kind(
-        files=("node_type", "node_guid", "sys_image_guid", "fw_ver", "node_desc", "parent", "hca_type",
-               "hw_rev", "board_id", "uevent"),
+        files=(
+            "node_type",
+            "node_guid",
+            "sys_image_guid",
+            "fw_ver",
+            "node_desc",
+            "parent",
+            "hca_type",
+            "hw_rev",
+            "board_id",
+            "uevent",
+        ),
         links=(("device", "parent"),),
         dirs=(("ports", "ports"),),
     ),
     "ports": Kind(dirs=(("*", "port"),)),
     "port": Kind(
-        files=("state", "phys_state", "link_layer", "rate", "lid", "sm_lid", "lid_mask_count", "sm_sl",
-               "cap_mask"),
+        files=("state", "phys_state", "link_layer", "rate", "lid", "sm_lid", "lid_mask_count", "sm_sl", "cap_mask"),
         dirs=(("gids", "table"), ("pkeys", "table"), ("gid_attrs", "gid_attrs")),
     ),
     "gid_attrs": Kind(dirs=(("ndevs", "table"), ("types", "table"))),
@@ -113,27 +130,58 @@ KINDS: dict[str, Kind] = {
     "chardev": Kind(files=("ibdev", "port", "abi_version", "dev", "uevent"), links=(("device", "parent"),)),
     # netdevs: class/net/<if>
     "netdev": Kind(
-        files=("ifindex", "iflink", "address", "type", "operstate", "dev_id", "dev_port", "mtu",
-               "addr_assign_type", "name_assign_type", "phys_port_name", "phys_switch_id", "uevent"),
+        files=(
+            "ifindex",
+            "iflink",
+            "address",
+            "type",
+            "operstate",
+            "flags",
+            "dev_id",
+            "dev_port",
+            "mtu",
+            "addr_assign_type",
+            "name_assign_type",
+            "phys_port_name",
+            "phys_switch_id",
+            "uevent",
+        ),
         links=(("device", "parent"),),
     ),
     # PCI functions: bus/pci/devices/<address>
     "pci": Kind(
-        files=("vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
-               "numa_node", "sriov_*", "uevent"),
+        files=(
+            "vendor",
+            "device",
+            "subsystem_vendor",
+            "subsystem_device",
+            "class",
+            "revision",
+            "numa_node",
+            "sriov_*",
+            "uevent",
+        ),
         links=(("driver", None), ("physfn", "pci"), ("virtfn*", "pci")),
-        dirs=(("net", "netdevs"), ("infiniband", "ibdevs"), ("infiniband_verbs", "chardevs"),
-              ("infiniband_mad", "chardevs"), ("virtio*", "busdev")),
+        dirs=(
+            ("net", "netdevs"),
+            ("infiniband", "ibdevs"),
+            ("infiniband_verbs", "chardevs"),
+            ("infiniband_mad", "chardevs"),
+            ("virtio*", "busdev"),
+        ),
     ),
     # a non-PCI bus device between a netdev and its PCI function (virtioN, auxiliary devices)
-    "busdev": Kind(files=("vendor", "device", "modalias", "uevent"), links=(("driver", None),),
-                   dirs=(("net", "netdevs"), ("infiniband", "ibdevs"))),
+    "busdev": Kind(
+        files=("vendor", "device", "modalias", "uevent"),
+        links=(("driver", None),),
+        dirs=(("net", "netdevs"), ("infiniband", "ibdevs")),
+    ),
     "netdevs": Kind(dirs=(("*", "netdev"),)),
     "ibdevs": Kind(dirs=(("*", "ibdev"),)),
     "chardevs": Kind(dirs=(("*", "chardev"),)),
     "module": Kind(files=("initstate",), dirs=(("parameters", "module_parameters"),)),
     "module_parameters": Kind(files=("netns_mode",)),
-}  # fmt: skip
+}
 
 STARTS: tuple[tuple[str, str], ...] = (
     ("class/infiniband", "class_infiniband"),
@@ -378,8 +426,10 @@ def setup_rxe_dummy_veth(src_sys: Path) -> None:
 
 
 def setup_igb_sriov(src_sys: Path) -> None:
-    sh("modprobe igb && modprobe igbvf && modprobe rdma_rxe && modprobe ib_uverbs && modprobe ib_umad"
-       " && modprobe rdma_ucm")  # fmt: skip
+    sh(
+        "modprobe igb && modprobe igbvf && modprobe rdma_rxe && modprobe ib_uverbs && modprobe ib_umad"
+        " && modprobe rdma_ucm"
+    )
     sh("sleep 1")
     pf = netdev_with_driver(src_sys, "igb")
     sh(f"ip link set {pf} up && echo 2 > /sys/class/net/{pf}/device/sriov_numvfs && sleep 2")

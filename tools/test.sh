@@ -17,7 +17,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-echo "== ruff";          .venv/bin/ruff check .
+echo "== ruff";          .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
 echo "== static (hadolint, kustomize, promtool)"; bash tools/check-static.sh

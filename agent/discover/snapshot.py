@@ -112,6 +112,7 @@ def merge_port(nl: RdmaPort | None, fs: RdmaPort | None) -> RdmaPort:
         rate=fs.rate,
         netdev=nl.netdev if nl.netdev is not None else fs.netdev,
         netdev_index=nl.netdev_index if nl.netdev is not None else fs.netdev_index,
+        netdev_admin_up=fs.netdev_admin_up,
     )
 
 
@@ -145,6 +146,8 @@ def merge_device(
         device,
         fw_version=device.fw_version or fs.fw_version,
         node_type=device.node_type or fs.node_type,
+        hca_type=fs.hca_type,
+        board_id=fs.board_id,
         pci_address=fs.pci_address,
         port_count=max(device.port_count, fs.port_count),
         ports=ports,

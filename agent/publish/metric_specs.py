@@ -59,11 +59,14 @@ SPECS: tuple[MetricSpec, ...] = (
     _g("rdma_devices", "Number of RDMA devices on the node."),
     _g(
         "rdma_device_info",
-        "An RDMA device and its facts; value is always 1.",
+        "An RDMA device and its facts; value is always 1. firmware_version, board_id and hca_type as "
+        "node_exporter's infiniband collector names them.",
         "device",
         "node_type",
         "protocol",
-        "fw_version",
+        "firmware_version",
+        "board_id",
+        "hca_type",
         "node_guid",
         "sys_image_guid",
         "pci_address",

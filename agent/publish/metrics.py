@@ -51,6 +51,23 @@ def _bool(value: bool) -> float:
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec\b")
 
 
+_FIRMWARE = re.compile(r"(\S+)(?: \((\S+)\))?")  # mlx5: "16.35.2000 (MT_0000000008)", "%d.%d.%04d (%.16s)"
+
+
+def firmware_and_board(device: RdmaDevice) -> tuple[str | None, str | None]:
+    """The firmware version alone and the board id: the mlx5 driver appends its board id to the
+    version ("16.35.2000 (MT_0000000008)"); sysfs ``board_id`` wins when present. A version of some
+    other shape keeps its text with every space made ``_`` (label values carry no prose)."""
+    firmware = device.fw_version
+    board = device.board_id
+    if firmware is None:
+        return None, board
+    match = _FIRMWARE.fullmatch(firmware.strip())
+    if match is None:
+        return "_".join(firmware.split()), board
+    return match.group(1), board or match.group(2)
+
+
 def parse_rate_bytes_per_second(rate: str | None) -> float | None:
     """sysfs ``ports/N/rate`` (``"100 Gb/sec (4X EDR)"``) in bytes per second; None if unparsable.
 
@@ -185,13 +202,16 @@ def _devices(out: _Families, snap: NodeSnapshot) -> None:
     with_uverbs = devices_with_uverbs(snap)
     pci_by_address = {p.address: p for p in snap.pci_functions}
     for device in snap.devices:
+        firmware, board = firmware_and_board(device)
         out.add(
             "rdma_device_info",
             1,
             device.name,
             device.node_type,
             device.protocol,
-            device.fw_version,
+            firmware,
+            board,
+            device.hca_type,
             device.node_guid,
             device.sys_image_guid,
             device.pci_address,

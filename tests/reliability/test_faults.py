@@ -69,8 +69,14 @@ def health(state: AgentState) -> dict[str, bool]:
 def codes(state: AgentState) -> set[str]:
     snapshot = state.snapshot
     enforcement = state.enforcement
-    return {p.code for p in (*(snapshot.problems if snapshot else ()), *(enforcement.problems if enforcement else ()),
-                             *state.problems)}  # fmt: skip
+    return {
+        p.code
+        for p in (
+            *(snapshot.problems if snapshot else ()),
+            *(enforcement.problems if enforcement else ()),
+            *state.problems,
+        )
+    }
 
 
 def temp_files(directory: Path) -> list[str]:
@@ -101,8 +107,11 @@ class KubeBench:
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[KubeBench]:
     with KubeStandIn() as api:
-        api.put_node(NODE, capacity={"spidernet.io/hca_shared_devices": "8"},
-                     allocatable={"spidernet.io/hca_shared_devices": "8"})  # fmt: skip
+        api.put_node(
+            NODE,
+            capacity={"spidernet.io/hca_shared_devices": "8"},
+            allocatable={"spidernet.io/hca_shared_devices": "8"},
+        )
         proxy = TcpProxy(("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         data = json.loads(kubeconfig.read_text())
@@ -114,8 +123,10 @@ def kube(tmp_path: Path) -> Iterator[KubeBench]:
         publisher = NodeLabelPublisher(client, watcher, prefix=PREFIX, request_timeout=(1.0, 1.0))
 
         def stages(clock: Clock) -> list[Any]:
-            return [AllocatableStage(("spidernet.io/", "rdma/"), None, watcher),
-                    LabelsStage(PREFIX, 60.0, node=publisher, watcher=watcher, timer=clock)]  # fmt: skip
+            return [
+                AllocatableStage(("spidernet.io/", "rdma/"), None, watcher),
+                LabelsStage(PREFIX, 60.0, node=publisher, watcher=watcher, timer=clock),
+            ]
 
         watcher.start()
         try:
@@ -155,9 +166,13 @@ KUBE_FAULTS = [
     KubeFault("slow API: the patch outlives its timeout", lambda kb: kb.api.delay_next("patch", 3.0), hangs=True),
     KubeFault("API server down", lambda kb: kb.proxy.down(), lambda kb: kb.proxy.up(), rewatch=True),
     KubeFault("watch dropped mid-stream", lambda kb: kb.api.drop_watches(), labels_fail=False, rewatch=True),
-    KubeFault("watch dropped, relists answered 500",
-              lambda kb: kb.api.fail_next("list", 500, times=3).drop_watches(), labels_fail=False, rewatch=True),
-]  # fmt: skip
+    KubeFault(
+        "watch dropped, relists answered 500",
+        lambda kb: kb.api.fail_next("list", 500, times=3).drop_watches(),
+        labels_fail=False,
+        rewatch=True,
+    ),
+]
 
 
 @pytest.mark.parametrize("fault", KUBE_FAULTS, ids=str)
@@ -218,23 +233,54 @@ def _open_works(k: FakeKernel) -> None:
 NETLINK_FAULTS: list[tuple[str, DesiredMode, NetlinkFault, NetlinkFault, str]] = [
     # (what, desired mode, inject, recover, the problem code reported meanwhile)
     ("EPERM opening the socket", DesiredMode.UNMANAGED, _open_fails, _open_works, "netlink_error"),
-    ("EBUSY ending the device dump", DesiredMode.UNMANAGED, lambda k: k.fail(nl.CMD_GET, errno.EBUSY),
-     lambda k: None, "netlink_error"),
-    ("EINTR reading one device's ports", DesiredMode.UNMANAGED,
-     lambda k: k.fail(nl.CMD_PORT_GET, errno.EINTR, how="oserror", device=1), lambda k: None, "netlink_error"),
-    ("EPERM on SYS_GET", DesiredMode.UNMANAGED, lambda k: k.fail(nl.CMD_SYS_GET, errno.EPERM), lambda k: None,
-     "netlink_error"),
-    ("EBUSY on SYS_SET while pods hold namespaces", DesiredMode.EXCLUSIVE, lambda k: setattr(k, "namespaces", 3),
-     lambda k: setattr(k, "namespaces", 0), "netns_mode_busy"),
-    ("EPERM on SYS_SET", DesiredMode.EXCLUSIVE, lambda k: k.fail(nl.CMD_SYS_SET, errno.EPERM, times=100),
-     lambda k: k.faults.clear(), "netns_mode_eperm"),
-    ("EINTR on SYS_SET", DesiredMode.EXCLUSIVE, lambda k: k.fail(nl.CMD_SYS_SET, errno.EINTR, how="oserror"),
-     lambda k: None, "netns_mode_set_failed"),
-]  # fmt: skip
+    (
+        "EBUSY ending the device dump",
+        DesiredMode.UNMANAGED,
+        lambda k: k.fail(nl.CMD_GET, errno.EBUSY),
+        lambda k: None,
+        "netlink_error",
+    ),
+    (
+        "EINTR reading one device's ports",
+        DesiredMode.UNMANAGED,
+        lambda k: k.fail(nl.CMD_PORT_GET, errno.EINTR, how="oserror", device=1),
+        lambda k: None,
+        "netlink_error",
+    ),
+    (
+        "EPERM on SYS_GET",
+        DesiredMode.UNMANAGED,
+        lambda k: k.fail(nl.CMD_SYS_GET, errno.EPERM),
+        lambda k: None,
+        "netlink_error",
+    ),
+    (
+        "EBUSY on SYS_SET while pods hold namespaces",
+        DesiredMode.EXCLUSIVE,
+        lambda k: setattr(k, "namespaces", 3),
+        lambda k: setattr(k, "namespaces", 0),
+        "netns_mode_busy",
+    ),
+    (
+        "EPERM on SYS_SET",
+        DesiredMode.EXCLUSIVE,
+        lambda k: k.fail(nl.CMD_SYS_SET, errno.EPERM, times=100),
+        lambda k: k.faults.clear(),
+        "netns_mode_eperm",
+    ),
+    (
+        "EINTR on SYS_SET",
+        DesiredMode.EXCLUSIVE,
+        lambda k: k.fail(nl.CMD_SYS_SET, errno.EINTR, how="oserror"),
+        lambda k: None,
+        "netns_mode_set_failed",
+    ),
+]
 
 
-@pytest.mark.parametrize(("desired", "inject", "recover", "code"), [f[1:] for f in NETLINK_FAULTS],
-                         ids=[f[0] for f in NETLINK_FAULTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("desired", "inject", "recover", "code"), [f[1:] for f in NETLINK_FAULTS], ids=[f[0] for f in NETLINK_FAULTS]
+)
 def test_netlink_faults(
     tmp_path: Path, desired: DesiredMode, inject: NetlinkFault, recover: NetlinkFault, code: str
 ) -> None:
@@ -263,8 +309,13 @@ def test_netlink_faults(
             snap, enforcement = s.snapshot, s.enforcement
             assert snap is not None and enforcement is not None
             netlink_whole = snap.netlink_available and all(d.index is not None and d.ports for d in snap.devices)
-            return (code not in codes(s) and netlink_whole and snap.netns_mode_source == "netlink"
-                    and enforcement.compliant and not enforcement.reboot_required)  # fmt: skip
+            return (
+                code not in codes(s)
+                and netlink_whole
+                and snap.netns_mode_source == "netlink"
+                and enforcement.compliant
+                and not enforcement.reboot_required
+            )
 
         assert 1 <= b.until(converged) <= 2, codes(b.agent.state())
         assert code not in Bench.problems(b.serving())
@@ -356,8 +407,9 @@ def test_an_oddly_named_netdev_does_not_blank_discovery(tmp_path: Path) -> None:
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a tmpfs (CI runs as root)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True, text=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -381,8 +433,10 @@ def _read_only(directory: Path) -> Callable[[], None]:
     return writable_again
 
 
-DISK_FAULTS = [("modprobe.d full", _fill, "No space left on device"),
-               ("modprobe.d read-only", _read_only, "Read-only file system")]  # fmt: skip
+DISK_FAULTS = [
+    ("modprobe.d full", _fill, "No space left on device"),
+    ("modprobe.d read-only", _read_only, "Read-only file system"),
+]
 
 
 @pytest.mark.parametrize(("inject", "reason"), [f[1:] for f in DISK_FAULTS], ids=[f[0] for f in DISK_FAULTS])
@@ -446,8 +500,16 @@ class Lines:
         return match
 
 
-ARGS = ["run", "--netns-mode", "exclusive", "--no-kubernetes", "--metrics-bind-address", "127.0.0.1:0",
-        "--interval", "1s"]  # fmt: skip
+ARGS = [
+    "run",
+    "--netns-mode",
+    "exclusive",
+    "--no-kubernetes",
+    "--metrics-bind-address",
+    "127.0.0.1:0",
+    "--interval",
+    "1s",
+]
 SERVING = r"serving /metrics, /healthz and /readyz on http://127\.0\.0\.1:(\d+)"
 
 # The agent's own entry point, with the fake kernel and a write hook that parks the write at one step
@@ -471,8 +533,15 @@ PARKED_CHILD = textwrap.dedent(
 
 @contextmanager
 def child(argv: list[str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(argv, cwd=REPO, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         yield process
     finally:

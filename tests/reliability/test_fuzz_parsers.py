@@ -55,6 +55,7 @@ PARTIAL: list[Callable[[str], object]] = [
     sysfs.parse_numa_node,
     sysfs.parse_lid,
     sysfs.parse_netns_mode,
+    sysfs.parse_netdev_flags,
 ]
 
 

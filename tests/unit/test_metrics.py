@@ -43,7 +43,7 @@ from agent.model import (
     StageHealth,
 )
 from agent.publish.metric_specs import SPECS
-from agent.publish.metrics import RdmaCollector, parse_rate_bytes_per_second
+from agent.publish.metrics import RdmaCollector, firmware_and_board, parse_rate_bytes_per_second
 from agent.publish.ports import PortsStage
 from agent.publish.readiness import READY_CONDITIONS, ready_conditions
 from tests.builders import rdma_port, render_metrics
@@ -76,7 +76,8 @@ def _mlx5(name: str, index: int, pci: str, port: RdmaPort, chars: tuple[str, ...
         index=index,
         node_type="ca",
         protocol="roce",
-        fw_version="16.35.2000 (MT_0000000008)",
+        fw_version="16.35.2000 (MT_0000000008)",  # mlx5 appends its board id (netlink and sysfs fw_ver alike)
+        hca_type="MT4119",  # ConnectX-5 (15b3:1017)
         node_guid=f"b8ce:f603:00a1:b2c{index}",
         sys_image_guid="b8ce:f603:00a1:b2c4",
         port_count=1,
@@ -366,6 +367,23 @@ def test_promtool_check_metrics_is_silent_on_golden_files() -> None:
         )
         output = (result.stdout + result.stderr).decode()
         assert (result.returncode, output) == (0, ""), f"{path.name}: {output}"
+
+
+@pytest.mark.parametrize(
+    ("fw_version", "board_id", "expected"),
+    [
+        ("16.35.2000 (MT_0000000008)", None, ("16.35.2000", "MT_0000000008")),  # mlx5: "%d.%d.%04d (%.16s)"
+        ("16.35.2000 (MT_0000000008)", "MT_0000000012", ("16.35.2000", "MT_0000000012")),  # sysfs board_id wins
+        ("1.0.0", None, ("1.0.0", None)),  # rxe
+        ("20.31.1014 beta build", None, ("20.31.1014_beta_build", None)),  # any other shape: no spaces
+        (None, "MT_0000000008", (None, "MT_0000000008")),
+    ],
+)
+def test_firmware_version_and_board_id_as_node_exporter_names_them(
+    fw_version: str | None, board_id: str | None, expected: tuple[str | None, str | None]
+) -> None:
+    device = RdmaDevice(name="mlx5_0", fw_version=fw_version, board_id=board_id)
+    assert firmware_and_board(device) == expected
 
 
 def test_no_label_value_in_a_golden_file_is_prose() -> None:

@@ -92,6 +92,9 @@ PARSER_CASES: list[tuple[Callable[[str], object], str, object]] = [
     (sysfs.parse_pci_address, "virtio2", None),
     (sysfs.parse_pci_address, "mlx5_core.sf.2", None),
     (sysfs.parse_pci_address, "pci0000:00", None),
+    (sysfs.parse_netdev_flags, "0x1003\n", 0x1003),  # net-sysfs.c format_flags "%#x": UP|BROADCAST|MULTICAST
+    (sysfs.parse_netdev_flags, "0x1002\n", 0x1002),  # the same, administratively down
+    (sysfs.parse_netdev_flags, "0\n", 0),  # "%#x" of 0
 ]
 
 
@@ -105,15 +108,28 @@ MALFORMED: list[tuple[Callable[[str], object], str]] = [
     for parser in (sysfs.parse_port_state, sysfs.parse_phys_state, sysfs.parse_node_type)
     for text in ("", "\n", "ACTIVE\n", "four: ACTIVE\n", "4 ACTIVE\n", "\x00\x01")
 ] + [
-    (sysfs.parse_hex_id, ""), (sysfs.parse_hex_id, "0x\n"), (sysfs.parse_hex_id, "0xzz\n"),
+    (sysfs.parse_hex_id, ""),
+    (sysfs.parse_hex_id, "0x\n"),
+    (sysfs.parse_hex_id, "0xzz\n"),
     (sysfs.parse_hex_id, "15b3 1017\n"),
-    (sysfs.parse_guid, ""), (sysfs.parse_guid, "d421:2dff:fe34\n"), (sysfs.parse_guid, "d4212dfffe344699\n"),
+    (sysfs.parse_guid, ""),
+    (sysfs.parse_guid, "d421:2dff:fe34\n"),
+    (sysfs.parse_guid, "d4212dfffe344699\n"),
     (sysfs.parse_guid, "g421:2dff:fe34:4699\n"),
-    (sysfs.parse_numa_node, ""), (sysfs.parse_numa_node, "node0\n"),
-    (sysfs.parse_int, ""), (sysfs.parse_int, "7 VFs\n"), (sysfs.parse_int, "0x7\n"),
-    (sysfs.parse_lid, ""), (sysfs.parse_lid, "12\n"),
-    (sysfs.parse_netns_mode, ""), (sysfs.parse_netns_mode, "shared\n"), (sysfs.parse_netns_mode, "2\n"),
-]  # fmt: skip
+    (sysfs.parse_numa_node, ""),
+    (sysfs.parse_numa_node, "node0\n"),
+    (sysfs.parse_int, ""),
+    (sysfs.parse_int, "7 VFs\n"),
+    (sysfs.parse_int, "0x7\n"),
+    (sysfs.parse_lid, ""),
+    (sysfs.parse_lid, "12\n"),
+    (sysfs.parse_netns_mode, ""),
+    (sysfs.parse_netns_mode, "shared\n"),
+    (sysfs.parse_netns_mode, "2\n"),
+    (sysfs.parse_netdev_flags, ""),
+    (sysfs.parse_netdev_flags, "4099\n"),
+    (sysfs.parse_netdev_flags, "0x\n"),
+]
 
 
 @pytest.mark.parametrize(("parse", "text"), MALFORMED)
@@ -141,10 +157,18 @@ def test_host_without_rdma(captured: Captured) -> None:
     eth = [link for link in expected("host-no-rdma")["ip -j link show"] if link["parentbus"]]
     assert [(link["ifname"], link["parentbus"]) for link in eth] == [("eth0", "virtio")]
     assert functions == (
-        PciFunction(address="0000:00:03.0", vendor="1af4", device="1041", subsystem_vendor="1af4",
-                    subsystem_device="1041", pci_class="020000", driver="virtio-pci", numa_node=None,
-                    netdevs=("eth0",)),
-    )  # fmt: skip
+        PciFunction(
+            address="0000:00:03.0",
+            vendor="1af4",
+            device="1041",
+            subsystem_vendor="1af4",
+            subsystem_device="1041",
+            pci_class="020000",
+            driver="virtio-pci",
+            numa_node=None,
+            netdevs=("eth0",),
+        ),
+    )
 
 
 def test_no_sysfs_at_all(tmp_path: Path) -> None:
@@ -177,10 +201,17 @@ def test_devices_and_links_match_iproute2(scenario: str, captured: Captured) -> 
         for d in devices
     ] == [{k: v for k, v in dev.items() if k != "ifindex"} for dev in want["rdma -j dev show"]]
     assert [
-        {"ifname": d.name, "port": p.port, "state": p.state, "physical_state": p.physical_state,
-         "netdev": p.netdev, "netdev_index": p.netdev_index}
-        for d in devices for p in d.ports
-    ] == [{k: v for k, v in link.items() if k != "ifindex"} for link in want["rdma -j link show"]]  # fmt: skip
+        {
+            "ifname": d.name,
+            "port": p.port,
+            "state": p.state,
+            "physical_state": p.physical_state,
+            "netdev": p.netdev,
+            "netdev_index": p.netdev_index,
+        }
+        for d in devices
+        for p in d.ports
+    ] == [{k: v for k, v in link.items() if k != "ifindex"} for link in want["rdma -j link show"]]
     for device in devices:
         assert (device.index, device.char_devices, device.fw_version, device.port_count) == (None, (), None, 1)
         assert [(p.link_layer, p.lid, p.sm_lid) for p in device.ports] == [("Ethernet", None, None)]
@@ -234,8 +265,16 @@ def test_device_link_to_a_pci_function_wins(tmp_path: Path) -> None:
 
 def igb_functions(vf1_netdevs: tuple[str, ...]) -> tuple[PciFunction, ...]:
     """What QEMU's igb (8086:10c9, VFs 8086:10ca, subsystem 1af4:1100) looks like with 2 VFs."""
-    igb = PciFunction(address=PF, vendor="8086", device="10c9", subsystem_vendor="1af4", subsystem_device="1100",
-                      pci_class="020000", driver="igb", numa_node=None)  # fmt: skip
+    igb = PciFunction(
+        address=PF,
+        vendor="8086",
+        device="10c9",
+        subsystem_vendor="1af4",
+        subsystem_device="1100",
+        pci_class="020000",
+        driver="igb",
+        numa_node=None,
+    )
     vf = replace(igb, device="10ca", driver="igbvf", physfn=PF)
     return (
         replace(igb, netdevs=("eth0",), sriov_totalvfs=7, sriov_numvfs=2, virtfns=(VF0, VF1)),
@@ -270,8 +309,11 @@ def test_one_vf_brings_its_pf_and_siblings(tmp_path: Path) -> None:
         link.unlink()
     assert SysfsReader(roots).pci_functions() == ((), ())
     functions, _ = SysfsReader(roots).pci_functions(extra=[VF1])
-    assert [(f.address, f.physfn, f.virtfns) for f in functions] == [(PF, None, (VF0, VF1)), (VF0, PF, ()),
-                                                                      (VF1, PF, ())]  # fmt: skip
+    assert [(f.address, f.physfn, f.virtfns) for f in functions] == [
+        (PF, None, (VF0, VF1)),
+        (VF0, PF, ()),
+        (VF1, PF, ()),
+    ]
 
 
 def test_virtfns_are_ordered_by_index_not_by_name(tmp_path: Path) -> None:
@@ -297,7 +339,7 @@ def test_char_devices_map_to_their_rdma_device(scenario: str, captured: Captured
         CharDevice(name="umad1", kind="umad", path="/dev/infiniband/umad1", present=True, rdma_device="rxe1", port=1),
         CharDevice(name="uverbs0", kind="uverbs", path="/dev/infiniband/uverbs0", present=True, rdma_device="rxe0"),
         CharDevice(name="uverbs1", kind="uverbs", path="/dev/infiniband/uverbs1", present=True, rdma_device="rxe1"),
-    )  # fmt: skip
+    )
 
 
 def test_char_device_missing_from_dev(tmp_path: Path) -> None:
@@ -344,6 +386,28 @@ def test_missing_optional_files_are_none_not_problems(tmp_path: Path) -> None:
     devices, problems = SysfsReader(roots).rdma_devices()
     assert problems == ()
     assert (devices[0].fw_version, devices[0].ports[0].rate, devices[0].ports[0].state) == (None, None, "ACTIVE")
+
+
+def test_driver_attributes_and_the_netdev_flags_of_a_port_that_is_down(tmp_path: Path) -> None:
+    """hca_type and board_id where the driver has them (mlx5; rxe has not: None); the netdev's IFF_UP
+    read only for a port that is down, None when the netdev is not in this namespace."""
+    roots = load("rxe-dummy-veth", tmp_path)
+    device = roots.sysfs / "class/infiniband/rxe0"
+    (device / "hca_type").write_text("MT4119\n")  # as mlx5_ib prints them
+    (device / "board_id").write_text("MT_0000000008\n")
+    devices, _ = SysfsReader(roots).rdma_devices()
+    netdevs = [d.ports[0].netdev for d in devices]
+    assert (devices[0].hca_type, devices[0].board_id) == ("MT4119", "MT_0000000008")
+    assert (devices[1].hca_type, devices[1].board_id) == (None, None)
+    assert [d.ports[0].netdev_admin_up for d in devices] == [None, None]  # up: not read
+    for name in ("rxe0", "rxe1"):
+        (rxe_port(roots, name) / "state").write_text("1: DOWN\n")
+        (rxe_port(roots, name) / "phys_state").write_text("3: Disabled\n")
+    (roots.sysfs / "class/net" / str(netdevs[0]) / "flags").write_text("0x1002\n")
+    (roots.sysfs / "class/net" / str(netdevs[1]) / "flags").unlink(missing_ok=True)
+    devices, problems = SysfsReader(roots).rdma_devices()
+    assert problems == ()
+    assert [d.ports[0].netdev_admin_up for d in devices] == [False, None]
 
 
 def test_unused_gid_entry_falls_back_to_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,8 +28,21 @@ from tests.snapshots import kernel_of
 from tests.sysfs_fixtures import load_tree
 
 PF, VF0, VF1 = "0000:01:00.0", "0000:01:10.0", "0000:01:10.2"
-STATIC = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class", "numa_node", "node_type",
-          "node_guid", "sys_image_guid", "fw_ver", "link_layer", "ibdev", "port")  # fmt: skip
+STATIC = (
+    "vendor",
+    "device",
+    "subsystem_vendor",
+    "subsystem_device",
+    "class",
+    "numa_node",
+    "node_type",
+    "node_guid",
+    "sys_image_guid",
+    "fw_ver",
+    "link_layer",
+    "ibdev",
+    "port",
+)
 
 
 class Io:
@@ -95,11 +108,18 @@ def test_a_settled_snapshot_reads_only_what_can_change(tree: HostRoots, io: Io) 
     first, second, third = cycles(tree, io, cache, 3)
     # The first two read everything (the second sighting is the one kept), the third only what changes.
     assert first["vendor"] == second["vendor"] == 3 and first["node_guid"] == second["node_guid"] == 2
-    assert third == Counter({
-        "state": 2, "phys_state": 2, "0": 2, "rate": 2, "ifindex": 2,  # the two rxe ports (no netlink)
-        "sriov_totalvfs": 1, "sriov_numvfs": 1,  # the PF
-        "netns_mode": 1,  # ib_core's parameter (no netlink)
-    })  # fmt: skip
+    assert third == Counter(
+        {
+            "state": 2,
+            "phys_state": 2,
+            "0": 2,
+            "rate": 2,
+            "ifindex": 2,  # the two rxe ports (no netlink)
+            "sriov_totalvfs": 1,
+            "sriov_numvfs": 1,  # the PF
+            "netns_mode": 1,  # ib_core's parameter (no netlink)
+        }
+    )
     assert all(third[name] == 0 for name in STATIC)
     io.calls.clear()
     snap(tree, cache)
@@ -260,8 +280,15 @@ def test_a_renamed_rdma_device_takes_its_char_devices_along(tree: HostRoots, io:
 
 
 def test_the_merge_memo_follows_netlink() -> None:
-    port = RdmaPort(port=1, state="ACTIVE", state_code=4, physical_state="LINK_UP", physical_state_code=5,
-                    link_layer="Ethernet", rate="100 Gb/sec (2X HDR)")  # fmt: skip
+    port = RdmaPort(
+        port=1,
+        state="ACTIVE",
+        state_code=4,
+        physical_state="LINK_UP",
+        physical_state_code=5,
+        link_layer="Ethernet",
+        rate="100 Gb/sec (2X HDR)",
+    )
     fs = RdmaDevice(name="mlx5_0", fw_version="22.36.1010", port_count=1, ports=(port,), pci_address=PF)
     nl = RdmaDevice(name="mlx5_0", index=0, fw_version="22.36.1010", port_count=1)
     memo = MergeMemo()

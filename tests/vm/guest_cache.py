@@ -81,21 +81,26 @@ class Checker:
             if all(w == cold for w in warm):
                 break
             time.sleep(0.5)
-        self.results.append({
-            "label": label,
-            "equal": all(w == cold for w in warm),
-            "attempts": attempts,
-            "devices": sorted(d.name for d in cold.devices),
-            "functions": {f.address: [f.driver, list(f.netdevs), list(f.virtfns)] for f in cold.pci_functions},
-            "diff": None if all(w == cold for w in warm) else [repr(cold), repr(warm[-1])],
-        })  # fmt: skip
+        self.results.append(
+            {
+                "label": label,
+                "equal": all(w == cold for w in warm),
+                "attempts": attempts,
+                "devices": sorted(d.name for d in cold.devices),
+                "functions": {f.address: [f.driver, list(f.netdevs), list(f.virtfns)] for f in cold.pci_functions},
+                "diff": None if all(w == cold for w in warm) else [repr(cold), repr(warm[-1])],
+            }
+        )
 
 
 def main() -> int:
     for module in ("igb", "igbvf", "rdma_rxe", "ib_uverbs", "ib_umad", "rdma_ucm"):
         sh("modprobe", module)
-    pf = next(n.name for n in (SYS / "class/net").iterdir() if read(n / "device/vendor") == "0x8086"
-              and read(n / "device/device") == "0x10c9")  # fmt: skip
+    pf = next(
+        n.name
+        for n in (SYS / "class/net").iterdir()
+        if read(n / "device/vendor") == "0x8086" and read(n / "device/device") == "0x10c9"
+    )
     pf_address = (SYS / f"class/net/{pf}/device").resolve().name
     pf_dir = SYS / "bus/pci/devices" / pf_address
     sh("ip", "link", "set", pf, "up")
@@ -135,8 +140,13 @@ def main() -> int:
     # A VF unbound from its driver and bound again (as when it is handed to vfio-pci and back).
     vf0 = (SYS / f"class/net/{vfs[0]}/device").resolve().name
     (SYS / "bus/pci/drivers/igbvf/unbind").write_text(vf0)
-    wait_for("VF0's netdev to go", lambda: not (SYS / "bus/pci/devices" / vf0 / "net").exists() or
-             not any((SYS / "bus/pci/devices" / vf0 / "net").iterdir()))  # fmt: skip
+    wait_for(
+        "VF0's netdev to go",
+        lambda: (
+            not (SYS / "bus/pci/devices" / vf0 / "net").exists()
+            or not any((SYS / "bus/pci/devices" / vf0 / "net").iterdir())
+        ),
+    )
     facts["unbound_driver_link"] = (SYS / "bus/pci/devices" / vf0 / "driver").exists()
     checker.check("VF0 unbound")
     (SYS / "bus/pci/drivers/igbvf/bind").write_text(vf0)

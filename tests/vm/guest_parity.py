@@ -104,6 +104,8 @@ def record(name: str) -> dict[str, Any]:
         "ib_core_param": read(SYS / "module/ib_core/parameters/netns_mode"),
         "pci": pci_facts(),
         "dev_infiniband": sorted(p.name for p in Path("/dev/infiniband").iterdir()),
+        # IFF_UP of every netdev, read as the agent read it (the referee for netdev_admin_up)
+        "netdev_admin_up": {n.name: bool(int(read(n / "flags") or "0", 16) & 1) for n in (SYS / "class/net").iterdir()},
     }
 
 
@@ -138,7 +140,9 @@ def main() -> int:
     on_vfs = [f"link add rxe{1 + i} type rxe netdev {vf}" for i, vf in enumerate(vfs)]
     on_dummies = [f"link add rxe{4 + i} type rxe netdev d{i}" for i in range(4)]
     batch("rdma", [*on_vfs, "link add rxe3 type rxe netdev veth0", *on_dummies])
+    batch("ip", ["link set d3 down"])  # a port down on purpose: its netdev administratively down
     scenarios.append(record("8 devices (PF, 2 VFs, veth, dummies)"))
+    batch("ip", ["link set d3 up"])
 
     batch("ip", [cmd for i in range(4, 60) for cmd in (f"link add d{i} type dummy", f"link set d{i} up")])
     batch("rdma", [f"link add rxe{4 + i} type rxe netdev d{i}" for i in range(4, 60)])

@@ -70,6 +70,20 @@ def test_ports_equal_rdma_link_show(scenarios: list[Scenario], step: int) -> Non
 
 
 @pytest.mark.parametrize("step", range(4))
+def test_netdev_admin_up_is_read_for_ports_that_are_down(scenarios: list[Scenario], step: int) -> None:
+    s = scenarios[step]
+    ports = [p for d in s["agent"]["devices"] for p in d["ports"]]
+    for port in ports:
+        if port["link_up"]:
+            assert port["netdev_admin_up"] is None, port  # not read: an up port is meant to be up anyway
+        else:
+            assert port["netdev_admin_up"] == s["netdev_admin_up"][port["netdev"]], port
+    if step == 1:  # d3 set down on purpose: rxe7's port is down and its netdev administratively down
+        (rxe7,) = [p for d in s["agent"]["devices"] if d["name"] == "rxe7" for p in d["ports"]]
+        assert (rxe7["link_up"], rxe7["netdev"], rxe7["netdev_admin_up"]) == (False, "d3", False)
+
+
+@pytest.mark.parametrize("step", range(4))
 def test_netns_mode_equals_rdma_system(scenarios: list[Scenario], step: int) -> None:
     s = scenarios[step]
     words = s["rdma_system"].split()

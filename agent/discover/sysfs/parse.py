@@ -18,6 +18,7 @@ PCI_ADDRESS: Final = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 
 _STATE: Final = re.compile(r"^(-?\d+): ?(.*)$")  # "%d: %s\n" (state, phys_state, node_type)
 _HEX_ID: Final = re.compile(r"^(?:0x)?([0-9a-fA-F]+)$")
+_FLAGS: Final = re.compile(r"0x[0-9a-f]{1,8}|0")  # net-sysfs.c format_flags: "%#x" (plain "0" for 0)
 _GUID: Final = re.compile(r"^[0-9a-fA-F]{4}(?::[0-9a-fA-F]{4}){3}$")
 _DECIMAL: Final = re.compile(r"-?\d+")
 _LID: Final = re.compile(r"0x[0-9a-fA-F]+")
@@ -76,6 +77,14 @@ def parse_int(text: str) -> int:
     if not _DECIMAL.fullmatch(value):
         raise ValueError(f"expected a decimal number, got {text!r}")
     return int(value)
+
+
+def parse_netdev_flags(text: str) -> int:
+    """A netdev's ``flags`` ("0x1003\n", ``%#x`` of dev->flags: IFF_UP is 0x1)."""
+    value = _one_line(text)
+    if not _FLAGS.fullmatch(value):
+        raise ValueError(f"expected hexadecimal flags such as 0x1003, got {text!r}")
+    return int(value, 16)
 
 
 def parse_numa_node(text: str) -> int | None:

@@ -33,6 +33,7 @@ from agent.discover.sysfs.parse import (
     parse_guid,
     parse_int,
     parse_lid,
+    parse_netdev_flags,
     parse_node_type,
     parse_phys_state,
     parse_port_state,
@@ -59,10 +60,13 @@ class RdmaFacts:
     node_guid: str | None
     sys_image_guid: str | None
     fw_version: str | None
+    hca_type: str | None  # driver attributes (mlx5 has them, rxe not): None where absent
+    board_id: str | None
     ports: tuple[PortFacts, ...]
     real: str  # the device's directory (devices/…/infiniband/<dev>): dynamic reads skip the class link
 
 
+IFF_UP: Final = 0x1  # include/uapi/linux/if.h
 RDMA: Final = Kind[RdmaFacts]("rdma")
 RDMA_DEVICES: Final = Kind[RdmaDevice]("rdma_devices")  # last cycle's device, by the facts it was made of
 
@@ -111,10 +115,12 @@ class RdmaReader(ReaderBase):
         last = self.cache.recall(RDMA_DEVICES, key, facts)
         parent = facts.real + "/parent" if len(facts.ports) == 1 else None  # rxe/siw on 6.x: the netdev
         olds = last.ports if last is not None else (None,) * len(facts.ports)
-        ports = tuple([
-            self._port(port, parent, hints.get((name, port.number)), errors, old)
-            for port, old in zip(facts.ports, olds, strict=True)
-        ])  # fmt: skip
+        ports = tuple(
+            [
+                self._port(port, parent, hints.get((name, port.number)), errors, old)
+                for port, old in zip(facts.ports, olds, strict=True)
+            ]
+        )
         if pci is None:
             pci = next((a for a in (self._netdev_pci(p.netdev) for p in ports) if a), None)
         if last is not None and last.pci_address == pci and ports == last.ports:  # the same port objects, mostly
@@ -125,6 +131,8 @@ class RdmaReader(ReaderBase):
             node_guid=facts.node_guid,
             sys_image_guid=facts.sys_image_guid,
             fw_version=facts.fw_version,
+            hca_type=facts.hca_type,
+            board_id=facts.board_id,
             port_count=len(ports),
             ports=ports,
             pci_address=pci,
@@ -160,6 +168,8 @@ class RdmaReader(ReaderBase):
             node_guid=parsed(real + "/node_guid", parse_guid, errors, "node_guid"),
             sys_image_guid=parsed(real + "/sys_image_guid", parse_guid, errors, "sys_image_guid"),
             fw_version=parsed(real + "/fw_ver", parse_text, errors, "fw_ver"),
+            hca_type=parsed(real + "/hca_type", parse_text, errors, "hca_type"),
+            board_id=parsed(real + "/board_id", parse_text, errors, "board_id"),
             ports=ports,
             real=real,
         )
@@ -201,11 +211,36 @@ class RdmaReader(ReaderBase):
             lid, sm_lid = netlink.lid, netlink.sm_lid
         if (netlink is None or netlink.netdev is None) and netdev:
             netdev_index = self._netdev_index(netdev, errors, where)
+        admin_up = None
+        if netdev and not (state_name == "ACTIVE" and phys_name == "LINK_UP"):  # decides if it is meant to be up
+            admin_up = self._netdev_admin_up(netdev, errors, where)
         if old is not None and (
-            old.port, old.state, old.state_code, old.physical_state, old.physical_state_code, old.link_layer,
-            old.rate, old.lid, old.sm_lid, old.netdev, old.netdev_index,
-        ) == (port.number, state_name, state_code, phys_name, phys_code, port.link_layer, rate, lid, sm_lid, netdev,
-              netdev_index):  # fmt: skip
+            old.port,
+            old.state,
+            old.state_code,
+            old.physical_state,
+            old.physical_state_code,
+            old.link_layer,
+            old.rate,
+            old.lid,
+            old.sm_lid,
+            old.netdev,
+            old.netdev_index,
+            old.netdev_admin_up,
+        ) == (
+            port.number,
+            state_name,
+            state_code,
+            phys_name,
+            phys_code,
+            port.link_layer,
+            rate,
+            lid,
+            sm_lid,
+            netdev,
+            netdev_index,
+            admin_up,
+        ):
             return old
         return RdmaPort(
             port=port.number,
@@ -219,7 +254,16 @@ class RdmaReader(ReaderBase):
             sm_lid=sm_lid,
             netdev=netdev,
             netdev_index=netdev_index,
+            netdev_admin_up=admin_up,
         )
+
+    def _netdev_admin_up(self, netdev: str, errors: Errors, where: str) -> bool | None:
+        """``class/net/<netdev>/flags`` & IFF_UP: the netdev is administratively up (someone configured
+        it, so a link is expected); None when the netdev is not in this network namespace."""
+        flags = parsed(
+            f"{self.sys}/class/net/{netdev}/flags", parse_netdev_flags, errors, f"{where}: class/net/{netdev}/flags"
+        )
+        return None if flags is None else bool(flags & IFF_UP)
 
     def _netdev_index(self, netdev: str, errors: Errors, where: str) -> int | None:
         """``class/net/<netdev>/ifindex`` (Documentation/ABI/testing/sysfs-class-net); None when the
