@@ -141,13 +141,21 @@ class Exposition:
         self._cached = _registry(cached) if cached is not None else None
         self._version = version
         self._live = _registry(live) if live is not None else None
-        self._lock = threading.Lock()
+        self._locks = {False: threading.Lock(), True: threading.Lock()}  # one render at a time per format
         self._rendered: dict[bool, _Rendered] = {}  # by format: OpenMetrics or not
         self.renders = 0  # renders of the cached part (tests and benchmarks read it)
 
     def cache_entries(self) -> int:
         """How many rendered bodies are kept (at most two)."""
         return len(self._rendered)
+
+    def fresh(self, chosen: Representation) -> bool:
+        """Whether ``chosen`` can be answered from the cache (rendered for the current state): then a
+        scrape costs only the small live part. Without a cached part every scrape is a render."""
+        if self._cached is None or self._version is None:
+            return False
+        part = self._rendered.get(chosen.openmetrics)
+        return part is not None and part.version is self._version()
 
     def render(self, accept: str, accept_encoding: str) -> tuple[bytes, str, bool]:
         """(body, content type, gzipped?) for one scrape's ``Accept`` and ``Accept-Encoding``."""
@@ -174,7 +182,10 @@ class Exposition:
     def _part(self, chosen: Representation) -> _Rendered:
         assert self._cached is not None and self._version is not None
         version = self._version()
-        with self._lock:
+        part = self._rendered.get(chosen.openmetrics)  # (a dict read is atomic; parts are immutable)
+        if part is not None and part.version is version and (not chosen.gzip or part.compressor is not None):
+            return part  # cached: no lock, so a render of the other format never holds this one up
+        with self._locks[chosen.openmetrics]:
             part = self._rendered.get(chosen.openmetrics)
             if part is None or part.version is not version:
                 text = _encoder(chosen.openmetrics)(self._cached)

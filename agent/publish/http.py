@@ -14,7 +14,9 @@ It faces a network where anyone may connect, so every resource a peer can make i
 * **Bounded work:** only GET and HEAD, one request per connection (HTTP/1.0 semantics, which
   Prometheus and kubelet handle), HTTP/0.9 refused, a request head larger than
   :data:`MAX_REQUEST_HEAD_BYTES` refused with 431. At most ``max_parallel_scrapes`` ``/metrics``
-  answers are in progress; the rest get 503 at once, as node_exporter's ``--web.max-requests`` does.
+  scrapes wait for a render of the node's metrics at once (renders are single-flight, so a hung
+  collect piles them up); one more gets 503 at once, as node_exporter's ``--web.max-requests`` does.
+  A scrape the cached body answers takes no slot, nor does sending an answer.
   Renders run on a small pool of worker threads; probes are answered on the I/O thread itself, so
   they answer while scrapes are slow.
 
@@ -62,6 +64,7 @@ MAX_ANSWER_SECONDS: Final = 60.0  # however slowly a client reads, an answer is 
 MAX_REQUEST_HEAD_BYTES: Final = 8192  # request line + headers; Prometheus and kubelet send a few hundred
 MAX_CONNECTIONS: Final = 256
 MAX_PARALLEL_SCRAPES: Final = 40  # node_exporter's --web.max-requests default
+CACHED_WORKERS: Final = 4  # threads for scrapes the cache answers (a live part and a copy each)
 STOP_TIMEOUT_SECONDS: Final = 1.0
 ACCEPT_BACKOFF_SECONDS: Final = 0.1
 _ACCEPTS_PER_WAKEUP: Final = 64
@@ -82,7 +85,7 @@ class _Conn:
     started: float
     buf: bytearray = field(default_factory=bytearray)
     out: deque[memoryview] = field(default_factory=deque)
-    scrape: bool = False  # holds a scrape slot until closed
+    scrape: bool = False  # holds a scrape slot until its render is over
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +114,9 @@ class _Loop:
         self._reading: dict[int, _Conn] = {}  # by fd, oldest first (their deadlines come in this order)
         self._busy: dict[int, _Conn] = {}  # rendering or writing
         self._scrapes = 0
+        # Workers beyond the render slots answer from the cache even while every slot waits on a render.
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=limits.max_parallel_scrapes, thread_name_prefix="metrics-render"
+            max_workers=limits.max_parallel_scrapes + CACHED_WORKERS, thread_name_prefix="metrics-render"
         )
         self._done: deque[tuple[_Conn, list[bytes]]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -306,13 +310,14 @@ class _Loop:
         return encode_answer(HTTPStatus.SERVICE_UNAVAILABLE, [f"{name} failed\n".encode()], head_only=head_only)
 
     def _scrape(self, conn: _Conn, request: Request, head_only: bool) -> None:
-        if self._scrapes >= self._limits.max_parallel_scrapes:
-            busy = b"too many concurrent scrapes, retry later\n"
-            self._respond(conn, encode_answer(HTTPStatus.SERVICE_UNAVAILABLE, [busy]))
-            return
-        self._scrapes += 1
-        conn.scrape = True
         chosen = negotiate(request.headers.get("accept", ""), request.headers.get("accept-encoding", ""))
+        if not self._exposition.fresh(chosen):  # this one may have to wait for (or do) a render
+            if self._scrapes >= self._limits.max_parallel_scrapes:
+                busy = b"too many concurrent scrapes, retry later\n"
+                self._respond(conn, encode_answer(HTTPStatus.SERVICE_UNAVAILABLE, [busy]))
+                return
+            self._scrapes += 1
+            conn.scrape = True
         self._park(conn)
         self._pool.submit(self._render, conn, chosen, head_only)
 
@@ -344,14 +349,17 @@ class _Loop:
     def _finish_renders(self) -> None:
         while self._done:
             conn, answer = self._done.popleft()
+            if conn.scrape:  # the render is over: its slot is free, however slowly the answer is read
+                conn.scrape = False
+                self._scrapes -= 1
             if conn.sock.fileno() in self._busy:
-                self._sendanswer(conn, answer)
+                self._send_answer(conn, answer)
 
     def _respond(self, conn: _Conn, answer: list[bytes]) -> None:
         self._park(conn)
-        self._sendanswer(conn, answer)
+        self._send_answer(conn, answer)
 
-    def _sendanswer(self, conn: _Conn, answer: list[bytes]) -> None:
+    def _send_answer(self, conn: _Conn, answer: list[bytes]) -> None:
         now = time.monotonic()
         conn.out.extend(memoryview(b) for b in answer)
         conn.deadline = min(now + self._limits.connection_timeout, conn.started + MAX_ANSWER_SECONDS)
@@ -390,10 +398,7 @@ class _Loop:
         self._busy.pop(fd, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
-        if conn.scrape:
-            conn.scrape = False
-            self._scrapes -= 1
-        conn.sock.close()
+        conn.sock.close()  # (a render still running keeps its slot until it ends: _finish_renders)
 
     def _close_all(self) -> None:
         for conn in [*self._reading.values(), *self._busy.values()]:

@@ -104,7 +104,7 @@ class Flags:
 
 @contextmanager
 def serving(
-    registry: Collector,
+    registry: Collector | Exposition,
     flags: Flags | None = None,
     *,
     bind: str = "127.0.0.1:0",
@@ -536,7 +536,7 @@ def test_a_failed_render_is_not_cached() -> None:
                 raise RuntimeError("snapshot corrupt")
             yield GaugeMetricFamily("ok_part", "help", value=1)
 
-    with serving(Exposition(cached=FailsOnce(), version=lambda: STATE)) as base:  # type: ignore[arg-type]
+    with serving(Exposition(cached=FailsOnce(), version=lambda: STATE)) as base:
         assert fetch(base + "/metrics")[0] == 500
         status, _, body = fetch(base + "/metrics", headers={"Accept-Encoding": "gzip"})
     assert status == 200 and gzip.decompress(body).endswith(b"ok_part 1.0\n")
@@ -544,9 +544,55 @@ def test_a_failed_render_is_not_cached() -> None:
 
 def test_the_server_serves_the_exposition_with_gzip() -> None:
     node = Counting("node_part")
-    with serving(Exposition(cached=node, version=lambda: STATE)) as base:  # type: ignore[arg-type]
+    with serving(Exposition(cached=node, version=lambda: STATE)) as base:
         answers = [fetch(base + "/metrics", headers={"Accept-Encoding": enc}) for enc in ("gzip", "", "gzip")]
     assert [a[0] for a in answers] == [200, 200, 200]
     assert [a[1].get("Content-Encoding") for a in answers] == ["gzip", None, "gzip"]
     assert gzip.decompress(answers[0][2]) == answers[1][2] == gzip.decompress(answers[2][2])
     assert node.calls == 1
+
+
+class _Big(Collector):
+    """A /metrics body of a few MiB: larger than the socket buffers, so a client that reads nothing
+    keeps its answer in progress."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("big", "padding", labels=["i"])
+        for i in range(100_000):
+            family.add_metric([f"{i:032d}"], float(i))
+        yield family
+
+
+def test_a_client_that_does_not_read_holds_no_scrape_slot() -> None:
+    registry = CollectorRegistry()
+    registry.register(_Big())
+    with serving(registry, max_parallel_scrapes=1) as base, closing(_connect(base)) as stalled:
+        stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stalled.recv(16).startswith(b"HTTP/1.0 200")  # answered, and then never read further
+        status, _, body = fetch(base + "/metrics")  # the one slot is free again
+        assert status == 200 and len(body) > 4_000_000
+
+
+def test_a_scrape_the_cache_answers_takes_no_slot() -> None:
+    """With the one slot held by a scrape waiting on a render (OpenMetrics, not rendered yet), a text
+    scrape of the same state is answered from the cache at once instead of getting 503."""
+    gate = Gate()
+    version = [object()]
+    exposition = Exposition(cached=gate, version=lambda: version[0])
+    results: list[int] = []
+    with serving(exposition, max_parallel_scrapes=1) as base:
+        warm = _scrape_into(results, base)  # renders the text format for this state
+        assert gate.entered.acquire(timeout=WAIT)
+        gate.release.set()
+        warm.join(WAIT)
+        gate.release.clear()
+        asks_openmetrics = {"Accept": OPENMETRICS}
+        openmetrics = threading.Thread(
+            target=lambda: results.append(fetch(base + "/metrics", headers=asks_openmetrics)[0])
+        )
+        openmetrics.start()
+        assert gate.entered.acquire(timeout=WAIT)  # waiting in its render, holding the slot
+        assert fetch(base + "/metrics")[0] == 200  # cached text: no slot needed
+        gate.release.set()
+        openmetrics.join(WAIT)
+    assert results == [200, 200]
