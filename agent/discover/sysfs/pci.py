@@ -58,6 +58,7 @@ class VirtfnLinks(NamedTuple):
 
 PCI: Final = Kind[PciFacts]("pci")
 VIRTFNS: Final = Kind[tuple[str, ...]]("virtfns")  # a PF's VF addresses, by its VirtfnLinks
+PCI_FUNCTIONS: Final = Kind[PciFunction]("pci_functions")  # last cycle's function, by what it was made of
 
 
 class PciReader(ReaderBase):
@@ -107,6 +108,7 @@ class PciReader(ReaderBase):
                     seen.add(found)
                     queue.append(found)
         self.cache.retain(PCI, keys)
+        self.cache.retain(PCI_FUNCTIONS, keys)
         self.cache.retain(VIRTFNS, agreed)
         problems.extend(sorted(function_problems, key=lambda p: p.subject or ""))
         functions.sort(key=attrgetter("address"))
@@ -128,7 +130,12 @@ class PciReader(ReaderBase):
             totalvfs = parsed(facts.real + "/sriov_totalvfs", parse_int, errors, "sriov_totalvfs")
             numvfs = parsed(facts.real + "/sriov_numvfs", parse_int, errors, "sriov_numvfs")
             vfs = self._virtfns(facts.real, key, numvfs, agreed)
-        return PciFunction(
+        netdevs, rdma = owners.netdevs.get(address, ()), owners.rdma.get(address, ())
+        inputs = (facts, driver, totalvfs, numvfs, vfs, netdevs, rdma)
+        last = self.cache.recall(PCI_FUNCTIONS, key, inputs)
+        if last is not None:  # nothing in it changed: last cycle's object again (fewer to build)
+            return last
+        function = PciFunction(
             address=address,
             vendor=facts.vendor,
             device=facts.device,
@@ -137,13 +144,15 @@ class PciReader(ReaderBase):
             pci_class=facts.pci_class,
             driver=driver,
             numa_node=facts.numa_node,
-            netdevs=owners.netdevs.get(address, ()),
-            rdma_devices=owners.rdma.get(address, ()),
+            netdevs=netdevs,
+            rdma_devices=rdma,
             sriov_totalvfs=totalvfs,
             sriov_numvfs=numvfs,
             physfn=facts.physfn,
             virtfns=vfs,
         )
+        self.cache.remember(PCI_FUNCTIONS, key, inputs, function)
+        return function
 
     def _virtfns(self, path: str, key: Key, numvfs: int | None, agreed: set[Key]) -> tuple[str, ...]:
         """A PF's VF addresses from its ``virtfnN`` links, by N (virtfn10 after virtfn9). The links are
