@@ -61,11 +61,12 @@ def refuse_unless_regular(mode: int, path: str) -> None:
         raise Refused(errno.EINVAL, f"is {kind_of(mode)}, not a regular file: not read", path)
 
 
-def _read_capped(fd: int, limit: int, path: str, *, one_read: bool = False) -> bytes:
-    """Up to ``limit`` bytes from ``fd``; :class:`Refused` when there is more. ``one_read``: a read
-    shorter than asked is the end (sysfs attributes come whole in one read; seq_files do not)."""
-    parts: list[bytes] = []
-    total = 0
+def _read_capped(fd: int, limit: int, path: str, *, one_read: bool = False, first: bytes = b"") -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (``first``: what was read already); :class:`Refused` when
+    there is more. ``one_read``: a read shorter than asked is the end (sysfs attributes come whole in
+    one read; seq_files do not)."""
+    parts: list[bytes] = [first] if first else []
+    total = len(first)
     while True:
         want = min(_CHUNK, limit + 1 - total)
         chunk = os.read(fd, want)
@@ -94,6 +95,25 @@ def read_kernel_file(path: str, *, limit: int = MAX_FILE_BYTES, one_read: bool =
     try:
         refuse_unless_regular(os.fstat(fd).st_mode, path)
         return _read_capped(fd, limit, path, one_read=one_read)
+    finally:
+        os.close(fd)
+
+
+def read_attribute(path: str) -> bytes:
+    """A sysfs attribute, as :func:`read_kernel_file` ``one_read=True`` reads it, in one ``read`` where
+    it can: the kernel hands an attribute over whole in the first read (at most a page), so a read
+    that gives at least one byte and fewer than asked is the whole file, from a regular file or from
+    nothing that could block or go on (``O_NONBLOCK``: a FIFO gives nothing or ``EAGAIN``; a device
+    that streams fills the read). Only an empty or full read is checked with ``fstat`` (a FIFO or a
+    device node is :class:`Refused`) and read on up to the cap. Thousands of attributes are read per
+    cycle: this saves a system call and three Python calls on each. Raises ``OSError``."""
+    fd = os.open(path, _O_READ)
+    try:
+        data = os.read(fd, _CHUNK)
+        if 0 < len(data) < _CHUNK:
+            return data
+        refuse_unless_regular(os.fstat(fd).st_mode, path)
+        return _read_capped(fd, MAX_FILE_BYTES, path, first=data) if data else data
     finally:
         os.close(fd)
 

@@ -4,7 +4,7 @@ A missing optional file is None, not an error; other failures are gathered per d
 :class:`Errors` and become one :class:`~agent.model.Problem` (code ``sysfs_read_error``) about that
 device, so one odd device never blanks the rest (:func:`each`). A device that vanishes between
 listing and reading is left out quietly. Attribute files are read with
-:func:`agent.hostio.read_kernel_file` (non-blocking, regular files only, capped).
+:func:`agent.hostio.read_attribute` (non-blocking, regular files only, capped).
 
 pathlib costs a Path object and several calls per step; the readers take thousands of steps per
 cycle, so these use str paths and ``os`` calls (the "noqa: PTH" below), each in one place.
@@ -23,7 +23,7 @@ from typing import Final, TypeVar
 
 from agent.config import HostRoots
 from agent.discover.sysfs.parse import natural_key, parse_pci_address
-from agent.hostio import read_kernel_file
+from agent.hostio import read_attribute
 from agent.model import Problem
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def gone(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
-    """One attribute file: O_NONBLOCK, regular files only, capped (:func:`agent.hostio.read_kernel_file`)."""
-    return read_kernel_file(path, one_read=True)
+    """One attribute file: O_NONBLOCK, regular files only, capped (:func:`agent.hostio.read_attribute`)."""
+    return read_attribute(path)
 
 
 def read_attr(path: str, errors: Errors, what: str, *, einval_is_empty: bool = False) -> str | None:
