@@ -288,7 +288,14 @@ def build_node(root: Path, count: int, *, per_pf: int = FUNCTIONS_PER_PF) -> Syn
             "rate": "100 Gb/sec (2X HDR)",
             "gid_attrs/ndevs/0": f.netdev,
         }
-        dev_attrs = {"node_type": "1: CA", "node_guid": guid, "sys_image_guid": guid, "fw_ver": "22.36.1010"}
+        dev_attrs = {
+            "node_type": "1: CA",
+            "node_guid": guid,
+            "sys_image_guid": guid,
+            "fw_ver": "22.36.1010",
+            "hca_type": "MT4123",  # mlx5's driver attributes (ConnectX-6)
+            "board_id": "MT_0000000223",
+        }
         for name, value in dev_attrs.items():
             _write(ibdir / name, value + "\n", None)
             files.append(cls / name)

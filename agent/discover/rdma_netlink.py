@@ -26,23 +26,18 @@ from __future__ import annotations
 import errno as errno_mod
 import socket
 import struct
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Container, Sequence
+from operator import attrgetter
+from typing import Final, NamedTuple
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netns import create_socket
 
+from agent.discover.nldev_parse import ParsedMessages, parse_device, parse_port, parse_system
 from agent.errors import NetlinkDecodeError, NetlinkError
-from agent.model import (
-    NetnsMode,
-    RdmaDevice,
-    RdmaPort,
-    SystemInfo,
-    format_guid,
-    node_type_name,
-    phys_state_name,
-    port_state_name,
-)
+from agent.model import NetnsMode, RdmaDevice, RdmaPort, SystemInfo
+
+__all__ = ["RdmaNetlink", "decode", "encode_request", "messages", "parse_device", "parse_port", "parse_system"]
 
 NETLINK_RDMA: Final = 20  # include/uapi/linux/netlink.h; pyroute2 has no constant for it
 RDMA_NL_NLDEV: Final = 5
@@ -118,8 +113,15 @@ _DECODERS: Final[dict[int, tuple[str, int, Callable[[bytes, int], tuple[int]] | 
 }
 _ENCODERS: Final = {name: (number, fmt) for number, name, fmt in ATTRIBUTES}
 
-Attrs = Mapping[str, int | str]
 Attr = tuple[str, int | str]  # a request attribute: (name, value)
+
+
+class Message(NamedTuple):
+    """One data message of a reply: its payload (the attribute bytes after the header) and its
+    decoded attributes (None: not decoded, the payload was known)."""
+
+    payload: bytes
+    attrs: dict[str, int | str] | None
 
 
 def _netlink_error(op: str, code: int) -> NetlinkError:
@@ -132,7 +134,14 @@ def _netlink_error(op: str, code: int) -> NetlinkError:
 
 def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
     """Decode the reply bytes of one exchange (its messages, as read from the socket, concatenated)
-    into one attribute dict per data message, in order.
+    into one attribute dict per data message, in order (:func:`messages`)."""
+    return [attrs or {} for _, attrs in messages(raw, op)]
+
+
+def messages(raw: bytes, op: str = "decode", known: Container[bytes] = ()) -> list[Message]:
+    """The data messages of one exchange's reply bytes, in order: each one's payload (its attribute
+    bytes) and its decoded attributes — None for a payload in ``known``, which was decoded before
+    (the same bytes decode the same; :class:`~agent.discover.nldev_parse.ParsedMessages`).
 
     One pass over the bytes with ``struct``: message headers 4-byte aligned (NLMSG_ALIGN), trailing
     bytes too short for a header ignored (as the kernel's own netlink_rcv_skb does). NLMSG_DONE and
@@ -148,7 +157,7 @@ def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
     end at their first NUL (as the kernel and iproute2 read them) and bytes that are no UTF-8 become
     U+FFFD. Any other data message yields ``{}`` (nothing this agent reads).
     """
-    out: list[dict[str, int | str]] = []
+    out: list[Message] = []
     failure: NetlinkError | NetlinkDecodeError | None = None
     unpack_header = _LENGTH_TYPE.unpack_from
     total = len(raw)
@@ -166,15 +175,19 @@ def decode(raw: bytes, op: str = "decode") -> list[dict[str, int | str]]:
             failure = failure or _truncated(raw, offset, length, msg_type, op)
             break
         if _NLDEV_FIRST <= msg_type < _NLDEV_END:
-            attrs, problem = _attributes(raw, offset + 16, end)
-            if problem is None:
-                out.append(attrs)
-            elif failure is None:
-                failure = NetlinkDecodeError(f"{op}: message type {msg_type:#x}: {problem}")
+            payload = raw[offset + 16 : end]
+            if payload in known:
+                out.append(Message(payload, None))
+            else:
+                attrs, problem = _attributes(raw, offset + 16, end)
+                if problem is None:
+                    out.append(Message(payload, attrs))
+                elif failure is None:
+                    failure = NetlinkDecodeError(f"{op}: message type {msg_type:#x}: {problem}")
         elif msg_type in (NLMSG_ERROR, NLMSG_DONE):
             failure = failure or _control(raw, offset, length, msg_type, op)
         else:
-            out.append({})
+            out.append(Message(b"", {}))
         offset += (length + _ALIGN) & ~_ALIGN
     if offset == 0 and total:
         raise NetlinkDecodeError(f"{op}: no complete message in {total} bytes")
@@ -207,6 +220,14 @@ def _control(raw: bytes, offset: int, length: int, msg_type: int, op: str) -> Ne
         if code < 0:
             return _netlink_error(op, -code)
     return None
+
+
+def payload_attributes(payload: bytes) -> dict[str, int | str]:
+    """The attributes of one message's payload that decoded cleanly before."""
+    attrs, problem = _attributes(payload, 0, len(payload))
+    if problem is not None:
+        raise NetlinkDecodeError(f"decode: {problem}")
+    return attrs
 
 
 def _attributes(raw: bytes, at: int, end: int) -> tuple[dict[str, int | str], str | None]:
@@ -260,83 +281,6 @@ def encode_request(cmd: int, attrs: Sequence[Attr] = (), *, flags: int, seq: int
 
 
 # ---------------------------------------------------------------------------------------------------
-# Pure parsers: attribute mappings → model values.
-
-
-def _int(attrs: Attrs, key: str) -> int | None:
-    value = attrs.get(key)
-    return value if isinstance(value, int) else None
-
-
-def _str(attrs: Attrs, key: str) -> str | None:
-    value = attrs.get(key)
-    return value if isinstance(value, str) and value != "" else None
-
-
-def _required(attrs: Attrs, key: str, op: str) -> Any:
-    value = attrs.get(key)
-    if value is None:
-        raise NetlinkDecodeError(f"{op}: reply lacks {key}")
-    return value
-
-
-def parse_device(attrs: Attrs) -> RdmaDevice:
-    """One GET reply (``rdma dev show``) → :class:`RdmaDevice` without ports."""
-    node_type = _int(attrs, "DEV_NODE_TYPE")
-    node_guid = _int(attrs, "NODE_GUID")
-    image_guid = _int(attrs, "SYS_IMAGE_GUID")
-    node_text = format_guid(node_guid) if node_guid is not None else None
-    image_text = node_text  # the usual case (a device is its own system image): format once
-    if image_guid != node_guid:
-        image_text = format_guid(image_guid) if image_guid is not None else None
-    return RdmaDevice(
-        name=str(_required(attrs, "DEV_NAME", "GET")),
-        index=int(_required(attrs, "DEV_INDEX", "GET")),
-        node_type=node_type_name(node_type) if node_type is not None else None,
-        protocol=_str(attrs, "DEV_PROTOCOL"),
-        fw_version=_str(attrs, "FW_VERSION"),
-        node_guid=node_text,
-        sys_image_guid=image_text,
-        port_count=_int(attrs, "PORT_INDEX") or 0,  # in a GET reply this is the number of ports
-    )
-
-
-def parse_port(attrs: Attrs) -> RdmaPort:
-    """One PORT_GET reply (``rdma link show``) → :class:`RdmaPort`.
-
-    NDEV_* appear only when the netdev is in the requester's netns; LID/SM_LID only on IB ports."""
-    state = _int(attrs, "PORT_STATE")
-    phys = _int(attrs, "PORT_PHYS_STATE")
-    return RdmaPort(
-        port=int(_required(attrs, "PORT_INDEX", "PORT_GET")),
-        state=port_state_name(state) if state is not None else None,
-        state_code=state,
-        physical_state=phys_state_name(phys) if phys is not None else None,
-        physical_state_code=phys,
-        netdev=_str(attrs, "NDEV_NAME"),
-        netdev_index=_int(attrs, "NDEV_INDEX"),
-        lid=_int(attrs, "LID"),
-        sm_lid=_int(attrs, "SM_LID"),
-    )
-
-
-def parse_system(attrs: Attrs) -> SystemInfo:
-    """The SYS_GET reply (``rdma system``) → :class:`SystemInfo`; absent attributes stay None."""
-
-    def flag(key: str) -> bool | None:
-        value = _int(attrs, key)
-        return None if value is None else bool(value)
-
-    mode = _int(attrs, "NETNS_MODE")
-    return SystemInfo(
-        netns_mode=NetnsMode.from_kernel(mode) if mode is not None else None,
-        copy_on_fork=flag("COPY_ON_FORK"),
-        privileged_qkey=flag("PRIVILEGED_QKEY_MODE"),
-        monitor=flag("MONITOR_MODE"),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
 # The socket adapter.
 
 # (cmd, attrs, flags) → the raw reply bytes of one exchange: every message the kernel answered the
@@ -378,6 +322,19 @@ def take_ours(data: bytes, seq: int, single: bool, parts: list[bytes]) -> bool:
     if start >= 0:
         parts.append(data[start:offset])
     return False
+
+
+# Each distinct GET and PORT_GET message parsed once per process (devices and ports are the same
+# bytes cycle after cycle); bounded (nldev_parse.PARSED_MESSAGES_MAX).
+_DEVICES: Final = ParsedMessages(parse_device, payload_attributes)
+_PORTS: Final = ParsedMessages(parse_port, payload_attributes)
+
+
+def forget_parsed_messages() -> None:
+    """Forget every parsed message, so that the next snapshot parses all of them, as the process's
+    first one does (benchmarks of a first cycle)."""
+    _DEVICES.clear()
+    _PORTS.clear()
 
 
 class RdmaNetlink:
@@ -459,6 +416,9 @@ class RdmaNetlink:
             self._socket = None
 
     def request(self, cmd: int, attrs: Sequence[Attr] = (), *, flags: int = FLAGS_DOIT) -> list[dict[str, int | str]]:
+        return [message.attrs or {} for message in self._messages(cmd, attrs, flags)]
+
+    def _messages(self, cmd: int, attrs: Sequence[Attr], flags: int, known: Container[bytes] = ()) -> list[Message]:
         op = _CMD_NAMES.get(cmd, str(cmd))
         try:
             raw = self._exchange(cmd, attrs, flags)
@@ -466,16 +426,18 @@ class RdmaNetlink:
             raise NetlinkError(op, errno_mod.ETIMEDOUT, f"no reply within {self._timeout:g} s") from err
         except OSError as err:
             raise NetlinkError(op, err.errno or errno_mod.EIO) from err
-        return decode(raw, op)
+        return messages(raw, op, known)
 
     def devices(self) -> list[RdmaDevice]:
         """GET dump: every RDMA device this netns can see (all of them in shared mode)."""
-        return [parse_device(a) for a in self.request(CMD_GET, flags=FLAGS_DUMP)]
+        parsed = _DEVICES.parsed
+        return [parsed(*m) for m in self._messages(CMD_GET, (), FLAGS_DUMP, _DEVICES)]
 
     def ports(self, device_index: int) -> list[RdmaPort]:
         """PORT_GET dump for one device (there is no all-devices port dump)."""
-        replies = self.request(CMD_PORT_GET, [("DEV_INDEX", device_index)], flags=FLAGS_DUMP)
-        return sorted((parse_port(a) for a in replies), key=lambda p: p.port)
+        parsed = _PORTS.parsed
+        replies = self._messages(CMD_PORT_GET, [("DEV_INDEX", device_index)], FLAGS_DUMP, _PORTS)
+        return sorted((parsed(*m) for m in replies), key=attrgetter("port"))
 
     def port(self, device_index: int, port: int) -> RdmaPort:
         """PORT_GET doit, as ``rdma link show`` sends it (the reply arrives typed as GET)."""

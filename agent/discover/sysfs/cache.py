@@ -217,9 +217,18 @@ class SysfsCache:
     # --- answers given again ------------------------------------------------------------------------
 
     def recall(self, kind: Kind[T], key: Key, inputs: object) -> T | None:
-        """The answer kept for ``key`` when it was made of inputs equal to ``inputs``, else None."""
-        kept = self._stores[kind].answers.get(key)
-        return kept.value if kept is not None and kept.inputs == inputs else None
+        """The answer kept for ``key`` when it was made of inputs equal to ``inputs``, else None.
+        Equal inputs that are other objects (facts read again at a refresh or kept from their second
+        sighting) replace the kept ones, so that next cycle's comparison is one of identities."""
+        store: _Store[T] = self._stores[kind]
+        answers = store.answers
+        kept = answers.get(key)
+        if kept is None or kept.inputs is inputs:
+            return None if kept is None else kept.value
+        if kept.inputs != inputs:
+            return None
+        answers[key] = _Answer(inputs, kept.value)
+        return kept.value
 
     def remember(self, kind: Kind[T], key: Key, inputs: object, answer: T) -> None:
         """Keep ``answer`` (not None) for ``key``, to be given again while its inputs stay equal to
