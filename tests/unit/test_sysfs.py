@@ -542,3 +542,21 @@ def test_vf_removed_while_functions_are_read(tmp_path: Path, monkeypatch: pytest
 def test_rdma_device_type_is_frozen_output(captured: Captured) -> None:
     devices, _ = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     assert all(isinstance(d, RdmaDevice) and isinstance(d.ports, tuple) for d in devices)
+
+
+def test_an_absent_driver_attribute_does_not_ask_whether_the_device_is_gone(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rxe has no ``hca_type`` or ``board_id`` (mlx5 has): their absence is no sign of a vanishing
+    device, so it costs no stat of the device's directory (one per device per cold cycle)."""
+    asked: list[str] = []
+
+    def gone(path: str) -> bool:
+        asked.append(path)
+        return False
+
+    monkeypatch.setattr(files, "gone", gone)
+    monkeypatch.setattr("agent.discover.sysfs.rdma.gone", gone)
+    devices, problems = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
+    assert [(d.name, d.hca_type, d.board_id) for d in devices] == [("rxe0", None, None), ("rxe1", None, None)]
+    assert (problems, asked) == ((), [])

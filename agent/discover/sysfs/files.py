@@ -90,12 +90,16 @@ def read_bytes(path: str) -> bytes:
     return read_attribute(path)
 
 
-def read_attr(path: str, errors: Errors, what: str, *, einval_is_empty: bool = False) -> str | None:
-    """Text of one attribute file; None when it does not exist. Other failures are recorded."""
+def read_attr(
+    path: str, errors: Errors, what: str, *, einval_is_empty: bool = False, optional: bool = False
+) -> str | None:
+    """Text of one attribute file; None when it does not exist. Other failures are recorded.
+    ``optional``: an attribute only some drivers have (mlx5's ``hca_type``), whose absence says
+    nothing about the device going away (so it does not set ``errors.missing``)."""
     try:
         data = read_bytes(path)
     except FileNotFoundError:
-        errors.missing = True
+        errors.missing = errors.missing or not optional
         return None
     except OSError as err:
         if einval_is_empty and err.errno == errno.EINVAL:
@@ -106,9 +110,9 @@ def read_attr(path: str, errors: Errors, what: str, *, einval_is_empty: bool = F
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode reads
 
 
-def parsed(path: str, parse: Callable[[str], T], errors: Errors, what: str) -> T | None:
+def parsed(path: str, parse: Callable[[str], T], errors: Errors, what: str, *, optional: bool = False) -> T | None:
     """One attribute file through ``parse``; None when it is missing, unreadable or unparsable."""
-    text = read_attr(path, errors, what)
+    text = read_attr(path, errors, what, optional=optional)
     if text is None:
         return None
     try:

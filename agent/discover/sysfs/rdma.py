@@ -168,8 +168,8 @@ class RdmaReader(ReaderBase):
             node_guid=parsed(real + "/node_guid", parse_guid, errors, "node_guid"),
             sys_image_guid=parsed(real + "/sys_image_guid", parse_guid, errors, "sys_image_guid"),
             fw_version=parsed(real + "/fw_ver", parse_text, errors, "fw_ver"),
-            hca_type=parsed(real + "/hca_type", parse_text, errors, "hca_type"),
-            board_id=parsed(real + "/board_id", parse_text, errors, "board_id"),
+            hca_type=parsed(real + "/hca_type", parse_text, errors, "hca_type", optional=True),
+            board_id=parsed(real + "/board_id", parse_text, errors, "board_id", optional=True),
             ports=ports,
             real=real,
         )
