@@ -6,6 +6,7 @@ they were recorded from real Debian kernels under QEMU by tools/capture_netlink.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,16 @@ KERNELS = tuple(sorted(p.name for p in NETLINK_DIR.iterdir() if p.is_dir()))
 def reply_bytes(kernel: str, case: str) -> bytes:
     text = (NETLINK_DIR / kernel / f"{case}.reply.hex").read_text()
     return b"".join(bytes.fromhex(line) for line in text.split())
+
+
+def with_seq(raw: bytes, seq: int) -> bytes:
+    """Recorded messages with their sequence number replaced (each exchange of a socket has its own)."""
+    out = bytearray(raw)
+    offset = 0
+    while offset + 16 <= len(out):
+        struct.pack_into("=I", out, offset + 8, seq)
+        offset += (struct.unpack_from("=I", out, offset)[0] + 3) & ~3
+    return bytes(out)
 
 
 def request_bytes(kernel: str, case: str) -> bytes:

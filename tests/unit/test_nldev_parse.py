@@ -13,19 +13,9 @@ from agent.discover import rdma_netlink as nl
 from agent.discover.nldev_parse import ParsedMessages, parse_port
 from agent.errors import NetlinkDecodeError
 from agent.model import RdmaPort
-from tests.netlink_fixtures import KERNELS, reply_bytes, rxe_replay
+from tests.netlink_fixtures import KERNELS, reply_bytes, rxe_replay, with_seq
 
 PORT_STATE = 12  # RDMA_NLDEV_ATTR_PORT_STATE (u8)
-
-
-def _with_seq(raw: bytes, seq: int) -> bytes:
-    """Recorded messages with their sequence number replaced (each cycle's socket counts anew)."""
-    out = bytearray(raw)
-    offset = 0
-    while offset + 16 <= len(out):
-        struct.pack_into("=I", out, offset + 8, seq)
-        offset += (struct.unpack_from("=I", out, offset)[0] + 3) & ~3
-    return bytes(out)
 
 
 def _with_u8(raw: bytes, nla_type: int, value: int) -> bytes:
@@ -61,8 +51,8 @@ def test_the_same_message_is_parsed_once_whatever_its_sequence_number(kernel: st
     parse = Counting()
     memo = ParsedMessages(parse, nl.payload_attributes)
     raw = reply_bytes(kernel, "port_get_dump_rxe0")
-    (first,) = _ports(memo, _with_seq(raw, 7))
-    (again,) = _ports(memo, _with_seq(raw, 8))
+    (first,) = _ports(memo, with_seq(raw, 7))
+    (again,) = _ports(memo, with_seq(raw, 8))
     assert again is first
     assert parse.calls == 1
     assert (first.port, first.state, first.netdev) == (1, "ACTIVE", "d0")

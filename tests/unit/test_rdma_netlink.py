@@ -22,6 +22,7 @@ from tests.netlink_fixtures import (
     reply_bytes,
     request_bytes,
     rxe_replay,
+    with_seq,
 )
 
 assert KERNELS == ("6.1.0-56-amd64", "6.12.95+deb12-amd64")
@@ -436,16 +437,6 @@ def _seq(request: bytes) -> int:
     return int(struct.unpack_from("=I", request, 8)[0])
 
 
-def _with_seq(raw: bytes, seq: int) -> bytes:
-    """Recorded messages with their sequence number replaced."""
-    out = bytearray(raw)
-    offset = 0
-    while offset + 16 <= len(out):
-        struct.pack_into("=I", out, offset + 8, seq)
-        offset += (struct.unpack_from("=I", out, offset)[0] + 3) & ~3
-    return bytes(out)
-
-
 def test_socket_dump_across_datagrams_skips_strangers(
     kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
 ) -> None:
@@ -456,11 +447,11 @@ def test_socket_dump_across_datagrams_skips_strangers(
     def answer(request: bytes) -> list[Datagram]:
         seq = _seq(request)
         return [
-            (_with_seq(GOOD, seq + 100), 0),  # left over from another exchange
-            (_with_seq(rxe0, seq), 0),
-            (_with_seq(GOOD, seq), 4242),  # not from the kernel
-            (_with_seq(GOOD, seq + 100) + _with_seq(rest, seq), 0),  # a stranger first in a datagram
-            (_with_seq(GOOD, seq), 0),  # after NLMSG_DONE: never read
+            (with_seq(GOOD, seq + 100), 0),  # left over from another exchange
+            (with_seq(rxe0, seq), 0),
+            (with_seq(GOOD, seq), 4242),  # not from the kernel
+            (with_seq(GOOD, seq + 100) + with_seq(rest, seq), 0),  # a stranger first in a datagram
+            (with_seq(GOOD, seq), 0),  # after NLMSG_DONE: never read
         ]
 
     opened = kernel(answer)
@@ -479,7 +470,7 @@ def test_socket_doit_reads_through_the_ack(
     ack_at = struct.unpack_from("=I", reply)[0]
 
     def answer(request: bytes) -> list[Datagram]:
-        return [(_with_seq(reply[:ack_at], _seq(request)), 0), (_with_seq(reply[ack_at:], _seq(request)), 0)]
+        return [(with_seq(reply[:ack_at], _seq(request)), 0), (with_seq(reply[ack_at:], _seq(request)), 0)]
 
     opened = kernel(answer)
     with nl.RdmaNetlink() as rdma:
@@ -493,7 +484,7 @@ def test_socket_doit_without_ack_ends_at_its_reply(
     kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
 ) -> None:
     single = reply_bytes(KERNELS[0], "sys_get_doit")
-    kernel(lambda request: [(_with_seq(single, _seq(request)), 0)])
+    kernel(lambda request: [(with_seq(single, _seq(request)), 0)])
     with nl.RdmaNetlink() as rdma:
         assert rdma.request(nl.CMD_SYS_GET, flags=0x1) == nl.decode(single)
 
@@ -516,7 +507,7 @@ def test_socket_failures_raise_the_errno_and_reopen(
     def answer(request: bytes) -> list[Datagram]:
         answers[0] += 1
         if answers[0] > 1:
-            return [(_with_seq(ok, _seq(request)), 0)]
+            return [(with_seq(ok, _seq(request)), 0)]
         if failure is None:
             return []
         if isinstance(failure, tuple):
@@ -538,7 +529,7 @@ def test_socket_failures_raise_the_errno_and_reopen(
 def test_socket_broken_framing_is_a_decode_error(
     kernel: Callable[[Callable[[bytes], list[Datagram]]], list[FakeSocket]],
 ) -> None:
-    kernel(lambda request: [(_with_seq(GOOD, _seq(request))[:40], 0)])  # the header claims more
+    kernel(lambda request: [(with_seq(GOOD, _seq(request))[:40], 0)])  # the header claims more
     with nl.RdmaNetlink() as rdma, pytest.raises(NetlinkDecodeError):
         rdma.devices()
 
