@@ -61,10 +61,9 @@ def refuse_unless_regular(mode: int, path: str) -> None:
         raise Refused(errno.EINVAL, f"is {kind_of(mode)}, not a regular file: not read", path)
 
 
-def _read_capped(fd: int, limit: int, path: str, *, one_read: bool = False, first: bytes = b"") -> bytes:
+def _read_capped(fd: int, limit: int, path: str, *, first: bytes = b"") -> bytes:
     """Up to ``limit`` bytes from ``fd`` (``first``: what was read already); :class:`Refused` when
-    there is more. ``one_read``: a read shorter than asked is the end (sysfs attributes come whole in
-    one read; seq_files do not)."""
+    there is more."""
     parts: list[bytes] = [first] if first else []
     total = len(first)
     while True:
@@ -72,8 +71,6 @@ def _read_capped(fd: int, limit: int, path: str, *, one_read: bool = False, firs
         chunk = os.read(fd, want)
         if not chunk:
             return b"".join(parts)
-        if one_read and not parts and len(chunk) < want:
-            return chunk
         parts.append(chunk)
         total += len(chunk)
         if total > limit:
@@ -84,29 +81,30 @@ def _size(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
 
 
-def read_kernel_file(path: str, *, limit: int = MAX_FILE_BYTES, one_read: bool = False) -> bytes:
+def read_kernel_file(path: str, *, limit: int = MAX_FILE_BYTES) -> bytes:
     """A sysfs or procfs file: ``O_NONBLOCK``, regular files only (``fstat``), at most ``limit`` bytes.
 
     For the trees of kernel filesystems, where no user can create a FIFO or a device node (a tree
     given as ``--sys-root`` that is not sysfs is still read safely: such a node is refused after the
-    open, which for a FIFO does not block). ``one_read``: the file comes whole in one read (a sysfs
-    attribute), so a short read ends it. Raises ``OSError`` (:class:`Refused` for a refusal)."""
+    open, which for a FIFO does not block). Sysfs attributes: :func:`read_attribute`. Raises
+    ``OSError`` (:class:`Refused` for a refusal)."""
     fd = os.open(path, _O_READ)
     try:
         refuse_unless_regular(os.fstat(fd).st_mode, path)
-        return _read_capped(fd, limit, path, one_read=one_read)
+        return _read_capped(fd, limit, path)
     finally:
         os.close(fd)
 
 
 def read_attribute(path: str) -> bytes:
-    """A sysfs attribute, as :func:`read_kernel_file` ``one_read=True`` reads it, in one ``read`` where
-    it can: the kernel hands an attribute over whole in the first read (at most a page), so a read
-    that gives at least one byte and fewer than asked is the whole file, from a regular file or from
-    nothing that could block or go on (``O_NONBLOCK``: a FIFO gives nothing or ``EAGAIN``; a device
-    that streams fills the read). Only an empty or full read is checked with ``fstat`` (a FIFO or a
-    device node is :class:`Refused`) and read on up to the cap. Thousands of attributes are read per
-    cycle: this saves a system call and three Python calls on each. Raises ``OSError``."""
+    """A sysfs attribute, with :func:`read_kernel_file`'s guarantees, in one ``read`` where it can:
+    the kernel hands an attribute over whole in the first read (at most a page), so a read that
+    gives at least one byte and fewer than asked is the whole file, from a regular file or from
+    nothing that could block or go on (``O_NONBLOCK``: a FIFO gives what a writer put in it, nothing,
+    or ``EAGAIN``; a device that streams fills the read). Only an empty or full read is checked
+    with ``fstat`` (a FIFO or a device node is :class:`Refused`) and read on up to the cap.
+    Thousands of attributes are read per cycle: this saves a system call and three Python calls on
+    each. Raises ``OSError``."""
     fd = os.open(path, _O_READ)
     try:
         data = os.read(fd, _CHUNK)
@@ -139,6 +137,13 @@ def read_host_file(path: str, *, limit: int = MAX_FILE_BYTES, follow: bool = Tru
         return _read_capped(reader, limit, path)
     finally:
         os.close(reader)
+
+
+def kernel_text(data: bytes) -> str:
+    """A kernel file's bytes as text, as Python's text mode reads them: bytes that are no UTF-8
+    become U+FFFD, CR LF and a lone CR end lines as LF."""
+    text = data.decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def decode_text(data: bytes, path: str) -> str:

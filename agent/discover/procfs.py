@@ -17,7 +17,7 @@ from typing import Final
 
 from agent.config import HostRoots
 from agent.discover.modprobe import MODULE, netns_mode_options, normalize_name
-from agent.hostio import MAX_FILE_BYTES, Refused, read_host_file, read_kernel_file
+from agent.hostio import MAX_FILE_BYTES, Refused, kernel_text, read_host_file, read_kernel_file
 from agent.model import KernelInfo, KernelModule, ModprobeOption, Problem
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,7 @@ def _read_text(
     except OSError as err:
         logger.debug("cannot read %s: %s", path, err)
         return None
-    text = data.decode("utf-8", errors="replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode reads
+    return kernel_text(data)
 
 
 # --- modules -----------------------------------------------------------------------------------------

@@ -560,3 +560,13 @@ def test_an_absent_driver_attribute_does_not_ask_whether_the_device_is_gone(
     devices, problems = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     assert [(d.name, d.hca_type, d.board_id) for d in devices] == [("rxe0", None, None), ("rxe1", None, None)]
     assert (problems, asked) == ((), [])
+
+
+def test_attribute_text_is_read_as_text_mode_reads_it(tmp_path: Path) -> None:
+    """One rule for sysfs and procfs text (agent.hostio.kernel_text): line ends as in text mode,
+    bytes that are no UTF-8 as U+FFFD."""
+    path = tmp_path / "fw_ver"
+    path.write_bytes(b"16.35\r\n2000\rx\xff\n")
+    errors = files.Errors()
+    assert files.read_attr(str(path), errors, "fw_ver") == "16.35\n2000\nx\ufffd\n"
+    assert not errors.items

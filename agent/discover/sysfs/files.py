@@ -23,7 +23,7 @@ from typing import Final, TypeVar
 
 from agent.config import HostRoots
 from agent.discover.sysfs.parse import natural_key, parse_pci_address
-from agent.hostio import read_attribute
+from agent.hostio import kernel_text, read_attribute
 from agent.model import Problem
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def read_attr(
             return None
         errors.add(what, err)
         return None
-    text = data.decode("utf-8", "replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode reads
+    return kernel_text(data)
 
 
 def parsed(path: str, parse: Callable[[str], T], errors: Errors, what: str, *, optional: bool = False) -> T | None:
