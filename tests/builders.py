@@ -35,3 +35,24 @@ def rdma_port(
         link_layer=link_layer,
         rate=rate,
     )
+
+
+# The kubelet's own Node conditions, as it posts them: what the agent's patches must leave alone.
+KUBELET_CONDITIONS = [
+    {
+        "type": "MemoryPressure",
+        "status": "False",
+        "reason": "KubeletHasSufficientMemory",
+        "message": "kubelet has sufficient memory available",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+    {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
+        "lastTransitionTime": "2026-10-01T00:00:00Z",
+    },
+]

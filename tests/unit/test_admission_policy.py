@@ -14,6 +14,7 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from tests.builders import KUBELET_CONDITIONS as KUBELET
 from tests.manifests import MANIFESTS, Obj, agent_config, kustomize, one
 
 
@@ -222,23 +223,6 @@ CASES: list[tuple[str, Obj, Obj | None, Obj | None, set[str]]] = [
 
 # --- nodes/status ------------------------------------------------------------------------------------
 
-KUBELET = [
-    {
-        "type": "MemoryPressure",
-        "status": "False",
-        "reason": "KubeletHasSufficientMemory",
-        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
-        "lastTransitionTime": "2026-10-01T00:00:00Z",
-    },
-    {
-        "type": "Ready",
-        "status": "True",
-        "reason": "KubeletReady",
-        "message": "kubelet is posting ready status",
-        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
-        "lastTransitionTime": "2026-10-01T00:00:00Z",
-    },
-]
 RDMA_READY = {
     "type": "RDMAReady",
     "status": "True",

@@ -65,13 +65,6 @@ def api() -> Iterator[KubeStandIn]:
         yield server
 
 
-@pytest.fixture
-def api_client(api: KubeStandIn, tmp_path: Path) -> Iterator[Any]:
-    api_client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
-    yield api_client
-    api_client.close()
-
-
 def make_watcher(api_client: Any, **kwargs: Any) -> NodeWatcher:
     rng = random.Random(1)  # noqa: S311 - jitter
     options: dict[str, Any] = {"backoff": Backoff(**FAST, rng=rng), "watch_timeout": 300, "request_timeout": (2.0, 2.0)}

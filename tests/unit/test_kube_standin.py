@@ -6,35 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from agent.publish.kube.api import NodeApi
-from agent.publish.kube.client import load_api_client
+from tests.builders import KUBELET_CONDITIONS as KUBELET
 from tests.kube_standin import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, KubeStandIn
 
 NODE = "gpu-node-1"
-KUBELET = [
-    {
-        "type": "MemoryPressure",
-        "status": "False",
-        "reason": "KubeletHasSufficientMemory",
-        "message": "kubelet has sufficient memory available",
-        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-        "lastTransitionTime": "2025-12-01T00:00:00Z",
-    },
-    {
-        "type": "Ready",
-        "status": "True",
-        "reason": "KubeletReady",
-        "message": "kubelet is posting ready status",
-        "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-        "lastTransitionTime": "2025-12-01T00:00:00Z",
-    },
-]
 OURS = {
     "type": "RDMAReady",
     "status": "True",
@@ -50,13 +31,6 @@ def api() -> Iterator[KubeStandIn]:
     with KubeStandIn() as server:
         server.put_node(NODE, conditions=[dict(c) for c in KUBELET])
         yield server
-
-
-@pytest.fixture
-def api_client(api: KubeStandIn, tmp_path: Path) -> Iterator[Any]:
-    api_client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
-    yield api_client
-    api_client.close()
 
 
 def patch_status(api_client: Any, body: Any, content_type: str) -> Any:

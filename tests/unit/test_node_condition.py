@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +23,10 @@ from agent.model import (
     RdmaDevice,
 )
 from agent.publish.condition import camel, condition_patch, desired_condition, plan_condition, rfc3339
-from agent.publish.kube.client import load_api_client
 from agent.publish.kube.node_status import ConditionPublisher
 from agent.publish.kube.watch import NodeWatcher
 from agent.publish.stages import ConditionStage
+from tests.builders import KUBELET_CONDITIONS as KUBELET
 from tests.builders import rdma_port
 from tests.kube_standin import STRATEGIC_MERGE_PATCH, KubeStandIn
 
@@ -35,24 +34,6 @@ NODE = "gpu-node-1"
 WAIT = 10.0
 T0 = 1_795_000_000.0
 HOUR = 3600.0
-KUBELET = [
-    {
-        "type": "MemoryPressure",
-        "status": "False",
-        "reason": "KubeletHasSufficientMemory",
-        "message": "kubelet has sufficient memory available",
-        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
-        "lastTransitionTime": "2026-10-01T00:00:00Z",
-    },
-    {
-        "type": "Ready",
-        "status": "True",
-        "reason": "KubeletReady",
-        "message": "kubelet is posting ready status",
-        "lastHeartbeatTime": "2026-11-01T00:00:00Z",
-        "lastTransitionTime": "2026-10-01T00:00:00Z",
-    },
-]
 
 
 def snapshot(*, port_up: bool = True, second_port_up: bool = True) -> NodeSnapshot:
@@ -170,13 +151,6 @@ def api() -> Iterator[KubeStandIn]:
     with KubeStandIn() as server:
         server.put_node(NODE, conditions=[dict(c) for c in KUBELET])
         yield server
-
-
-@pytest.fixture
-def api_client(api: KubeStandIn, tmp_path: Path) -> Iterator[Any]:
-    api_client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
-    yield api_client
-    api_client.close()
 
 
 @pytest.fixture

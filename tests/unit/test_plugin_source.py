@@ -17,7 +17,6 @@ from agent.diagnose import plugin_config
 from agent.discover.rdma_netlink import RdmaNetlink
 from agent.errors import NetlinkError
 from agent.model import PluginConfigState
-from agent.publish.kube.client import load_api_client
 from agent.publish.kube.configmap import ConfigMapWatcher
 from agent.publish.plugin_source import ConfigMapSource
 from agent.publish.status import load_schema
@@ -36,13 +35,6 @@ RESOURCE = "spidernet.io/hca_shared_devices"
 def api() -> Iterator[KubeStandIn]:
     with KubeStandIn() as server:
         yield server
-
-
-@pytest.fixture
-def api_client(api: KubeStandIn, tmp_path: Path) -> Iterator[Any]:
-    client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
-    yield client
-    client.close()
 
 
 def watched(api_client: Any) -> Iterator[ConfigMapWatcher]:
