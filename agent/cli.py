@@ -33,7 +33,7 @@ from agent.loop import Agent, Stage
 from agent.publish.exposition import Exposition
 from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
-from agent.publish.status import all_problems, render_json, render_text
+from agent.publish.status import render_json, render_text
 from agent.settings import SETTINGS, load_config
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def _status(config: Config, as_json: bool, fail_on: frozenset[str] | None = None
     sys.stdout.write(render_json(state) if as_json else render_text(state, kubernetes=kubernetes))
     if fail_on is None:
         return EXIT_OK
-    codes = {p.code for p in all_problems(state)}
+    codes = {p.code for p in state.all_problems}
     return EXIT_PROBLEMS if (codes & fail_on if fail_on else codes) else EXIT_OK
 
 

@@ -331,3 +331,12 @@ class AgentState:
     # ConfigMap not listed yet.
     plugin_config: PluginConfigState | None = None
     problems: tuple[Problem, ...] = ()  # publish-side problems (selectors, allocatable, consumers)
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        """Every problem the state reports: discovery's, enforcement's and the publishing stages'."""
+        return (
+            *(self.snapshot.problems if self.snapshot is not None else ()),
+            *(self.enforcement.problems if self.enforcement is not None else ()),
+            *self.problems,
+        )

@@ -294,8 +294,7 @@ def build_families(state: AgentState, *, version: str, python_version: str) -> l
             out.add("rdma_node_resource_expected", 1, resource_name)
         if state.plugin_config is not None:
             out.add("rdma_device_plugin_config_loaded", _bool(state.plugin_config.loaded), state.plugin_config.source)
-    found = snap.problems if snap is not None else ()
-    _problems(out, (*found, *(state.enforcement.problems if state.enforcement else ()), *state.problems))
+    _problems(out, state.all_problems)
     return list(out.families())
 
 

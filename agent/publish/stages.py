@@ -147,12 +147,7 @@ class ConditionStage:
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
-        problems = (
-            *state.snapshot.problems,
-            *(state.enforcement.problems if state.enforcement else ()),
-            *state.problems,
-        )
-        now = desired_condition(state.snapshot, state.enforcement, problems)
+        now = desired_condition(state.snapshot, state.enforcement, state.all_problems)
         status = self.hysteresis.update(self.timer(), {CONDITION_TYPE: now.status})[CONDITION_TYPE]
         if status == now.status or self.held is None:
             self.held = now

@@ -125,16 +125,6 @@ def _enforcement(e: EnforcementState | None) -> dict[str, Any] | None:
     }
 
 
-def all_problems(state: AgentState) -> tuple[Problem, ...]:
-    """Every problem the state reports: discovery's, enforcement's and the publishing stages'."""
-    snapshot, enforcement = state.snapshot, state.enforcement
-    return (
-        *(snapshot.problems if snapshot is not None else ()),
-        *(enforcement.problems if enforcement is not None else ()),
-        *state.problems,
-    )
-
-
 def _snapshot(state: AgentState) -> NodeSnapshot:
     """The state's snapshot; when discovery never succeeded, an empty one (nothing known, nothing
     available), so that the report still shows the ``discovery_failed`` problem."""
@@ -149,7 +139,7 @@ def status_document(state: AgentState) -> dict[str, Any]:
         state.enforcement,
         resources=[{"name": r.name, "capacity": r.capacity, "allocatable": r.allocatable} for r in state.resources],
         selectors=[{"resource": m.resource, "matched": m.matched, "selector": m.summary} for m in state.selectors],
-        more_problems=state.problems,
+        problems=state.all_problems,
         condition=_condition(state.condition),
         plugin_config=None
         if state.plugin_config is None
@@ -171,11 +161,10 @@ def snapshot_to_dict(
     *,
     resources: list[dict[str, Any]] | None = None,
     selectors: list[dict[str, Any]] | None = None,
-    more_problems: tuple[Problem, ...] = (),
+    problems: tuple[Problem, ...] = (),
     condition: dict[str, str] | None = None,
     plugin_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    problems = s.problems + (enforcement.problems if enforcement else ()) + more_problems
     return {
         "schema_version": SCHEMA_VERSION,
         "taken_at": s.taken_at,
@@ -229,7 +218,7 @@ def render_text(state: AgentState, *, kubernetes: bool = True) -> str:
     """A report for a person: what RDMA this node has and what is wrong, in plain words.
     ``kubernetes``: whether the Node could be read (else allocatable is shown as unknown)."""
     s, enforcement = _snapshot(state), state.enforcement
-    problems = all_problems(state)
+    problems = state.all_problems
     sections = (
         _header(s, enforcement),
         _devices(s),
