@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from agent.model import EnforcementState, NodeCondition, NodeSnapshot, Problem
-from agent.publish.readiness import READY_CONDITIONS, ready_conditions
+from agent.publish.readiness import READY_CONDITIONS, node_ready
 
 CONDITION_TYPE: Final = "RDMAReady"
 READY_REASON: Final = "RDMAReady"
@@ -57,9 +57,8 @@ def desired_condition(
     """The condition for this snapshot, before any hysteresis. The ``True`` message names only facts
     that change rarely (devices, netns mode), so a port flapping on a multi-port node, still ready,
     changes nothing."""
-    conditions = ready_conditions(snapshot, enforcement)
-    failing = [name for name in READY_CONDITIONS if not conditions[name]]
-    if not failing:
+    ready, failing = node_ready(snapshot, enforcement)
+    if ready:
         devices = len(snapshot.devices)
         mode = f", netns mode {snapshot.netns_mode.value}" if snapshot.netns_mode is not None else ""
         message = f"RDMA is usable: {devices} RDMA device{'s' * (devices != 1)}{mode}"
@@ -77,10 +76,11 @@ def rfc3339(epoch: float) -> str:
 
 
 def parse_time(text: str | None) -> float | None:
+    """An RFC 3339 time (``metav1.Time``, NFD's expiry) as epoch seconds; None when absent or not one."""
     if not text:
         return None
     try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
 

@@ -15,7 +15,6 @@ directory. When the content would not change, nothing is written and the mtime s
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import logging
 import time
@@ -26,16 +25,13 @@ from agent.errors import PublishError
 from agent.hostfiles import atomic_write, read_file
 from agent.hostio import Refused
 from agent.labelsyntax import validate_label
+from agent.publish.condition import parse_time, rfc3339
 
 logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = 65536  # node-feature-discovery source/local MaxFeatureFileSize
 EXPIRY_DIRECTIVE = "# +expiry-time="
 HEADER = "# Written by rdma-node-agent: node labels for node-feature-discovery's local source. Do not edit.\n"
-
-
-def _rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render_features(labels: Mapping[str, str], *, expires_at: float | None = None) -> str:
@@ -45,7 +41,7 @@ def render_features(labels: Mapping[str, str], *, expires_at: float | None = Non
     publisher validates first, so this is a programming error) or a file over NFD's size limit."""
     lines = [HEADER]
     if expires_at is not None:
-        lines.append(f"{EXPIRY_DIRECTIVE}{_rfc3339(expires_at)}\n")
+        lines.append(f"{EXPIRY_DIRECTIVE}{rfc3339(expires_at)}\n")
     for key in sorted(labels):
         error = validate_label(key, labels[key])
         if error is not None:
@@ -69,10 +65,7 @@ def parse_features(text: str) -> tuple[dict[str, str], float | None]:
         if not line:
             continue
         if line.startswith(EXPIRY_DIRECTIVE):
-            try:
-                expiry = dt.datetime.fromisoformat(line[len(EXPIRY_DIRECTIVE) :].strip()).timestamp()
-            except ValueError:
-                expiry = None
+            expiry = parse_time(line[len(EXPIRY_DIRECTIVE) :].strip())
             continue
         if line.startswith("#"):
             continue
