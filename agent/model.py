@@ -71,6 +71,11 @@ class Problem:
     subject: str | None = None  # device, file or selector the problem is about
 
 
+def link_is_up(state: str | None, physical_state: str | None) -> bool:
+    """A port carries traffic: ACTIVE, with physical state LINK_UP (``RdmaPort.link_up``)."""
+    return state == "ACTIVE" and physical_state == "LINK_UP"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RdmaPort:
     port: int
@@ -91,7 +96,7 @@ class RdmaPort:
 
     @property
     def link_up(self) -> bool:
-        return self.state == "ACTIVE" and self.physical_state == "LINK_UP"
+        return link_is_up(self.state, self.physical_state)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -11,9 +11,9 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from agent.discover.sysfs.base import IB_LINKS, ReaderBase, device_pci
 from agent.discover.sysfs.cache import Fresh, Key, Kind
@@ -39,9 +39,11 @@ from agent.discover.sysfs.parse import (
     parse_port_state,
     parse_text,
 )
-from agent.model import Problem, RdmaDevice, RdmaPort
+from agent.model import Problem, RdmaDevice, RdmaPort, link_is_up
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PortFacts(NamedTuple):
@@ -212,7 +214,7 @@ class RdmaReader(ReaderBase):
         if (netlink is None or netlink.netdev is None) and netdev:
             netdev_index = self._netdev_index(netdev, errors, where)
         admin_up = None
-        if netdev and not (state_name == "ACTIVE" and phys_name == "LINK_UP"):  # decides if it is meant to be up
+        if netdev and not link_is_up(state_name, phys_name):  # then it decides if the port is meant to be up
             admin_up = self._netdev_admin_up(netdev, errors, where)
         if old is not None and (
             old.port,
@@ -260,14 +262,15 @@ class RdmaReader(ReaderBase):
     def _netdev_admin_up(self, netdev: str, errors: Errors, where: str) -> bool | None:
         """``class/net/<netdev>/flags`` & IFF_UP: the netdev is administratively up (someone configured
         it, so a link is expected); None when the netdev is not in this network namespace."""
-        flags = parsed(
-            f"{self.sys}/class/net/{netdev}/flags", parse_netdev_flags, errors, f"{where}: class/net/{netdev}/flags"
-        )
+        flags = self._netdev_attr(netdev, "flags", parse_netdev_flags, errors, where)
         return None if flags is None else bool(flags & IFF_UP)
 
     def _netdev_index(self, netdev: str, errors: Errors, where: str) -> int | None:
-        """``class/net/<netdev>/ifindex`` (Documentation/ABI/testing/sysfs-class-net); None when the
-        netdev is not in this network namespace (moved into a pod in exclusive mode)."""
-        return parsed(
-            f"{self.sys}/class/net/{netdev}/ifindex", parse_int, errors, f"{where}: class/net/{netdev}/ifindex"
-        )
+        """``class/net/<netdev>/ifindex``; None when the netdev is not in this network namespace (moved
+        into a pod in exclusive mode)."""
+        return self._netdev_attr(netdev, "ifindex", parse_int, errors, where)
+
+    def _netdev_attr(self, netdev: str, name: str, parse: Callable[[str], T], errors: Errors, where: str) -> T | None:
+        """One ``class/net/<netdev>/<name>`` attribute (Documentation/ABI/testing/sysfs-class-net), for
+        the port at ``where``."""
+        return parsed(f"{self.sys}/class/net/{netdev}/{name}", parse, errors, f"{where}: class/net/{netdev}/{name}")
