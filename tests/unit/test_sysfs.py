@@ -556,7 +556,7 @@ def test_an_absent_driver_attribute_does_not_ask_whether_the_device_is_gone(
         return False
 
     monkeypatch.setattr(files, "gone", gone)
-    monkeypatch.setattr("agent.discover.sysfs.rdma.gone", gone)
+    monkeypatch.setattr("agent.discover.sysfs.base.gone", gone)
     devices, problems = SysfsReader(captured("rxe-dummy-veth")).rdma_devices()
     assert [(d.name, d.hca_type, d.board_id) for d in devices] == [("rxe0", None, None), ("rxe1", None, None)]
     assert (problems, asked) == ((), [])

@@ -13,12 +13,18 @@ Documentation/ABI/testing/sysfs-class-net (class/net).
 
 from __future__ import annotations
 
-from typing import Final
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from agent.config import HostRoots
 from agent.discover.sysfs.cache import Fresh, Kind, SysfsCache
-from agent.discover.sysfs.files import inode, pci_of, scan_class
+from agent.discover.sysfs.files import Errors, gone, inode, mode, pci_of, real_dir, scan_class
 from agent.model import Problem
+
+T = TypeVar("T")
 
 IB_LINKS: Final = Kind[str | None]("ib_links")  # class/infiniband/<dev>/device → PCI function
 NET_LINKS: Final = Kind[str | None]("net_links")  # class/net/<netdev>/device → PCI function
@@ -27,6 +33,27 @@ NET_LINKS: Final = Kind[str | None]("net_links")  # class/net/<netdev>/device �
 def device_pci(entry: str) -> Fresh[str | None]:
     """The PCI function behind a class entry's ``device`` link, as a fact (:func:`pci_of`)."""
     return Fresh(pci_of(entry + "/device"))
+
+
+def directory_facts(
+    path: str, errors: Errors, read: Callable[[str], T], *, not_a_directory: str | None = None
+) -> Fresh[T] | None:
+    """What ``read`` makes of a sysfs object's directory (given its real path; its reads record into
+    ``errors``): None when the entry is gone, or is no directory (an error under ``not_a_directory``
+    when given); clean, so that it may be kept, when none of the reads failed and the object is
+    still there."""
+    try:
+        found = mode(path)
+    except FileNotFoundError:
+        errors.missing = True
+        return None
+    if not stat.S_ISDIR(found):
+        if not_a_directory is not None:
+            errors.add(not_a_directory, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+        return None
+    before = len(errors.items)
+    facts = read(real_dir(path))
+    return Fresh(facts, clean=len(errors.items) == before and not (errors.missing and gone(path)))
 
 
 class ReaderBase:

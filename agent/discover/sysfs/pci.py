@@ -9,15 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from agent.discover.sysfs.base import IB_LINKS, NET_LINKS, ReaderBase
+from agent.discover.sysfs.base import IB_LINKS, NET_LINKS, ReaderBase, directory_facts
 from agent.discover.sysfs.cache import Fresh, Key, Kind
-from agent.discover.sysfs.files import Errors, each, exists, gone, inode, link_name, mode, parsed, real_dir, scan
+from agent.discover.sysfs.files import Errors, each, exists, inode, link_name, parsed, scan
 from agent.discover.sysfs.parse import natural_key, parse_hex_id, parse_int, parse_numa_node, parse_pci_address
 from agent.model import PciFunction, Problem
 
@@ -180,51 +179,40 @@ def _vf_addresses(path: str, names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _pci_facts(path: str, errors: Errors) -> Fresh[PciFacts] | None:
-    """What does not change while a PCI function lives, and where its directory is; None when it
-    is gone or not a directory; clean when none of these reads failed and it is still there."""
-    try:
-        found = mode(path)
-    except FileNotFoundError:
-        errors.missing = True
-        return None
-    if not stat.S_ISDIR(found):
-        return None
-    before = len(errors.items)
-    real = real_dir(path)
-    facts = PciFacts(
-        vendor=parsed(real + "/vendor", parse_hex_id, errors, "vendor"),
-        device=parsed(real + "/device", parse_hex_id, errors, "device"),
-        subsystem_vendor=parsed(real + "/subsystem_vendor", parse_hex_id, errors, "subsystem_vendor"),
-        subsystem_device=parsed(real + "/subsystem_device", parse_hex_id, errors, "subsystem_device"),
-        pci_class=parsed(real + "/class", parse_hex_id, errors, "class"),
-        numa_node=parsed(real + "/numa_node", parse_numa_node, errors, "numa_node"),
-        physfn=link_name(real + "/physfn"),
-        sriov=exists(real + "/sriov_totalvfs") or exists(real + "/sriov_numvfs"),
-        real=real,
-    )
-    return Fresh(facts, clean=len(errors.items) == before and not (errors.missing and gone(path)))
+    """What does not change while a PCI function lives, and where its directory is
+    (:func:`directory_facts`)."""
+
+    def read(real: str) -> PciFacts:
+        return PciFacts(
+            vendor=parsed(real + "/vendor", parse_hex_id, errors, "vendor"),
+            device=parsed(real + "/device", parse_hex_id, errors, "device"),
+            subsystem_vendor=parsed(real + "/subsystem_vendor", parse_hex_id, errors, "subsystem_vendor"),
+            subsystem_device=parsed(real + "/subsystem_device", parse_hex_id, errors, "subsystem_device"),
+            pci_class=parsed(real + "/class", parse_hex_id, errors, "class"),
+            numa_node=parsed(real + "/numa_node", parse_numa_node, errors, "numa_node"),
+            physfn=link_name(real + "/physfn"),
+            sriov=exists(real + "/sriov_totalvfs") or exists(real + "/sriov_numvfs"),
+            real=real,
+        )
+
+    return directory_facts(path, errors, read)
 
 
 def owners_of(by_netdev: dict[str, str | None], by_rdma: dict[str, str | None]) -> Owners:
     """Which netdevs and RDMA devices sit on which PCI function, from the class listings' ``device``
     links: netdevs sorted, RDMA devices in natural order."""
-    netdevs = _grouped(by_netdev)
-    rdma = _grouped(by_rdma)
-    for pci, names in netdevs.items():
-        if len(names) > 1:
-            netdevs[pci] = tuple(sorted(names))
-    for pci, names in rdma.items():
-        if len(names) > 1:
-            rdma[pci] = tuple(sorted(names, key=natural_key))
-    return Owners(netdevs, rdma)
+    return Owners(_grouped(by_netdev), _grouped(by_rdma, natural_key))
 
 
-def _grouped(links: dict[str, str | None]) -> dict[str, tuple[str, ...]]:
-    """PCI function → the entries whose link names it, in listing order (sorting each group then
-    gives the order of the sorted listing: the sort is stable). Most functions have one of each."""
+def _grouped(links: dict[str, str | None], key: Callable[[str], Any] | None = None) -> dict[str, tuple[str, ...]]:
+    """PCI function → the entries whose link names it, sorted (by ``key``). Most functions have one
+    of each, and one-name groups are not sorted."""
     groups: dict[str, tuple[str, ...]] = {}
     for name, pci in links.items():
         if pci:
             group = groups.get(pci)
             groups[pci] = (name,) if group is None else (*group, name)
+    for pci, names in groups.items():
+        if len(names) > 1:
+            groups[pci] = tuple(sorted(names, key=key))
     return groups

@@ -7,25 +7,19 @@ drivers/infiniband/core/sysfs.c. The netdev's ifindex comes from ``class/net/<ne
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple, TypeVar
 
-from agent.discover.sysfs.base import IB_LINKS, ReaderBase, device_pci
+from agent.discover.sysfs.base import IB_LINKS, ReaderBase, device_pci, directory_facts
 from agent.discover.sysfs.cache import Fresh, Key, Kind
 from agent.discover.sysfs.files import (
     Errors,
     each,
-    gone,
     listing,
-    mode,
     parsed,
     read_attr,
-    real_dir,
     scan_class,
 )
 from agent.discover.sysfs.parse import (
@@ -143,39 +137,32 @@ class RdmaReader(ReaderBase):
         return device
 
     def _rdma_facts(self, path: str, name: str, errors: Errors) -> Fresh[RdmaFacts] | None:
-        """What does not change while an RDMA device lives: node_type, GUIDs, fw_ver,
-        ``ports/<n>/link_layer``, and where its directory is. None when it is gone or no directory;
-        clean when none of these reads failed and the device is still there."""
-        try:
-            found = mode(path)
-        except FileNotFoundError:
-            errors.missing = True
-            return None
-        if not stat.S_ISDIR(found):  # a file where the device directory should be
-            errors.add(name, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
-            return None
-        before = len(errors.items)
-        real = real_dir(path)
-        ports = tuple(
-            PortFacts(
-                int(p),
-                parsed(f"{real}/ports/{p}/link_layer", parse_text, errors, f"ports/{p}/link_layer"),
-                f"{real}/ports/{int(p)}",  # by number, as the port is known (ports/01 is port 1)
+        """What does not change while an RDMA device lives: node_type, GUIDs, fw_ver, hca_type,
+        board_id, ``ports/<n>/link_layer``, and where its directory is (:func:`directory_facts`; a
+        file where the device directory should be is an error)."""
+
+        def read(real: str) -> RdmaFacts:
+            ports = tuple(
+                PortFacts(
+                    int(p),
+                    parsed(f"{real}/ports/{p}/link_layer", parse_text, errors, f"ports/{p}/link_layer"),
+                    f"{real}/ports/{int(p)}",  # by number, as the port is known (ports/01 is port 1)
+                )
+                for p in listing(real + "/ports")
+                if p.isascii() and p.isdigit()
             )
-            for p in listing(real + "/ports")
-            if p.isascii() and p.isdigit()
-        )
-        facts = RdmaFacts(
-            node_type=parsed(real + "/node_type", parse_node_type, errors, "node_type"),
-            node_guid=parsed(real + "/node_guid", parse_guid, errors, "node_guid"),
-            sys_image_guid=parsed(real + "/sys_image_guid", parse_guid, errors, "sys_image_guid"),
-            fw_version=parsed(real + "/fw_ver", parse_text, errors, "fw_ver"),
-            hca_type=parsed(real + "/hca_type", parse_text, errors, "hca_type", optional=True),
-            board_id=parsed(real + "/board_id", parse_text, errors, "board_id", optional=True),
-            ports=ports,
-            real=real,
-        )
-        return Fresh(facts, clean=len(errors.items) == before and not (errors.missing and gone(path)))
+            return RdmaFacts(
+                node_type=parsed(real + "/node_type", parse_node_type, errors, "node_type"),
+                node_guid=parsed(real + "/node_guid", parse_guid, errors, "node_guid"),
+                sys_image_guid=parsed(real + "/sys_image_guid", parse_guid, errors, "sys_image_guid"),
+                fw_version=parsed(real + "/fw_ver", parse_text, errors, "fw_ver"),
+                hca_type=parsed(real + "/hca_type", parse_text, errors, "hca_type", optional=True),
+                board_id=parsed(real + "/board_id", parse_text, errors, "board_id", optional=True),
+                ports=ports,
+                real=real,
+            )
+
+        return directory_facts(path, errors, read, not_a_directory=name)
 
     def _port(
         self, port: PortFacts, parent: str | None, netlink: RdmaPort | None, errors: Errors, old: RdmaPort | None
