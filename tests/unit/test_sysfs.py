@@ -570,3 +570,14 @@ def test_attribute_text_is_read_as_text_mode_reads_it(tmp_path: Path) -> None:
     errors = files.Errors()
     assert files.read_attr(str(path), errors, "fw_ver") == "16.35\n2000\nx\ufffd\n"
     assert not errors.items
+
+
+def test_a_file_where_a_device_directory_should_be_is_a_problem_about_it(tmp_path: Path) -> None:
+    roots = load("rxe-dummy-veth", tmp_path)
+    entry = roots.sysfs / "class/infiniband/rxe0"
+    entry.unlink()
+    entry.write_text("not a directory\n")
+    devices, problems = SysfsReader(roots).rdma_devices()
+    assert [d.name for d in devices] == ["rxe1"]
+    assert [(p.code, p.subject) for p in problems] == [("sysfs_read_error", "rxe0")]
+    assert "Not a directory" in problems[0].message
