@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from agent.labelsyntax import validate_label
 from agent.publish import labels as label_rules
-from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout, read_json
-from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure, not_observed
+from agent.publish.kube.api import FIELD_MANAGER, MERGE_PATCH, REQUEST_TIMEOUT, NodeApi, RequestTimeout
+from agent.publish.kube.failures import ApiFailure, not_observed
 from agent.publish.kube.watch import FreshView, NodeWatcher, ObservedNode
 
 # One logger for the whole package, so that log lines keep naming agent.publish.kube.
@@ -88,23 +88,21 @@ class NodeLabelPublisher:
         body = label_rules.plan_node_patch(node.labels, node.annotations, valid, self._prefix)
         if body is None:
             return SyncResult(skipped=skipped)
-        try:
-            response = self._core.patch_node(
+        failure = self._view.patch(
+            node,
+            lambda: self._core.patch_node(
                 self._watcher.name,
                 body,
                 field_manager=FIELD_MANAGER,
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
                 _request_timeout=self._request_timeout,
-            )
-            answer = read_json(response)
-        except TRANSPORT_ERRORS as err:
-            failure = describe_failure(err)
-            self._view.forget()
+            ),
+        )
+        if failure is not None:
             log = logger.error if failure.status == 422 else logger.warning
             log("patching labels of node %s failed: %s%s", self._watcher.name, failure, _advice(failure))
             return SyncResult(patch=body, error=failure, skipped=skipped)
-        self._view.wrote(node, answer)
         logger.info("labels of node %s patched: %s", self._watcher.name, json.dumps(body, sort_keys=True))
         return SyncResult(patch=body, skipped=skipped)
 

@@ -24,9 +24,8 @@ from agent.publish.kube.api import (
     STRATEGIC_MERGE_PATCH,
     NodeApi,
     RequestTimeout,
-    read_json,
 )
-from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure, not_observed
+from agent.publish.kube.failures import ApiFailure, not_observed
 from agent.publish.kube.watch import FreshView, NodeWatcher
 
 logger = logging.getLogger(__package__)
@@ -76,19 +75,18 @@ class ConditionPublisher:
             wanted = plan_condition(node.conditions.get(CONDITION_TYPE), condition, now, self._heartbeat)
             if wanted is None:
                 return ConditionResult()
-            try:
-                response = self._core.patch_node_status(
+            failure = self._view.patch(
+                node,
+                lambda: self._core.patch_node_status(
                     self._watcher.name,
                     condition_patch(wanted),
                     field_manager=FIELD_MANAGER,
                     _content_type=STRATEGIC_MERGE_PATCH,
                     _preload_content=False,
                     _request_timeout=self._request_timeout,
-                )
-                answer = read_json(response)
-            except TRANSPORT_ERRORS as err:
-                failure = describe_failure(err)
-                self._view.forget()
+                ),
+            )
+            if failure is not None:
                 logger.warning(
                     "patching the %s condition of node %s failed: %s",
                     CONDITION_TYPE,
@@ -97,7 +95,6 @@ class ConditionPublisher:
                     extra={"node": self._watcher.name},
                 )
                 return ConditionResult(written=wanted, error=failure)
-            self._view.wrote(node, answer)
             logger.info(
                 "node %s condition %s=%s (%s)",
                 self._watcher.name,

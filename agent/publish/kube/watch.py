@@ -24,7 +24,7 @@ from kubernetes.watch import Watch
 
 from agent.publish.kube.api import REQUEST_TIMEOUT, NodeApi, RequestTimeout, read_json
 from agent.publish.kube.backoff import Backoff
-from agent.publish.kube.failures import TRANSPORT_ERRORS, describe_failure
+from agent.publish.kube.failures import TRANSPORT_ERRORS, ApiFailure, describe_failure
 
 # One logger for the whole package, so that log lines keep naming agent.publish.kube.
 logger = logging.getLogger(__package__)
@@ -405,3 +405,15 @@ class FreshView:
     def forget(self) -> None:
         """A write failed: whatever happened, trust only the watch from now on."""
         self._pending = None
+
+    def patch(self, before: ObservedNode, request: Callable[[], Any]) -> ApiFailure | None:
+        """Send a patch computed from ``before`` (``request`` makes it, unread): on success its answer
+        is the view until the watch catches up (:meth:`wrote`), on failure only the watch is trusted
+        (:meth:`forget`). The failure, described; None when it succeeded."""
+        try:
+            answer = read_json(request())
+        except TRANSPORT_ERRORS as err:
+            self.forget()
+            return describe_failure(err)
+        self.wrote(before, answer)
+        return None
