@@ -44,19 +44,13 @@ class FileSource:
         self.path = path
 
     def read(self) -> PluginConfigRead:
-        failed = PluginConfigState(source="file", ref=str(self.path), loaded=False)
-        subject = str(self.path)
+        path = str(self.path)
         try:
             text = read_device_plugin_text(self.path)
         except ConfigError as err:
-            problem = Problem(code="device_plugin_config_unreadable", message=str(err), subject=subject)
-            return PluginConfigRead(None, (problem,), failed)
-        try:
-            config = parse_device_plugin_config(text, subject)
-        except ConfigError as err:
-            problem = Problem(code="device_plugin_config_invalid", message=str(err), subject=subject)
-            return PluginConfigRead(None, (problem,), failed)
-        return PluginConfigRead(config, (), PluginConfigState(source="file", ref=str(self.path), loaded=True))
+            problem = Problem(code="device_plugin_config_unreadable", message=str(err), subject=path)
+            return PluginConfigRead(None, (problem,), PluginConfigState(source="file", ref=path, loaded=False))
+        return _parsed(text, path, "file", path, subject=path)
 
 
 class ConfigMapSource:
@@ -70,20 +64,23 @@ class ConfigMapSource:
     def read(self) -> PluginConfigRead:
         got = self.watcher.read(self.key)
         if got.text is None:
-            if got.error is None or not (self.watcher.synced() or self.watcher.failing()):
+            if got.error is None:
                 return PluginConfigRead(None, ())  # not listed yet: nothing to say
             problem = Problem(code="device_plugin_config_unreadable", message=got.error, subject=self.watcher.ref)
             return PluginConfigRead(None, (problem,), PluginConfigState(source="configmap", ref=self.ref, loaded=False))
         if self._parsed is not None and self._parsed[0] == got.resource_version and got.resource_version:
             return self._parsed[1]
-        try:
-            read = PluginConfigRead(
-                parse_device_plugin_config(got.text, f"ConfigMap {self.ref}"),
-                (),
-                PluginConfigState(source="configmap", ref=self.ref, loaded=True),
-            )
-        except ConfigError as err:
-            problem = Problem(code="device_plugin_config_invalid", message=str(err), subject=self.watcher.ref)
-            read = PluginConfigRead(None, (problem,), PluginConfigState(source="configmap", ref=self.ref, loaded=False))
+        read = _parsed(got.text, f"ConfigMap {self.ref}", "configmap", self.ref, subject=self.watcher.ref)
         self._parsed = (got.resource_version, read)
         return read
+
+
+def _parsed(text: str, where: str, source: str, ref: str, *, subject: str) -> PluginConfigRead:
+    """The config in ``text`` (read from ``where``), or a ``device_plugin_config_invalid`` problem
+    about ``subject``."""
+    try:
+        config = parse_device_plugin_config(text, where)
+    except ConfigError as err:
+        problem = Problem(code="device_plugin_config_invalid", message=str(err), subject=subject)
+        return PluginConfigRead(None, (problem,), PluginConfigState(source=source, ref=ref, loaded=False))
+    return PluginConfigRead(config, (), PluginConfigState(source=source, ref=ref, loaded=True))

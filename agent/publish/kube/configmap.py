@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from agent.publish.kube.watch import ObjectWatcher
+from agent.publish.kube.watch import ObjectWatcher, frozen_strings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,10 +25,9 @@ class ObservedConfigMap:
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ObservedConfigMap:
         meta = obj.get("metadata") or {}
-        data = obj.get("data") or {}
         return cls(
             name=str(meta.get("name", "")),
-            data=MappingProxyType({str(k): str(v) for k, v in data.items()} if isinstance(data, Mapping) else {}),
+            data=frozen_strings(obj.get("data")),
             resource_version=str(meta.get("resourceVersion", "")),
         )
 
@@ -72,5 +71,5 @@ class ConfigMapWatcher(ObjectWatcher[ObservedConfigMap]):
         if self.failing():
             return ConfigMapRead(None, f"ConfigMap {self.ref} cannot be read: {self.stats().last_error}")
         if not self.synced():
-            return ConfigMapRead(None, f"ConfigMap {self.ref} not read yet")
+            return ConfigMapRead(None, None)  # not listed yet: nothing to say
         return ConfigMapRead(None, f"ConfigMap {self.ref} does not exist")

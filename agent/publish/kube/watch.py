@@ -44,7 +44,8 @@ _Watch = cast(Any, Watch)
 # --- what we know about the Node ---------------------------------------------------------------------
 
 
-def _frozen(value: Any) -> Mapping[str, str]:
+def frozen_strings(value: Any) -> Mapping[str, str]:
+    """A read-only ``str`` → ``str`` copy of an object's map (labels, data, …); empty for anything else."""
     if not isinstance(value, Mapping) or not value:
         return _EMPTY
     return MappingProxyType({str(k): str(v) for k, v in sorted(value.items())})
@@ -54,7 +55,7 @@ def _conditions(value: Any) -> Mapping[str, Mapping[str, str]]:
     if not isinstance(value, list) or not value:
         return _NO_CONDITIONS
     out = {
-        str(c["type"]): _frozen({k: v for k, v in c.items() if v is not None})
+        str(c["type"]): frozen_strings({k: v for k, v in c.items() if v is not None})
         for c in value
         if isinstance(c, Mapping) and c.get("type")
     }
@@ -81,10 +82,10 @@ class ObservedNode:
         status = obj.get("status") or {}
         return cls(
             name=str(meta.get("name", "")),
-            labels=_frozen(meta.get("labels")),
-            annotations=_frozen(meta.get("annotations")),
-            capacity=_frozen(status.get("capacity")),
-            allocatable=_frozen(status.get("allocatable")),
+            labels=frozen_strings(meta.get("labels")),
+            annotations=frozen_strings(meta.get("annotations")),
+            capacity=frozen_strings(status.get("capacity")),
+            allocatable=frozen_strings(status.get("allocatable")),
             resource_version=str(meta.get("resourceVersion", "")),
             conditions=_conditions(status.get("conditions")),
         )
