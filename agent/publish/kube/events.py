@@ -86,7 +86,6 @@ class Request:
 class RecorderStats:
     created: int = 0
     patched: int = 0
-    spam_dropped: int = 0  # requests the spam filter dropped
     queue_dropped: int = 0  # requests dropped because the queue was full
     failed: int = 0  # requests the API server refused or that could not be sent
     by_reason: dict[str, int] = field(default_factory=dict)  # events observed, by reason
@@ -190,7 +189,6 @@ class EventRecorder:
         with self._lock:
             self.stats.by_reason[spec.reason] = self.stats.by_reason.get(spec.reason, 0) + 1
             request = self._correlator.observe(spec)
-            self.stats.spam_dropped = self._correlator.spam_dropped
         if request is not None:
             self._enqueue(request)
 
@@ -198,7 +196,6 @@ class EventRecorder:
         """Once a cycle: send the final counts of series that ended."""
         with self._lock:
             requests = self._correlator.tick()
-            self.stats.spam_dropped = self._correlator.spam_dropped
         for request in requests:
             self._enqueue(request)
 
