@@ -152,10 +152,15 @@ class Exposition:
     def fresh(self, chosen: Representation) -> bool:
         """Whether ``chosen`` can be answered from the cache (rendered for the current state): then a
         scrape costs only the small live part. Without a cached part every scrape is a render."""
+        return self._current(chosen) is not None
+
+    def _current(self, chosen: Representation) -> _Rendered | None:
+        """The cached part of ``chosen``'s format when it was rendered for the current state (a dict
+        read is atomic and parts are immutable: no lock)."""
         if self._cached is None or self._version is None:
-            return False
+            return None
         part = self._rendered.get(chosen.openmetrics)
-        return part is not None and part.version is self._version()
+        return part if part is not None and part.version is self._version() else None
 
     def render(self, accept: str, accept_encoding: str) -> tuple[bytes, str, bool]:
         """(body, content type, gzipped?) for one scrape's ``Accept`` and ``Accept-Encoding``."""
@@ -181,10 +186,10 @@ class Exposition:
 
     def _part(self, chosen: Representation) -> _Rendered:
         assert self._cached is not None and self._version is not None
-        version = self._version()
-        part = self._rendered.get(chosen.openmetrics)  # (a dict read is atomic; parts are immutable)
-        if part is not None and part.version is version and (not chosen.gzip or part.compressor is not None):
+        part = self._current(chosen)
+        if part is not None and (not chosen.gzip or part.compressor is not None):
             return part  # cached: no lock, so a render of the other format never holds this one up
+        version = self._version()
         with self._locks[chosen.openmetrics]:
             part = self._rendered.get(chosen.openmetrics)
             if part is None or part.version is not version:
