@@ -35,6 +35,7 @@ from agent.model import (
     RdmaPort,
 )
 from agent.publish.metric_specs import CHAR_DEVICE_KINDS, SPECS, MetricSpec
+from agent.publish.ports import port_key
 from agent.publish.readiness import READY_CONDITIONS, devices_with_uverbs, ready_conditions
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -181,7 +182,7 @@ def _pci(out: _Families, pci: PciFunction) -> None:
 def _expected_up(out: _Families, snap: NodeSnapshot, expected: frozenset[str]) -> None:
     for device in snap.devices:
         for port in device.ports:
-            out.add("rdma_port_expected_up", _bool(f"{device.name}/{port.port}" in expected), device.name, port.port)
+            out.add("rdma_port_expected_up", _bool(port_key(device, port) in expected), device.name, port.port)
 
 
 def _snapshot(out: _Families, snap: NodeSnapshot, enforcement: EnforcementState | None) -> None:
