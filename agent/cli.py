@@ -35,6 +35,7 @@ from agent.publish.http import MetricsServer
 from agent.publish.metrics import RdmaCollector
 from agent.publish.status import render_json, render_text
 from agent.settings import SETTINGS, load_config
+from agent.settingvalues import comma_list
 
 if TYPE_CHECKING:
     from agent.publish.kube.configmap import ConfigMapWatcher
@@ -123,7 +124,7 @@ def _failing_codes(value: str | None) -> frozenset[str] | None:
     """``--fail-on-problems``: None when not given, {} for any problem, else the codes listed."""
     if value is None:
         return None
-    return frozenset(code.strip() for code in value.split(",") if code.strip())
+    return frozenset(comma_list(value))
 
 
 def _status(config: Config, as_json: bool, fail_on: frozenset[str] | None = None) -> int:

@@ -152,8 +152,13 @@ def parse_optional_path(text: str) -> Path | None:
     return None if text.strip() == "" else parse_absolute_path(text)
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """``a, b,,c`` → ``("a", "b", "c")``: the items of a comma-separated list, blanks dropped."""
+    return tuple(item for item in (part.strip() for part in text.split(",")) if item)
+
+
 def parse_prefixes(text: str) -> tuple[str, ...]:
-    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    items = comma_list(text)
     if not items:
         raise ValueError("expected a comma-separated list of resource name prefixes")
     return items
@@ -181,7 +186,7 @@ def parse_configmap_key(text: str) -> str:
 
 
 def parse_globs(text: str) -> tuple[str, ...]:
-    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    items = comma_list(text)
     bad = [p for p in items if not re.fullmatch(r"[A-Za-z0-9_.:/*?\[\]!-]{1,64}", p)]
     if bad:
         raise ValueError(f"expected globs on device/port or a netdev name, got {bad[0]!r}")
