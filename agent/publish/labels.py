@@ -124,10 +124,18 @@ def label_problems(snapshot: NodeSnapshot, enforcement: EnforcementState | None,
 def desired_labels(snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str) -> dict[str, str]:
     """Every label the agent wants on its Node, keyed by full key, values validated (pure but for a
     warning per dropped label). See docs/labels.md for the table."""
+    return labels_and_problems(snapshot, enforcement, prefix)[0]
+
+
+def labels_and_problems(
+    snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str
+) -> tuple[dict[str, str], list[Problem]]:
+    """:func:`desired_labels` and :func:`label_problems` at once (the labels stage wants both, and
+    each would work out every candidate label again); a warning per dropped label."""
     labels, problems = drop_invalid(_candidate_labels(snapshot, enforcement, prefix))
     for problem in problems:
         logger.warning("%s", problem.message)
-    return labels
+    return labels, problems
 
 
 def _candidate_labels(snapshot: NodeSnapshot, enforcement: EnforcementState | None, prefix: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from agent.publish.kube.events import EventRecorder
 from agent.publish.kube.node_labels import NodeLabelPublisher
 from agent.publish.kube.node_status import ConditionPublisher
 from agent.publish.kube.watch import NodeWatcher
-from agent.publish.labels import Hysteresis, desired_labels, hysteresis_keys, label_problems
+from agent.publish.labels import Hysteresis, hysteresis_keys, labels_and_problems
 from agent.publish.plugin_source import NoSource, PluginConfigSource
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ class LabelsStage:
     def __call__(self, state: AgentState) -> AgentState:
         if state.snapshot is None:
             return state
-        wanted = desired_labels(state.snapshot, state.enforcement, self.prefix)
-        problems = tuple(label_problems(state.snapshot, state.enforcement, self.prefix))
+        wanted, dropped = labels_and_problems(state.snapshot, state.enforcement, self.prefix)
+        problems = tuple(dropped)
         labels = self.hysteresis.update(self.timer(), wanted)
         state = replace(state, problems=state.problems + problems)
         if self.features_file is not None:
